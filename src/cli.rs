@@ -1,0 +1,91 @@
+//! Command-line flags (clap derive). Semantics are checked in `config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::capture::replay::Speed;
+
+/// netvigil: a packet-level network anomaly sensor.
+///
+/// Learns what normal traffic looks like and reports traffic spikes,
+/// protocol misuse and scans as JSON-lines anomaly episodes.
+#[derive(Debug, Parser)]
+#[command(name = "netvigil", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr (no summary, no progress).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read pcap/pcapng savefiles in packet time.
+    Replay(ReplayArgs),
+    /// Capture from a span port or tap.
+    Live(LiveArgs),
+    /// Validate a config file and print the effective configuration.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// Options shared by `replay` and `live`.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// TOML configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where anomaly events go, as JSON lines ("-" for stdout).
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub events: PathBuf,
+    /// Tracker threads (default: available cores - 1, at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// Serve Prometheus metrics on this address (replay: off unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Capture filter in libpcap syntax.
+    #[arg(long, value_name = "EXPR")]
+    pub bpf: Option<String>,
+    /// Directory for learned state across runs.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `netvigil replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Pacing: max, realtime, or a speed-up factor such as 10.
+    #[arg(long, default_value = "max", value_name = "SPEED")]
+    pub speed: Speed,
+    /// Savefiles (pcap or pcapng, told apart by content), read in order.
+    #[arg(required = true, value_name = "PCAP")]
+    pub pcaps: Vec<PathBuf>,
+}
+
+/// `netvigil live`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Interface to capture on.
+    #[arg(short, long, value_name = "IFACE")]
+    pub interface: String,
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long)]
+    pub no_promisc: bool,
+}

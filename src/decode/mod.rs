@@ -1,0 +1,399 @@
+//! Decode: raw frame bytes → [`PacketMeta`], on the capture thread.
+//!
+//! Pure functions over `&[u8]`: no allocation, no I/O, no globals, and no
+//! panics on any input (every read is bounds-checked; fuzzed in `fuzz/` and
+//! property-tested below). Truncated frames decode as far as they go: a SYN
+//! cut after its ports still counts toward its flow.
+//!
+//! Layer 2 encapsulations are stripped here (see [`link`]); IP and transport
+//! headers are sliced by etherparse's lax parser. Fields etherparse does not
+//! expose (reserved bit, options sanity, first-fragment ports) are read from
+//! the header bytes it hands back.
+
+pub mod link;
+pub mod meta;
+
+use etherparse::{
+    EtherType, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::Layer,
+};
+
+pub use link::LinkType;
+pub use meta::{Addr, L3, PacketMeta, anomaly, frag, ip_proto, l4, tcp_flags};
+
+use crate::time::Timestamp;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+/// Deepest VLAN stack we walk; anything deeper is almost surely garbage.
+const MAX_VLAN_TAGS: usize = 4;
+
+/// Decodes one frame of link type `link` captured at `ts`.
+///
+/// `wire_len` is the frame's length on the wire; `data` is what was captured
+/// (possibly cut by the snap length). Never fails: what cannot be decoded is
+/// recorded in [`PacketMeta::anomalies`].
+pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> PacketMeta {
+    let mut m = PacketMeta {
+        ts,
+        wire_len,
+        cap_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        ..PacketMeta::default()
+    };
+    // Bytes the snap length cut off; wire-view lengths below add them back.
+    let cut = wire_len.saturating_sub(m.cap_len);
+    let wire_of = |rest: &[u8]| -> u32 {
+        u32::try_from(rest.len()).unwrap_or(u32::MAX).saturating_add(cut)
+    };
+    match link {
+        LinkType::Ethernet => {
+            let Some(hdr) = data.get(..14) else {
+                m.anomalies |= anomaly::TRUNCATED_LINK;
+                return m;
+            };
+            m.dst_mac.copy_from_slice(&hdr[..6]);
+            m.src_mac.copy_from_slice(&hdr[6..12]);
+            let mut et = u16::from_be_bytes([hdr[12], hdr[13]]);
+            let mut off = 14;
+            let mut tags = 0;
+            while matches!(et, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
+                let Some(tag) = data.get(off..off + 4) else {
+                    m.anomalies |= anomaly::TRUNCATED_LINK;
+                    return m;
+                };
+                if tags < 2 {
+                    m.vlan[tags] = u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff;
+                }
+                tags += 1;
+                et = u16::from_be_bytes([tag[2], tag[3]]);
+                off += 4;
+                if tags >= MAX_VLAN_TAGS {
+                    break;
+                }
+            }
+            m.vlan_count = tags.min(2) as u8;
+            let rest = data.get(off..).unwrap_or(&[]);
+            decode_ether_type(&mut m, et, rest, wire_of(rest));
+        }
+        LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => {
+            decode_ip(&mut m, None, data, wire_of(data));
+        }
+        LinkType::Unsupported(_) => m.anomalies |= anomaly::UNSUPPORTED_LINK,
+        other => match link::parse_header(other, data) {
+            None => m.anomalies |= anomaly::TRUNCATED_LINK,
+            Some(h) => {
+                if let Some(mac) = h.src_mac {
+                    m.src_mac = mac;
+                }
+                let rest = data.get(h.len..).unwrap_or(&[]);
+                match h.inner {
+                    link::Inner::EtherType(et) => decode_ether_type(&mut m, et, rest, wire_of(rest)),
+                    link::Inner::Ip => decode_ip(&mut m, None, rest, wire_of(rest)),
+                    link::Inner::Other => m.anomalies |= anomaly::NON_IP,
+                }
+            }
+        },
+    }
+    m
+}
+
+fn decode_ether_type(m: &mut PacketMeta, et: u16, rest: &[u8], wire: u32) {
+    match et {
+        ETHERTYPE_IPV4 => decode_ip(m, Some(4), rest, wire),
+        ETHERTYPE_IPV6 => decode_ip(m, Some(6), rest, wire),
+        ETHERTYPE_ARP => decode_arp(m, rest),
+        _ => m.anomalies |= anomaly::NON_IP,
+    }
+}
+
+fn decode_arp(m: &mut PacketMeta, b: &[u8]) {
+    m.l3 = L3::Arp;
+    // htype(2) ptype(2) hlen(1) plen(1) op(2) sha(6) spa(4) tha(6) tpa(4)
+    let Some(a) = b.get(..28) else {
+        m.anomalies |= anomaly::ARP_MALFORMED;
+        return;
+    };
+    if a[4] != 6 || a[5] != 4 || u16::from_be_bytes([a[2], a[3]]) != ETHERTYPE_IPV4 {
+        m.anomalies |= anomaly::ARP_MALFORMED;
+        return;
+    }
+    m.arp_op = u16::from_be_bytes([a[6], a[7]]);
+    m.arp_sha.copy_from_slice(&a[8..14]);
+    m.src = Addr::v4([a[14], a[15], a[16], a[17]]);
+    m.arp_tha.copy_from_slice(&a[18..24]);
+    m.dst = Addr::v4([a[24], a[25], a[26], a[27]]);
+}
+
+/// Decodes an IP packet; `expect` is the version the link layer announced.
+fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
+    let Some(&first) = ip.first() else {
+        m.anomalies |= anomaly::TRUNCATED_IP;
+        return;
+    };
+    let version = first >> 4;
+    if expect.is_some_and(|v| v != version) || !matches!(version, 4 | 6) {
+        m.anomalies |= anomaly::IP_BAD_VERSION;
+        return;
+    }
+    let sliced = if version == 4 {
+        LaxSlicedPacket::from_ether_type(EtherType(ETHERTYPE_IPV4), ip)
+    } else {
+        LaxSlicedPacket::from_ether_type(EtherType(ETHERTYPE_IPV6), ip)
+    };
+    match &sliced.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            let hb = h.slice();
+            m.l3 = L3::Ipv4;
+            m.src = Addr::v4(h.source());
+            m.dst = Addr::v4(h.destination());
+            m.ttl = h.ttl();
+            m.proto = h.protocol().0;
+            m.ip_id = u32::from(h.identification());
+            m.frag_offset = u32::from(h.fragments_offset().value()) * 8;
+            if h.more_fragments() {
+                m.frag |= frag::MORE;
+            }
+            if h.dont_fragment() {
+                m.frag |= frag::DONT;
+            }
+            if hb.get(6).is_some_and(|b| b & 0x80 != 0) {
+                m.frag |= frag::RESERVED;
+                m.anomalies |= anomaly::IPV4_RESERVED_FLAG;
+            }
+            let hdr_len = u32::from(h.ihl()) * 4;
+            let total = u32::from(h.total_len());
+            if total < hdr_len || total > wire {
+                m.anomalies |= anomaly::IPV4_BAD_TOTAL_LEN;
+            }
+            if !ipv4_options_ok(hb.get(20..).unwrap_or(&[])) {
+                m.anomalies |= anomaly::IPV4_BAD_OPTIONS;
+            }
+            if !ipv4_checksum_ok(hb) {
+                m.anomalies |= anomaly::IPV4_BAD_CHECKSUM;
+            }
+            let end = if total >= hdr_len { total.min(wire) } else { wire };
+            let l4_wire = end.saturating_sub(hdr_len);
+            decode_l4(m, &sliced, v4.payload().payload, l4_wire);
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            m.l3 = L3::Ipv6;
+            m.src = Addr::v6(h.source());
+            m.dst = Addr::v6(h.destination());
+            m.ttl = h.hop_limit();
+            let plen = u32::from(h.payload_length());
+            if plen > wire.saturating_sub(40) {
+                m.anomalies |= anomaly::IPV6_BAD_PAYLOAD_LEN;
+            }
+            let exts = v6.extensions();
+            for ext in exts.clone() {
+                if let Ipv6ExtensionSlice::Fragment(f) = ext {
+                    m.frag_offset = u32::from(f.fragment_offset().value()) * 8;
+                    m.ip_id = f.identification();
+                    if f.more_fragments() {
+                        m.frag |= frag::MORE;
+                    }
+                }
+            }
+            let payload = v6.payload();
+            m.proto = payload.ip_number.0;
+            let ext_len = u32::try_from(exts.slice().len()).unwrap_or(u32::MAX);
+            let end = if plen == 0 { wire } else { (plen + 40).min(wire) };
+            let l4_wire = end.saturating_sub(40).saturating_sub(ext_len);
+            decode_l4(m, &sliced, payload.payload, l4_wire);
+        }
+        Some(LaxNetSlice::Arp(_)) | None => ip_fallback(m, version, ip),
+    }
+    if m.frag_offset > 0 || m.frag & frag::MORE != 0 {
+        m.frag |= frag::IS_FRAGMENT;
+    }
+    if m.is_ip() && m.ttl == 0 {
+        m.anomalies |= anomaly::TTL_ZERO;
+    }
+    if let Some((err, layer)) = &sliced.stop_err {
+        m.anomalies |= match layer {
+            Layer::Ipv6ExtHeader
+            | Layer::Ipv6HopByHopHeader
+            | Layer::Ipv6DestOptionsHeader
+            | Layer::Ipv6RouteHeader
+            | Layer::Ipv6FragHeader
+            | Layer::IpAuthHeader => anomaly::IPV6_BAD_EXT,
+            Layer::TcpHeader => match err {
+                etherparse::err::packet::SliceError::Tcp(_) => anomaly::TCP_BAD_OFFSET,
+                _ => anomaly::TRUNCATED_L4,
+            },
+            Layer::UdpHeader | Layer::Icmpv4 | Layer::Icmpv6 => anomaly::TRUNCATED_L4,
+            _ => 0,
+        };
+    }
+}
+
+/// Reads addresses straight from the header when etherparse refused it
+/// (IHL < 5, header cut short): the packet still counts toward its hosts.
+fn ip_fallback(m: &mut PacketMeta, version: u8, ip: &[u8]) {
+    if version == 4 {
+        let Some(h) = ip.get(..20) else {
+            m.anomalies |= anomaly::TRUNCATED_IP;
+            return;
+        };
+        m.l3 = L3::Ipv4;
+        m.ttl = h[8];
+        m.proto = h[9];
+        m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
+        m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
+        let ihl = h[0] & 0x0f;
+        m.anomalies |= if ihl < 5 { anomaly::IPV4_BAD_IHL } else { anomaly::TRUNCATED_IP };
+    } else {
+        let Some(h) = ip.get(..40) else {
+            m.anomalies |= anomaly::TRUNCATED_IP;
+            return;
+        };
+        m.l3 = L3::Ipv6;
+        m.ttl = h[7];
+        m.proto = h[6];
+        let mut s = [0u8; 16];
+        s.copy_from_slice(&h[8..24]);
+        m.src = Addr::v6(s);
+        s.copy_from_slice(&h[24..40]);
+        m.dst = Addr::v6(s);
+        m.anomalies |= anomaly::IPV6_BAD_EXT;
+    }
+}
+
+fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wire: u32) {
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            m.sport = t.source_port();
+            m.dport = t.destination_port();
+            m.l4 |= l4::PORTS | l4::TCP_FLAGS;
+            let s = t.slice();
+            m.tcp_flags = tcp_flags_raw(s);
+            m.tcp_window = t.window_size();
+            m.tcp_seq = t.sequence_number();
+            m.tcp_ack = t.acknowledgment_number();
+            let hdr = u32::from(t.data_offset()) * 4;
+            m.payload_len = l4_wire.saturating_sub(hdr);
+            copy_head(&mut m.payload_head, t.payload());
+        }
+        Some(TransportSlice::Udp(u)) => {
+            m.sport = u.source_port();
+            m.dport = u.destination_port();
+            m.l4 |= l4::PORTS;
+            let len = u32::from(u.length());
+            let valid = len >= 8 && len <= l4_wire;
+            if !valid {
+                m.anomalies |= anomaly::UDP_BAD_LEN;
+            }
+            m.payload_len = if valid { len - 8 } else { l4_wire.saturating_sub(8) };
+            copy_head(&mut m.payload_head, u.payload());
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            m.icmp_type = i.type_u8();
+            m.icmp_code = i.code_u8();
+            m.l4 |= l4::ICMP;
+            m.payload_len = l4_wire.saturating_sub(8);
+            copy_head(&mut m.payload_head, i.payload());
+        }
+        Some(TransportSlice::Icmpv6(i)) => {
+            m.icmp_type = i.type_u8();
+            m.icmp_code = i.code_u8();
+            m.l4 |= l4::ICMP;
+            m.payload_len = l4_wire.saturating_sub(8);
+            copy_head(&mut m.payload_head, i.payload());
+        }
+        Some(TransportSlice::Igmp(_)) => m.payload_len = l4_wire,
+        None => {
+            // A first fragment, or a transport header cut short: read what is there.
+            let first_fragment = m.frag_offset == 0;
+            if first_fragment && matches!(m.proto, ip_proto::TCP | ip_proto::UDP) {
+                if let Some(ports) = payload.get(..4) {
+                    m.sport = u16::from_be_bytes([ports[0], ports[1]]);
+                    m.dport = u16::from_be_bytes([ports[2], ports[3]]);
+                    m.l4 |= l4::PORTS;
+                }
+                if m.proto == ip_proto::TCP && payload.len() >= 14 {
+                    m.tcp_flags = tcp_flags_raw(payload);
+                    m.l4 |= l4::TCP_FLAGS;
+                }
+            } else if first_fragment && matches!(m.proto, ip_proto::ICMP | ip_proto::ICMPV6) {
+                if let Some(h) = payload.get(..2) {
+                    m.icmp_type = h[0];
+                    m.icmp_code = h[1];
+                    m.l4 |= l4::ICMP;
+                }
+            }
+            let hdr_min: u32 = match m.proto {
+                ip_proto::TCP => 20,
+                ip_proto::UDP | ip_proto::ICMP | ip_proto::ICMPV6 => 8,
+                _ => 0,
+            };
+            let is_fragment = m.frag_offset > 0 || m.frag & frag::MORE != 0;
+            if !is_fragment && (payload.len() as u64) < u64::from(hdr_min) {
+                m.anomalies |= anomaly::TRUNCATED_L4;
+            }
+            m.payload_len = l4_wire.saturating_sub(if first_fragment { hdr_min } else { 0 });
+        }
+    }
+}
+
+fn tcp_flags_raw(tcp: &[u8]) -> u16 {
+    let lo = tcp.get(13).copied().unwrap_or(0);
+    let ns = tcp.get(12).copied().unwrap_or(0) & 1;
+    u16::from(lo) | (u16::from(ns) << 8)
+}
+
+fn copy_head(dst: &mut [u8; 8], src: &[u8]) {
+    let n = src.len().min(8);
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// True when the IPv4 options area parses: every option fits, and the
+/// fixed-size ones (RFC 791, RFC 1108) have their defined length.
+fn ipv4_options_ok(opts: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&kind) = opts.get(i) {
+        match kind {
+            0 => return true, // end of options list
+            1 => i += 1,      // no-operation
+            _ => {
+                let Some(&len) = opts.get(i + 1) else { return false };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    return false;
+                }
+                let fixed_ok = match kind {
+                    130 => len == 11,                         // basic security
+                    136 => len == 4,                          // stream id
+                    7 | 131 | 137 => len >= 3 && (len - 3) % 4 == 0, // record/source route
+                    68 => (4..=40).contains(&len),            // timestamp
+                    _ => true,
+                };
+                if !fixed_ok {
+                    return false;
+                }
+                i += len;
+            }
+        }
+    }
+    true
+}
+
+/// Verifies the IPv4 header checksum (a counter only: offload makes bad ones common).
+fn ipv4_checksum_ok(h: &[u8]) -> bool {
+    let mut sum: u32 = 0;
+    for pair in h.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+#[cfg(test)]
+mod tests;

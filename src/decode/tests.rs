@@ -1,0 +1,162 @@
+//! Decoder tests: hand-built frames (etherparse's builder) and hostile bytes.
+
+use etherparse::PacketBuilder;
+use proptest::prelude::*;
+
+use super::*;
+
+const T: Timestamp = Timestamp(1_000);
+
+fn eth_tcp(flags: impl Fn(etherparse::PacketBuilderStep<etherparse::TcpHeader>) -> etherparse::PacketBuilderStep<etherparse::TcpHeader>, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 443, 1234, 65535);
+    let b = flags(b);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+#[test]
+fn ethernet_ipv4_tcp_round_trip() {
+    let f = eth_tcp(|b| b.syn().ack(99), b"hello");
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+    assert_eq!(m.l3, L3::Ipv4);
+    assert_eq!(m.src, Addr::v4([10, 0, 0, 1]));
+    assert_eq!(m.dst, Addr::v4([10, 0, 0, 2]));
+    assert_eq!((m.sport, m.dport, m.proto, m.ttl), (40000, 443, ip_proto::TCP, 64));
+    assert_eq!(m.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
+    assert_eq!((m.tcp_seq, m.tcp_ack, m.tcp_window), (1234, 99, 65535));
+    assert_eq!(m.payload_len, 5);
+    assert_eq!(&m.payload_head[..5], b"hello");
+    assert_eq!(m.src_mac, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(m.anomalies, 0);
+    assert!(m.has_ports() && m.has_tcp_flags());
+}
+
+#[test]
+fn truncated_tcp_keeps_ports_and_wire_payload() {
+    let f = eth_tcp(|b| b.syn(), &[0u8; 100]);
+    let cut = &f[..14 + 20 + 16]; // ports and flags present, options/payload cut
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, cut);
+    assert_eq!((m.sport, m.dport), (40000, 443));
+    assert!(m.has_tcp_flags());
+    assert_eq!(m.tcp_flags, tcp_flags::SYN);
+    assert_ne!(m.anomalies & anomaly::TRUNCATED_L4, 0);
+    assert_eq!(m.payload_len, 100, "wire view of the payload survives the snaplen");
+}
+
+#[test]
+fn vlan_and_qinq() {
+    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+        .double_vlan(etherparse::VlanId::try_new(100).unwrap(), etherparse::VlanId::try_new(200).unwrap())
+        .ipv6([1; 16], [2; 16], 7)
+        .udp(53, 5353);
+    let mut f = Vec::new();
+    b.write(&mut f, &[0xab; 12]).unwrap();
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+    assert_eq!((m.vlan_count, m.vlan), (2, [100, 200]));
+    assert_eq!((m.l3, m.proto, m.sport, m.dport, m.payload_len), (L3::Ipv6, ip_proto::UDP, 53, 5353, 12));
+    assert_eq!(m.ttl, 7);
+}
+
+#[test]
+fn raw_ip_and_icmp() {
+    let b = PacketBuilder::ipv4([192, 168, 0, 1], [192, 168, 0, 2], 1).icmpv4_echo_request(7, 1);
+    let mut f = Vec::new();
+    b.write(&mut f, &[0; 56]).unwrap();
+    let m = decode(LinkType::RawIp, T, f.len() as u32, &f);
+    assert_eq!((m.proto, m.icmp_type, m.icmp_code, m.payload_len), (ip_proto::ICMP, 8, 0, 56));
+    assert!(m.has_icmp());
+    let sll2 = {
+        let mut h = vec![0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 9, 9, 9, 9, 9, 9, 0, 0];
+        h.extend_from_slice(&f);
+        h
+    };
+    let m2 = decode(LinkType::LinuxSll2, T, sll2.len() as u32, &sll2);
+    assert_eq!((m2.src, m2.icmp_type, m2.src_mac), (m.src, 8, [9; 6]));
+}
+
+#[test]
+fn arp_and_non_ip() {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0xaa; 6]);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    f.extend_from_slice(&[0xaa; 6]);
+    f.extend_from_slice(&[10, 0, 0, 1]);
+    f.extend_from_slice(&[0xbb; 6]);
+    f.extend_from_slice(&[10, 0, 0, 2]);
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+    assert_eq!((m.l3, m.arp_op, m.src, m.dst), (L3::Arp, 2, Addr::v4([10, 0, 0, 1]), Addr::v4([10, 0, 0, 2])));
+    assert_eq!((m.arp_sha, m.arp_tha), ([0xaa; 6], [0xbb; 6]));
+    f[12] = 0x88;
+    f[13] = 0xcc; // LLDP
+    assert_eq!(decode(LinkType::Ethernet, T, 60, &f).anomalies, anomaly::NON_IP);
+}
+
+#[test]
+fn ipv4_header_anomalies() {
+    let mut f = eth_tcp(|b| b.syn(), &[]);
+    f[14] = 0x44; // IHL 4
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+    assert_ne!(m.anomalies & anomaly::IPV4_BAD_IHL, 0);
+    assert_eq!(m.src, Addr::v4([10, 0, 0, 1]), "addresses still read");
+    let mut f = eth_tcp(|b| b.syn(), &[]);
+    f[14 + 6] |= 0x80; // evil bit
+    f[14 + 8] = 0; // TTL 0
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+    assert_ne!(m.anomalies & anomaly::IPV4_RESERVED_FLAG, 0);
+    assert_ne!(m.anomalies & anomaly::TTL_ZERO, 0);
+    assert_ne!(m.anomalies & anomaly::IPV4_BAD_CHECKSUM, 0);
+    let short = &eth_tcp(|b| b.syn(), &[])[..14 + 10];
+    assert_ne!(decode(LinkType::Ethernet, T, 60, short).anomalies & anomaly::TRUNCATED_IP, 0);
+    assert_eq!(decode(LinkType::Ethernet, T, 60, &[0; 8]).anomalies, anomaly::TRUNCATED_LINK);
+    assert_eq!(decode(LinkType::Unsupported(160), T, 60, &[0; 60]).anomalies, anomaly::UNSUPPORTED_LINK);
+}
+
+#[test]
+fn options_parser() {
+    assert!(ipv4_options_ok(&[]));
+    assert!(ipv4_options_ok(&[1, 1, 1, 0]));
+    assert!(ipv4_options_ok(&[7, 7, 4, 0, 0, 0, 0, 0]));
+    assert!(!ipv4_options_ok(&[7, 1]));
+    assert!(!ipv4_options_ok(&[130, 3, 0, 0]));
+    assert!(!ipv4_options_ok(&[68, 40]));
+    assert!(!ipv4_options_ok(&[99]));
+}
+
+#[test]
+fn first_fragment_yields_ports() {
+    // A 28-byte first fragment of a UDP datagram: header present, MF set.
+    let mut ip = vec![0x45, 0, 0, 28, 0, 1, 0x20, 0, 64, 17, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
+    ip.extend_from_slice(&[0x12, 0x34, 0, 53, 0, 200, 0, 0]);
+    let m = decode(LinkType::RawIp, T, ip.len() as u32, &ip);
+    assert_ne!(m.frag & frag::IS_FRAGMENT, 0);
+    assert_eq!((m.sport, m.dport), (0x1234, 53));
+    // A later fragment has no ports.
+    ip[6] = 0x00;
+    ip[7] = 0x10;
+    let m = decode(LinkType::RawIp, T, ip.len() as u32, &ip);
+    assert_eq!((m.frag_offset, m.has_ports()), (128, false));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn never_panics_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..200), dlt in prop::sample::select(vec![0, 1, 9, 12, 101, 108, 113, 160, 228, 229, 276]), wire in any::<u32>()) {
+        let _ = decode(LinkType::from_dlt(dlt), T, wire, &data);
+    }
+
+    #[test]
+    fn tcp_fields_round_trip(sport in any::<u16>(), dport in any::<u16>(), seq in any::<u32>(), win in any::<u16>(), ttl in 1u8.., payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([1, 2, 3, 4], [5, 6, 7, 8], ttl).tcp(sport, dport, seq, win).psh().ack(7);
+        let mut f = Vec::new();
+        b.write(&mut f, &payload).unwrap();
+        let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+        prop_assert_eq!((m.sport, m.dport, m.tcp_seq, m.tcp_window, m.ttl), (sport, dport, seq, win, ttl));
+        prop_assert_eq!(m.tcp_flags, tcp_flags::PSH | tcp_flags::ACK);
+        prop_assert_eq!(m.payload_len as usize, payload.len());
+        prop_assert_eq!(m.anomalies, 0);
+    }
+}

@@ -1,0 +1,173 @@
+//! Detect: the host stage, where shard intervals meet and episodes live.
+//!
+//! The host stage waits until every shard has reported interval `t` (a
+//! watermark), merges the per-host summaries and misuse hits, runs the
+//! detectors, and returns the interval's events in a total order. Because it
+//! only ever sees complete, merged intervals, its output is the same for any
+//! number of shards and any replay speed.
+
+pub mod anomaly;
+pub mod episode;
+pub mod misuse;
+
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
+
+use crate::decode::Addr;
+use crate::time::Timestamp;
+use crate::track::{HostCounters, ShardReport, ShardStats};
+pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
+use episode::{EpisodePolicy, Episodes};
+use misuse::{HitAgg, HitKey, MisuseEpisode};
+
+/// Detector settings the host stage needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DetectConfig {
+    /// Episode timing for misuse detections.
+    pub misuse_episodes: EpisodePolicy,
+    /// Whether the misuse rules raise events at all.
+    pub misuse_enabled: bool,
+}
+
+/// One merged interval: every host's traffic across all shards.
+#[derive(Default)]
+pub struct HostInterval {
+    /// The interval's end.
+    pub end: Timestamp,
+    /// Per-host counters, merged over shards.
+    pub hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+    /// The whole link, summed over hosts' outbound side.
+    pub link: HostCounters,
+}
+
+struct Pending {
+    reports: usize,
+    last: bool,
+    hits: Vec<(HitKey, HitAgg)>,
+    hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+}
+
+/// The single host-stage state machine.
+pub struct HostStage {
+    shards: usize,
+    pending: BTreeMap<Timestamp, Pending>,
+    interval: HostInterval,
+    shard_stats: Vec<ShardStats>,
+    misuse: Episodes<MisuseEpisode>,
+    cfg: DetectConfig,
+    finished: usize,
+}
+
+impl HostStage {
+    /// A host stage expecting reports from `shards` shards.
+    pub fn new(shards: usize, cfg: DetectConfig) -> HostStage {
+        HostStage {
+            shards: shards.max(1),
+            pending: BTreeMap::new(),
+            interval: HostInterval::default(),
+            shard_stats: vec![ShardStats::default(); shards.max(1)],
+            misuse: Episodes::new(cfg.misuse_episodes),
+            cfg,
+            finished: 0,
+        }
+    }
+
+    /// Accepts one shard report; when it completes an interval, appends that
+    /// interval's events to `out` (sorted) and returns true.
+    pub fn on_report(&mut self, r: ShardReport, out: &mut Vec<Anomaly>) -> bool {
+        if let Some(s) = self.shard_stats.get_mut(r.shard) {
+            *s = r.stats;
+        }
+        if r.last {
+            self.finished += 1;
+        }
+        let p = self.pending.entry(r.tick).or_insert_with(|| Pending {
+            reports: 0,
+            last: false,
+            hits: Vec::new(),
+            hosts: HashMap::with_hasher(Default::default()),
+        });
+        p.reports += 1;
+        p.last |= r.last;
+        p.hits.extend(r.hits);
+        for (a, h) in r.hosts {
+            p.hosts.entry(a).or_default().merge(&h);
+        }
+        let mut completed = false;
+        // Intervals complete in order: each shard reports its ticks in order.
+        while let Some(entry) = self.pending.first_entry() {
+            let done = entry.get().reports >= self.shards
+                || (entry.get().last && self.finished >= self.shards);
+            if !done {
+                break;
+            }
+            let (t, p) = entry.remove_entry();
+            self.close_interval(t, p, out);
+            completed = true;
+        }
+        completed
+    }
+
+    /// True once every shard has sent its final report.
+    pub fn all_finished(&self) -> bool {
+        self.finished >= self.shards
+    }
+
+    fn close_interval(&mut self, t: Timestamp, p: Pending, out: &mut Vec<Anomaly>) {
+        let start = out.len();
+        self.interval.end = t;
+        self.interval.hosts = p.hosts;
+        let mut link = HostCounters::default();
+        for h in self.interval.hosts.values() {
+            link.pkts_out += h.pkts_out;
+            link.bytes_out += h.bytes_out;
+            link.syn_out += h.syn_out;
+            link.flows_out += h.flows_out;
+        }
+        self.interval.link = link;
+        if self.cfg.misuse_enabled {
+            for (key, agg) in misuse::merge_hits(p.hits) {
+                self.misuse.observe(key, agg.first, &agg, out);
+            }
+        }
+        if p.last {
+            self.misuse.close_all(t, out);
+        } else {
+            self.misuse.tick(t, out);
+        }
+        out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    }
+
+    /// The latest cumulative counters, summed over shards.
+    pub fn stats(&self) -> ShardStats {
+        let mut t = ShardStats::default();
+        for s in &self.shard_stats {
+            t.packets += s.packets;
+            t.bytes += s.bytes;
+            for i in 0..t.by_proto.len() {
+                t.by_proto[i] += s.by_proto[i];
+                t.bytes_by_proto[i] += s.bytes_by_proto[i];
+            }
+            t.flows_created += s.flows_created;
+            t.flows_idle += s.flows_idle;
+            t.flows_active_timeout += s.flows_active_timeout;
+            t.flows_evicted += s.flows_evicted;
+            t.flows_open += s.flows_open;
+            t.flow_table_bytes += s.flow_table_bytes;
+            t.host_overflow += s.host_overflow;
+            t.hit_overflow += s.hit_overflow;
+        }
+        t
+    }
+
+    /// Episodes open now, over all detectors.
+    pub fn open_episodes(&self) -> usize {
+        self.misuse.open_count()
+    }
+
+    /// The last merged interval (for detectors and tests).
+    pub fn last_interval(&self) -> &HostInterval {
+        &self.interval
+    }
+}

@@ -1,0 +1,7 @@
+//! Export: what leaves the sensor (JSON-lines events, Prometheus metrics).
+
+pub mod community_id;
+pub mod events;
+pub mod metrics;
+
+pub use events::{EventWriter, EventsError};

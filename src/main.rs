@@ -1,0 +1,216 @@
+//! The `netvigil` binary: wiring only. Parse flags, load config, build the
+//! pipeline, run it, map the outcome to an exit status.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+
+use netvigil::capture::{CaptureError, live};
+use netvigil::cli::{Cli, Command, Common};
+use netvigil::config::{Config, ConfigError};
+use netvigil::export::{EventWriter, EventsError, metrics};
+use netvigil::pipeline::{self, Backpressure, Options, Source, Summary};
+
+/// Exit status for usage and configuration errors.
+const EXIT_USAGE: u8 = 2;
+/// Exit status for run-time failures.
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netvigil: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<CaptureError>() {
+        return if c.is_usage() { EXIT_USAGE } else { EXIT_RUNTIME };
+    }
+    if e.downcast_ref::<ConfigError>().is_some() {
+        return EXIT_USAGE;
+    }
+    if let Some(EventsError::Open { .. }) = e.downcast_ref::<EventsError>() {
+        return EXIT_USAGE;
+    }
+    EXIT_RUNTIME
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETVIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let cfg = Config::load(&file)?;
+            print!("# {}: valid\n{}", file.display(), cfg.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => {
+            let (cfg, opts, stop) = prepare(&args.common, Backpressure::Block)?;
+            let bar = progress_bar(cli.quiet);
+            let progress_bar = bar.clone();
+            let source = Source::Replay {
+                paths: args.pcaps,
+                speed: args.speed,
+                bpf: args.common.bpf.clone(),
+                progress: Box::new(move |n| {
+                    if let Some(b) = &progress_bar {
+                        b.set_position(n);
+                    }
+                }),
+            };
+            let (summary, result) = pipeline::run(source, &cfg, opts, stop);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            finish(summary, result, cli.quiet)
+        }
+        Command::Live(args) => {
+            let (cfg, opts, stop) = prepare(&args.common, Backpressure::DropNewest)?;
+            let lo = live::LiveOptions {
+                interface: args.interface.clone(),
+                snaplen: cfg.capture.snaplen,
+                buffer_mib: cfg.capture.buffer_mib,
+                promiscuous: cfg.capture.promiscuous && !args.no_promisc,
+                bpf: args.common.bpf.clone(),
+            };
+            let mut cap = live::open(&lo)?;
+            let breaker = Arc::new(Mutex::new(Some(cap.breakloop_handle())));
+            watch_signals_breakloop(stop.clone(), breaker.clone());
+            tracing::info!("capturing on {} (snaplen {}, buffer {} MiB)", lo.interface, lo.snaplen, lo.buffer_mib);
+            let source = Source::Live {
+                cap: Box::new(cap),
+                opts: lo,
+                status: Box::new(|s| {
+                    tracing::info!(
+                        "{} packets, {} bytes; drops: kernel {} interface {} queue {}",
+                        s.packets,
+                        s.bytes,
+                        s.kernel_drops,
+                        s.if_drops,
+                        s.queue_drops
+                    );
+                }),
+            };
+            let (summary, result) = pipeline::run(source, &cfg, opts, stop);
+            if let Ok(mut b) = breaker.lock() {
+                b.take();
+            }
+            finish(summary, result, cli.quiet)
+        }
+    }
+}
+
+/// Config, event sink, metrics and signal handling shared by both modes.
+fn prepare(common: &Common, backpressure: Backpressure) -> anyhow::Result<(Config, Options, Arc<AtomicBool>)> {
+    let cfg = match &common.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(expr) = &common.bpf {
+        // Fail fast with a usage error before any capture is opened.
+        live::check_filter(expr, 1)?;
+    }
+    if let Some(dir) = &common.state_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        tracing::info!("state directory {} (learned baselines are saved here once the statistical detector is enabled)", dir.display());
+    }
+    let events = EventWriter::open(&common.events)?;
+    let workers = common.workers.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map(|n| n.get().saturating_sub(1)).unwrap_or(1).max(1)
+    });
+    let metrics_addr = common.metrics_listen.or(if backpressure == Backpressure::DropNewest {
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9717)))
+    } else {
+        None
+    });
+    if let Some(addr) = metrics_addr {
+        metrics::install(addr).map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while we are already stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("cannot install signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
+    }
+    Ok((cfg, Options { workers, backpressure, events, metrics: metrics_addr.is_some() }, stop))
+}
+
+/// Wakes a blocked libpcap read when a stop signal arrives.
+fn watch_signals_breakloop(stop: Arc<AtomicBool>, breaker: Arc<Mutex<Option<pcap::BreakLoop>>>) {
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
+    let Ok(mut signals) = signals else { return };
+    let _ = std::thread::Builder::new().name("netvigil-signals".into()).spawn(move || {
+        for _ in signals.forever() {
+            stop.store(true, Ordering::Relaxed);
+            if let Ok(b) = breaker.lock() {
+                if let Some(b) = b.as_ref() {
+                    b.breakloop();
+                }
+            }
+        }
+    });
+}
+
+fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {human_pos} packets ({per_sec}) {elapsed}") {
+        b.set_style(style);
+    }
+    b.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(b)
+}
+
+fn finish(summary: Summary, result: Result<(), CaptureError>, quiet: bool) -> anyhow::Result<ExitCode> {
+    if !quiet {
+        eprint!("{}", summary.render());
+    }
+    result?;
+    if let Some(e) = &summary.events_error {
+        if e.contains("broken pipe") {
+            eprintln!("netvigil: event output closed by the reader; stopped early");
+            return Ok(ExitCode::SUCCESS);
+        }
+        anyhow::bail!("{e}");
+    }
+    if let Some(first) = summary.capture.errors.first() {
+        eprintln!("netvigil: error: {first}");
+        return Ok(ExitCode::from(EXIT_RUNTIME));
+    }
+    Ok(ExitCode::SUCCESS)
+}

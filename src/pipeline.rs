@@ -1,0 +1,425 @@
+//! Pipeline: threads, channels, sharding, ticks and shutdown order.
+//!
+//! ```text
+//! capture thread ──Batch/Tick/Finish──▶ N shard threads ──ShardReport──▶ host stage ──▶ events, metrics
+//! (decode, shard by flow key)  bounded   (flows, host summaries, hits)  bounded  (episodes, order)
+//! ```
+//! Replay sends block (lossless, deterministic); live sends drop the newest
+//! batch when a shard queue is full and count it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::capture::{CaptureStats, Frame, FrameSink};
+use crate::config::Config;
+use crate::decode::{self, LinkType, PacketMeta, anomaly};
+use crate::detect::{Anomaly, HostStage};
+use crate::export::{EventWriter, EventsError, metrics};
+use crate::time::Timestamp;
+use crate::track::{self, FlowKey, Shard, ShardMsg, ShardReport, ShardStats, key::shard_hash};
+
+/// How the capture side hands packets to the shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait for room: nothing is lost (replay).
+    Block,
+    /// Drop the newest batch and count it (live: never stall the capture).
+    DropNewest,
+}
+
+/// Run-time options that are not in the config file.
+pub struct Options {
+    /// Tracker threads.
+    pub workers: usize,
+    /// Batch sends policy.
+    pub backpressure: Backpressure,
+    /// Where events go.
+    pub events: EventWriter,
+    /// Whether a metrics exporter is installed (publish to it).
+    pub metrics: bool,
+}
+
+/// What a run did, for the summary and the tests.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Capture-side counters.
+    pub capture: CaptureStats,
+    /// Tracking counters summed over shards.
+    pub tracking: ShardStats,
+    /// Episodes opened, by kind.
+    pub episodes_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// Event lines written.
+    pub events_written: u64,
+    /// First and last packet time.
+    pub first_ts: Option<Timestamp>,
+    /// Last packet time.
+    pub last_ts: Option<Timestamp>,
+    /// Wall time of the run.
+    pub wall: Duration,
+    /// Set when the event output failed; the run stopped early.
+    pub events_error: Option<String>,
+}
+
+/// The capture thread's side of the pipeline: decode, shard, batch, tick.
+pub struct Dispatcher {
+    shards: Vec<Sender<ShardMsg>>,
+    batches: Vec<Vec<PacketMeta>>,
+    recycle: Receiver<Vec<PacketMeta>>,
+    batch_size: usize,
+    interval: u64,
+    next_tick: Option<Timestamp>,
+    watermark: Option<Timestamp>,
+    first: Option<Timestamp>,
+    backpressure: Backpressure,
+    stats: CaptureStats,
+    publish: bool,
+    dead: bool,
+}
+
+impl Dispatcher {
+    fn get_batch(&self) -> Vec<PacketMeta> {
+        self.recycle.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
+    }
+
+    fn send_batch(&mut self, i: usize) {
+        if self.batches[i].is_empty() {
+            return;
+        }
+        let fresh = self.get_batch();
+        let batch = std::mem::replace(&mut self.batches[i], fresh);
+        match self.backpressure {
+            Backpressure::Block => {
+                if self.shards[i].send(ShardMsg::Batch(batch)).is_err() {
+                    self.dead = true;
+                }
+            }
+            Backpressure::DropNewest => match self.shards[i].try_send(ShardMsg::Batch(batch)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ShardMsg::Batch(mut b))) => {
+                    self.stats.queue_drops += b.len() as u64;
+                    b.clear();
+                    self.batches[i] = b;
+                }
+                Err(_) => self.dead = true,
+            },
+        }
+    }
+
+    fn broadcast(&mut self, msg: impl Fn() -> ShardMsg) {
+        for s in &self.shards {
+            // Ticks always block: they are rare and the watermark needs them.
+            if s.send(msg()).is_err() {
+                self.dead = true;
+            }
+        }
+    }
+
+    /// Moves packet time to `t`, closing intervals it crosses.
+    fn advance(&mut self, t: Timestamp) {
+        match self.next_tick {
+            None => self.next_tick = Some(t.floor_to(self.interval).saturating_add(self.interval)),
+            Some(nt) if t >= nt => {
+                for i in 0..self.batches.len() {
+                    self.send_batch(i);
+                }
+                // One tick however far time jumped: a gap of years is one
+                // long quiet interval, not millions of empty ones.
+                let boundary = t.floor_to(self.interval);
+                self.broadcast(|| ShardMsg::Tick(boundary));
+                self.next_tick = Some(boundary.saturating_add(self.interval));
+                if self.publish {
+                    metrics::publish_capture(&self.stats);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        for i in 0..self.batches.len() {
+            self.send_batch(i);
+        }
+        let end = self.watermark.unwrap_or(Timestamp::ZERO);
+        self.broadcast(|| ShardMsg::Finish(end));
+        if self.publish {
+            metrics::publish_capture(&self.stats);
+        }
+    }
+}
+
+impl FrameSink for Dispatcher {
+    fn frame(&mut self, link: LinkType, f: &Frame<'_>) {
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(f.wire_len);
+        let ts = Timestamp::from_parts(f.secs, f.nanos);
+        let mut m = decode::decode(link, ts, f.wire_len, f.data);
+        // Packet time never runs backwards inside the pipeline: a late packet
+        // is stamped with the latest time seen (and counted), so timeouts and
+        // intervals stay monotonic.
+        match self.watermark {
+            Some(w) if ts < w => {
+                m.ts = w;
+                m.anomalies |= anomaly::TS_BACKWARDS;
+            }
+            _ => self.watermark = Some(ts),
+        }
+        self.first.get_or_insert(m.ts);
+        self.advance(m.ts);
+        self.stats.count_anomalies(m.anomalies);
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            (shard_hash(&FlowKey::of(&m).0) % self.shards.len() as u64) as usize
+        };
+        self.batches[i].push(m);
+        if self.batches[i].len() >= self.batch_size {
+            self.send_batch(i);
+        }
+    }
+
+    fn flush(&mut self) {
+        for i in 0..self.batches.len() {
+            self.send_batch(i);
+        }
+    }
+
+    fn idle(&mut self, now: Timestamp) {
+        if self.watermark.is_some_and(|w| now > w) {
+            self.watermark = Some(now);
+            self.advance(now);
+        }
+    }
+
+    fn stats(&mut self) -> &mut CaptureStats {
+        &mut self.stats
+    }
+}
+
+/// The capture source of a run.
+pub enum Source {
+    /// Savefiles, in order.
+    Replay {
+        /// The files.
+        paths: Vec<PathBuf>,
+        /// Pacing.
+        speed: crate::capture::replay::Speed,
+        /// Optional BPF filter.
+        bpf: Option<String>,
+        /// Called with packets read so far in the current file.
+        progress: Box<dyn FnMut(u64)>,
+    },
+    /// A live device, already opened.
+    Live {
+        /// The activated capture.
+        cap: Box<pcap::Capture<pcap::Active>>,
+        /// Its settings.
+        opts: crate::capture::live::LiveOptions,
+        /// Called about once a second.
+        status: Box<dyn FnMut(&CaptureStats)>,
+    },
+}
+
+/// Runs the whole pipeline over `source` until it ends or `stop` is set.
+///
+/// Returns the summary even when the capture failed part-way (the error is
+/// returned beside it): what was processed is always flushed.
+pub fn run(
+    source: Source,
+    cfg: &Config,
+    opts: Options,
+    stop: Arc<AtomicBool>,
+) -> (Summary, Result<(), crate::capture::CaptureError>) {
+    let started = Instant::now();
+    let workers = opts.workers.max(1);
+    let depth = cfg.capture.queue_batches;
+    let (report_tx, report_rx) = bounded::<ShardReport>(workers * 4);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<PacketMeta>>(workers * (depth + 2));
+    let shard_cfg = cfg.shard_config(workers);
+    let mut shard_txs = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let (tx, rx) = bounded::<ShardMsg>(depth);
+        shard_txs.push(tx);
+        let shard = Shard::new(id, shard_cfg);
+        let (rtx, ctx) = (report_tx.clone(), recycle_tx.clone());
+        let h = thread::Builder::new()
+            .name(format!("netvigil-shard-{id}"))
+            .spawn(move || track::run_shard(shard, rx, rtx, ctx));
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => tracing::error!("cannot start shard thread: {e}"),
+        }
+    }
+    drop(report_tx);
+    drop(recycle_tx);
+
+    let host = HostStage::new(handles.len().max(1), cfg.detect_config());
+    let publish = opts.metrics;
+    let stop_host = stop.clone();
+    let mut writer = opts.events;
+    let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
+        host_stage(host, report_rx, &mut writer, publish, &stop_host)
+    });
+
+    let mut d = Dispatcher {
+        batches: (0..shard_txs.len()).map(|_| Vec::with_capacity(cfg.capture.batch_size)).collect(),
+        shards: shard_txs,
+        recycle: recycle_rx,
+        batch_size: cfg.capture.batch_size,
+        interval: cfg.interval_ns(),
+        next_tick: None,
+        watermark: None,
+        first: None,
+        backpressure: opts.backpressure,
+        stats: CaptureStats::default(),
+        publish,
+        dead: false,
+    };
+    let result = match source {
+        Source::Replay { paths, speed, bpf, progress } => {
+            crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress)
+        }
+        Source::Live { cap, opts, status } => crate::capture::live::run(*cap, &opts, &stop, &mut d, status),
+    };
+    d.finish();
+    let Dispatcher { shards, stats, first, watermark, .. } = d;
+    drop(shards);
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut summary = Summary { capture: stats, first_ts: first, last_ts: watermark, ..Summary::default() };
+    match host_handle {
+        Ok(h) => match h.join() {
+            Ok(hs) => {
+                summary.tracking = hs.tracking;
+                summary.episodes_by_kind = hs.by_kind;
+                summary.events_written = hs.written;
+                summary.events_error = hs.error;
+            }
+            Err(_) => summary.events_error = Some("host stage crashed".into()),
+        },
+        Err(e) => summary.events_error = Some(format!("cannot start host stage: {e}")),
+    }
+    summary.wall = started.elapsed();
+    (summary, result)
+}
+
+struct HostResult {
+    tracking: ShardStats,
+    by_kind: std::collections::BTreeMap<&'static str, u64>,
+    written: u64,
+    error: Option<String>,
+}
+
+fn host_stage(
+    mut host: HostStage,
+    rx: Receiver<ShardReport>,
+    writer: &mut EventWriter,
+    publish: bool,
+    stop: &AtomicBool,
+) -> HostResult {
+    let mut out: Vec<Anomaly> = Vec::new();
+    let mut error: Option<String> = None;
+    while let Ok(r) = rx.recv() {
+        if !host.on_report(r, &mut out) {
+            continue;
+        }
+        for a in out.drain(..) {
+            if error.is_some() {
+                continue;
+            }
+            if publish && a.phase == crate::detect::Phase::Start {
+                metrics::count_anomaly(a.category().as_str(), a.kind.as_str(), a.severity.as_str());
+            }
+            if let Err(e) = writer.write(&a) {
+                // Keep draining the shards so they never block, but stop the
+                // capture: nobody is reading what we find.
+                if !matches!(e, EventsError::BrokenPipe) {
+                    tracing::error!("{e}");
+                }
+                error = Some(e.to_string());
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        if publish {
+            let iv = host.last_interval();
+            metrics::publish_tracking(&host.stats(), iv.hosts.len(), host.open_episodes(), iv.end.as_secs_f64());
+        }
+        if host.all_finished() {
+            break;
+        }
+    }
+    HostResult { tracking: host.stats(), by_kind: writer.by_kind.clone(), written: writer.total, error }
+}
+
+impl Summary {
+    /// The one-screen end-of-run report printed on stderr.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let c = &self.capture;
+        let t = &self.tracking;
+        let secs = self.wall.as_secs_f64().max(1e-9);
+        let span = match (self.first_ts, self.last_ts) {
+            (Some(a), Some(b)) => format!("{a} .. {b}"),
+            _ => "no packets".into(),
+        };
+        let _ = writeln!(s, "netvigil summary");
+        let _ = writeln!(s, "  packets      {} ({} bytes), packet time {span}", c.packets, c.bytes);
+        let _ = writeln!(
+            s,
+            "  throughput   {:.0} packets/s, {:.1} MB/s over {:.3} s wall",
+            c.packets as f64 / secs,
+            c.bytes as f64 / secs / 1e6,
+            secs
+        );
+        let _ = writeln!(
+            s,
+            "  protocols    tcp {} udp {} icmp {} other-ip {} non-ip {}",
+            t.by_proto[0], t.by_proto[1], t.by_proto[2], t.by_proto[3], t.by_proto[4]
+        );
+        let _ = writeln!(
+            s,
+            "  flows        {} created, {} idle-expired, {} split (active timeout), {} evicted",
+            t.flows_created, t.flows_idle, t.flows_active_timeout, t.flows_evicted
+        );
+        let anomalies: Vec<String> = anomaly::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.decode_anomalies[*i] > 0)
+            .map(|(i, (_, n))| format!("{n} {}", c.decode_anomalies[i]))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  decode       {}",
+            if anomalies.is_empty() { "no anomalies".to_string() } else { anomalies.join(", ") }
+        );
+        for (dlt, n) in &c.unsupported_links {
+            let _ = writeln!(s, "  link type    {dlt} unsupported: {n} packets counted, not analysed");
+        }
+        let kinds: Vec<String> = self.episodes_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            s,
+            "  episodes     {} ({} event lines)",
+            if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
+            self.events_written
+        );
+        let _ = writeln!(
+            s,
+            "  drops        kernel {} interface {} queue {}",
+            c.kernel_drops, c.if_drops, c.queue_drops
+        );
+        for e in &c.errors {
+            let _ = writeln!(s, "  error        {e}");
+        }
+        if let Some(e) = &self.events_error {
+            let _ = writeln!(s, "  events       stopped: {e}");
+        }
+        s
+    }
+}

@@ -1,0 +1,266 @@
+//! Track: per-connection state in N shards that share nothing.
+//!
+//! Each shard owns a [`FlowTable`], the per-interval host summaries of the
+//! packets it saw, and the per-packet misuse rules' hit aggregates. At every
+//! `Tick` it expires idle flows and hands its interval to the host stage as
+//! one [`ShardReport`]; nothing here reads a clock or does I/O.
+
+pub mod key;
+pub mod table;
+
+use crossbeam_channel::{Receiver, Sender};
+use hashbrown::HashMap;
+
+use crate::decode::{Addr, PacketMeta, ip_proto, tcp_flags};
+use crate::detect::misuse::{HitAgg, HitKey, HitTable};
+use crate::time::Timestamp;
+pub use key::{FlowKey, Side};
+pub use table::{ConnState, EndReason, Flow, FlowTable, TableLimits};
+
+/// What the capture thread sends a shard.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Decoded packets, in capture order.
+    Batch(Vec<PacketMeta>),
+    /// Every packet before this time has been sent: close the interval.
+    Tick(Timestamp),
+    /// End of input at this packet time: report, end every flow, stop.
+    Finish(Timestamp),
+}
+
+/// One host's traffic within one interval, as one shard saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostCounters {
+    /// Packets sent.
+    pub pkts_out: u64,
+    /// Packets received.
+    pub pkts_in: u64,
+    /// Wire bytes sent.
+    pub bytes_out: u64,
+    /// Wire bytes received.
+    pub bytes_in: u64,
+    /// Bare SYNs sent (connection attempts).
+    pub syn_out: u64,
+    /// Bare SYNs received.
+    pub syn_in: u64,
+    /// Flows this host opened.
+    pub flows_out: u64,
+    /// Flows opened toward this host.
+    pub flows_in: u64,
+}
+
+impl HostCounters {
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &HostCounters) {
+        self.pkts_out += o.pkts_out;
+        self.pkts_in += o.pkts_in;
+        self.bytes_out += o.bytes_out;
+        self.bytes_in += o.bytes_in;
+        self.syn_out += o.syn_out;
+        self.syn_in += o.syn_in;
+        self.flows_out += o.flows_out;
+        self.flows_in += o.flows_in;
+    }
+}
+
+/// A shard's cumulative counters (the host stage keeps the latest per shard).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Packets processed.
+    pub packets: u64,
+    /// Wire bytes processed.
+    pub bytes: u64,
+    /// Packets by protocol: TCP, UDP, ICMP (v4+v6), other IP, non-IP.
+    pub by_proto: [u64; 5],
+    /// Wire bytes by protocol, same order.
+    pub bytes_by_proto: [u64; 5],
+    /// Flow records created.
+    pub flows_created: u64,
+    /// Flows ended by idle timeout.
+    pub flows_idle: u64,
+    /// Flows split by the active timeout.
+    pub flows_active_timeout: u64,
+    /// Flows evicted at the cap.
+    pub flows_evicted: u64,
+    /// Flows open now.
+    pub flows_open: u64,
+    /// Approximate memory of the flow table in bytes.
+    pub flow_table_bytes: u64,
+    /// Host summaries folded into the overflow bucket (per-interval cap hit).
+    pub host_overflow: u64,
+    /// Misuse hits dropped at the per-interval cap.
+    pub hit_overflow: u64,
+}
+
+/// Protocol label order of [`ShardStats::by_proto`].
+pub const PROTO_LABELS: [&str; 5] = ["tcp", "udp", "icmp", "other_ip", "non_ip"];
+
+/// One shard's interval, handed to the host stage at a tick.
+#[derive(Debug)]
+pub struct ShardReport {
+    /// Which shard.
+    pub shard: usize,
+    /// The interval boundary (or end-of-input time when `last`).
+    pub tick: Timestamp,
+    /// True for the final report at end of input.
+    pub last: bool,
+    /// Per-host counters of this interval.
+    pub hosts: Vec<(Addr, HostCounters)>,
+    /// Misuse hit aggregates of this interval.
+    pub hits: Vec<(HitKey, HitAgg)>,
+    /// Cumulative shard counters.
+    pub stats: ShardStats,
+}
+
+/// Per-shard settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardConfig {
+    /// Flow table limits (per shard).
+    pub limits: TableLimits,
+    /// Most distinct hosts summarised per interval; the rest are counted only.
+    pub max_hosts: usize,
+    /// Most misuse aggregates per interval.
+    pub max_hits: usize,
+}
+
+/// One tracker shard.
+pub struct Shard {
+    id: usize,
+    table: FlowTable,
+    hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+    max_hosts: usize,
+    hits: HitTable,
+    stats: ShardStats,
+}
+
+impl Shard {
+    /// A fresh shard.
+    pub fn new(id: usize, cfg: ShardConfig) -> Shard {
+        Shard {
+            id,
+            table: FlowTable::new(cfg.limits),
+            hosts: HashMap::with_hasher(Default::default()),
+            max_hosts: cfg.max_hosts,
+            hits: HitTable::new(cfg.max_hits),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Accounts one packet.
+    pub fn process(&mut self, m: &PacketMeta) {
+        let s = &mut self.stats;
+        s.packets += 1;
+        s.bytes += u64::from(m.wire_len);
+        let p = match (m.is_ip(), m.proto) {
+            (false, _) => 4,
+            (true, ip_proto::TCP) => 0,
+            (true, ip_proto::UDP) => 1,
+            (true, ip_proto::ICMP | ip_proto::ICMPV6) => 2,
+            _ => 3,
+        };
+        s.by_proto[p] += 1;
+        s.bytes_by_proto[p] += u64::from(m.wire_len);
+        self.hits.inspect(m);
+        if !m.is_ip() {
+            return;
+        }
+        let (key, side) = FlowKey::of(m);
+        let touch = self.table.touch(m, key, side, &mut |_, _| {});
+        let bare_syn = m.has_tcp_flags()
+            && m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN;
+        let wire = u64::from(m.wire_len);
+        self.host(m.src, |h| {
+            h.pkts_out += 1;
+            h.bytes_out += wire;
+            h.syn_out += u64::from(bare_syn);
+        });
+        self.host(m.dst, |h| {
+            h.pkts_in += 1;
+            h.bytes_in += wire;
+            h.syn_in += u64::from(bare_syn);
+        });
+        if touch.created {
+            // Credit the flow to whoever opened it, which is not always this
+            // packet's sender (a SYN-ACK seen first).
+            self.host(key.endpoint(touch.orig).0, |h| h.flows_out += 1);
+            self.host(key.endpoint(touch.orig.other()).0, |h| h.flows_in += 1);
+        }
+    }
+
+    fn host(&mut self, a: Addr, f: impl FnOnce(&mut HostCounters)) {
+        if let Some(h) = self.hosts.get_mut(&a) {
+            f(h);
+        } else if self.hosts.len() < self.max_hosts {
+            f(self.hosts.entry(a).or_default());
+        } else {
+            self.stats.host_overflow += 1;
+        }
+    }
+
+    /// Closes the interval ending at `t`: expires idle flows and builds the report.
+    pub fn tick(&mut self, t: Timestamp, last: bool) -> ShardReport {
+        if last {
+            self.table.drain(&mut |_, _| {});
+        } else {
+            self.table.expire(t, &mut |_, _| {});
+        }
+        let ts = &self.table.stats;
+        self.stats.flows_created = ts.created;
+        self.stats.flows_idle = ts.idle;
+        self.stats.flows_active_timeout = ts.active;
+        self.stats.flows_evicted = ts.evicted;
+        self.stats.flows_open = self.table.len() as u64;
+        self.stats.flow_table_bytes = self.table.memory_bytes() as u64;
+        self.stats.hit_overflow = self.hits.overflow;
+        let mut hits = Vec::new();
+        self.hits.drain_into(&mut hits);
+        ShardReport {
+            shard: self.id,
+            tick: t,
+            last,
+            hosts: self.hosts.drain().collect(),
+            hits,
+            stats: self.stats,
+        }
+    }
+}
+
+/// Runs a shard until `Finish` (or until the capture side hangs up).
+///
+/// Emptied batch vectors go back through `recycle`, so steady state
+/// allocates nothing per packet.
+pub fn run_shard(
+    mut shard: Shard,
+    rx: Receiver<ShardMsg>,
+    reports: Sender<ShardReport>,
+    recycle: Sender<Vec<PacketMeta>>,
+) {
+    let mut last_t = Timestamp::ZERO;
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ShardMsg::Batch(mut b) => {
+                for m in &b {
+                    shard.process(m);
+                }
+                if let Some(m) = b.last() {
+                    last_t = m.ts;
+                }
+                b.clear();
+                let _ = recycle.try_send(b);
+            }
+            ShardMsg::Tick(t) => {
+                last_t = t;
+                if reports.send(shard.tick(t, false)).is_err() {
+                    return;
+                }
+            }
+            ShardMsg::Finish(t) => {
+                let _ = reports.send(shard.tick(t.max(last_t), true));
+                return;
+            }
+        }
+    }
+    // The capture side vanished without Finish (it panicked or was killed):
+    // still report what we have so nothing processed is lost.
+    let _ = reports.send(shard.tick(last_t, true));
+}
