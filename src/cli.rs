@@ -60,6 +60,9 @@ pub struct Common {
     /// Directory for learned state across runs.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
 }
 
 /// `netvigil replay`.

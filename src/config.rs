@@ -146,7 +146,11 @@ pub struct EpisodeConfig {
 
 impl Default for EpisodeConfig {
     fn default() -> Self {
-        EpisodeConfig { cooldown: 60, update_interval: 60, max_open: 10_000 }
+        EpisodeConfig {
+            cooldown: 60,
+            update_interval: 60,
+            max_open: 10_000,
+        }
     }
 }
 
@@ -167,8 +171,10 @@ impl Default for MisuseConfig {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(&text, path)
     }
 
@@ -184,17 +190,60 @@ impl Config {
 
     /// Checks every range; returns the first violation.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn check(ok: bool, key: &'static str, value: impl ToString, reason: &'static str) -> Result<(), ConfigError> {
-            if ok { Ok(()) } else { Err(ConfigError::Invalid { key, value: value.to_string(), reason }) }
+        fn check(
+            ok: bool,
+            key: &'static str,
+            value: impl ToString,
+            reason: &'static str,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    reason,
+                })
+            }
         }
         let c = &self.capture;
-        check(c.snaplen >= 64, "capture.snaplen", c.snaplen, "must be at least 64 bytes (headers)")?;
-        check(c.buffer_mib >= 1 && c.buffer_mib <= 4096, "capture.buffer_mib", c.buffer_mib, "must be 1..=4096")?;
-        check((1..=65_536).contains(&c.batch_size), "capture.batch_size", c.batch_size, "must be 1..=65536")?;
-        check((1..=65_536).contains(&c.queue_batches), "capture.queue_batches", c.queue_batches, "must be 1..=65536")?;
-        check((10..=3_600_000).contains(&c.interval_ms), "capture.interval_ms", c.interval_ms, "must be 10..=3600000")?;
+        check(
+            c.snaplen >= 64,
+            "capture.snaplen",
+            c.snaplen,
+            "must be at least 64 bytes (headers)",
+        )?;
+        check(
+            c.buffer_mib >= 1 && c.buffer_mib <= 4096,
+            "capture.buffer_mib",
+            c.buffer_mib,
+            "must be 1..=4096",
+        )?;
+        check(
+            (1..=65_536).contains(&c.batch_size),
+            "capture.batch_size",
+            c.batch_size,
+            "must be 1..=65536",
+        )?;
+        check(
+            (1..=65_536).contains(&c.queue_batches),
+            "capture.queue_batches",
+            c.queue_batches,
+            "must be 1..=65536",
+        )?;
+        check(
+            (10..=3_600_000).contains(&c.interval_ms),
+            "capture.interval_ms",
+            c.interval_ms,
+            "must be 10..=3600000",
+        )?;
         let f = &self.flow;
-        check(f.max_flows >= 1, "flow.max_flows", f.max_flows, "must be at least 1")?;
+        check(
+            f.max_flows >= 1,
+            "flow.max_flows",
+            f.max_flows,
+            "must be at least 1",
+        )?;
         for (key, v) in [
             ("flow.tcp_embryonic_timeout", f.tcp_embryonic_timeout),
             ("flow.tcp_established_timeout", f.tcp_established_timeout),
@@ -204,13 +253,38 @@ impl Config {
             ("flow.other_timeout", f.other_timeout),
             ("flow.active_timeout", f.active_timeout),
         ] {
-            check((1..=86_400).contains(&v), key, v, "must be 1..=86400 seconds")?;
+            check(
+                (1..=86_400).contains(&v),
+                key,
+                v,
+                "must be 1..=86400 seconds",
+            )?;
         }
-        check(f.max_hosts_per_interval >= 1, "flow.max_hosts_per_interval", f.max_hosts_per_interval, "must be at least 1")?;
+        check(
+            f.max_hosts_per_interval >= 1,
+            "flow.max_hosts_per_interval",
+            f.max_hosts_per_interval,
+            "must be at least 1",
+        )?;
         let e = &self.episodes;
-        check((1..=86_400).contains(&e.cooldown), "episodes.cooldown", e.cooldown, "must be 1..=86400 seconds")?;
-        check(e.update_interval <= 86_400, "episodes.update_interval", e.update_interval, "must be 0..=86400 seconds")?;
-        check(e.max_open >= 1, "episodes.max_open", e.max_open, "must be at least 1")?;
+        check(
+            (1..=86_400).contains(&e.cooldown),
+            "episodes.cooldown",
+            e.cooldown,
+            "must be 1..=86400 seconds",
+        )?;
+        check(
+            e.update_interval <= 86_400,
+            "episodes.update_interval",
+            e.update_interval,
+            "must be 0..=86400 seconds",
+        )?;
+        check(
+            e.max_open >= 1,
+            "episodes.max_open",
+            e.max_open,
+            "must be at least 1",
+        )?;
         Ok(())
     }
 
@@ -274,9 +348,13 @@ mod tests {
 
     #[test]
     fn unknown_key_and_bad_range_name_the_key() {
-        let e = Config::parse("[flow]\nmax_flow = 3\n", Path::new("a.toml")).unwrap_err().to_string();
+        let e = Config::parse("[flow]\nmax_flow = 3\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_flow") && e.contains("a.toml"), "{e}");
-        let e = Config::parse("[capture]\ninterval_ms = 0\n", Path::new("a.toml")).unwrap_err().to_string();
+        let e = Config::parse("[capture]\ninterval_ms = 0\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("capture.interval_ms"), "{e}");
     }
 }

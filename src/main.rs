@@ -25,7 +25,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_logging(cli.verbose, cli.quiet);
@@ -40,7 +44,11 @@ fn main() -> ExitCode {
 
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<CaptureError>() {
-        return if c.is_usage() { EXIT_USAGE } else { EXIT_RUNTIME };
+        return if c.is_usage() {
+            EXIT_USAGE
+        } else {
+            EXIT_RUNTIME
+        };
     }
     if e.downcast_ref::<ConfigError>().is_some() {
         return EXIT_USAGE;
@@ -93,7 +101,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-            finish(summary, result, cli.quiet)
+            finish(
+                summary,
+                result,
+                cli.quiet,
+                args.common.summary_json.as_deref(),
+            )
         }
         Command::Live(args) => {
             let (cfg, opts, stop) = prepare(&args.common, Backpressure::DropNewest)?;
@@ -107,7 +120,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut cap = live::open(&lo)?;
             let breaker = Arc::new(Mutex::new(Some(cap.breakloop_handle())));
             watch_signals_breakloop(stop.clone(), breaker.clone());
-            tracing::info!("capturing on {} (snaplen {}, buffer {} MiB)", lo.interface, lo.snaplen, lo.buffer_mib);
+            tracing::info!(
+                "capturing on {} (snaplen {}, buffer {} MiB)",
+                lo.interface,
+                lo.snaplen,
+                lo.buffer_mib
+            );
             let source = Source::Live {
                 cap: Box::new(cap),
                 opts: lo,
@@ -126,13 +144,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Ok(mut b) = breaker.lock() {
                 b.take();
             }
-            finish(summary, result, cli.quiet)
+            finish(
+                summary,
+                result,
+                cli.quiet,
+                args.common.summary_json.as_deref(),
+            )
         }
     }
 }
 
 /// Config, event sink, metrics and signal handling shared by both modes.
-fn prepare(common: &Common, backpressure: Backpressure) -> anyhow::Result<(Config, Options, Arc<AtomicBool>)> {
+fn prepare(
+    common: &Common,
+    backpressure: Backpressure,
+) -> anyhow::Result<(Config, Options, Arc<AtomicBool>)> {
     let cfg = match &common.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -142,18 +168,27 @@ fn prepare(common: &Common, backpressure: Backpressure) -> anyhow::Result<(Confi
         live::check_filter(expr, 1)?;
     }
     if let Some(dir) = &common.state_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
-        tracing::info!("state directory {} (learned baselines are saved here once the statistical detector is enabled)", dir.display());
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        tracing::info!(
+            "state directory {} (learned baselines are saved here once the statistical detector is enabled)",
+            dir.display()
+        );
     }
     let events = EventWriter::open(&common.events)?;
     let workers = common.workers.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get().saturating_sub(1)).unwrap_or(1).max(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get().saturating_sub(1))
+            .unwrap_or(1)
+            .max(1)
     });
-    let metrics_addr = common.metrics_listen.or(if backpressure == Backpressure::DropNewest {
-        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9717)))
-    } else {
-        None
-    });
+    let metrics_addr = common
+        .metrics_listen
+        .or(if backpressure == Backpressure::DropNewest {
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9717)))
+        } else {
+            None
+        });
     if let Some(addr) = metrics_addr {
         metrics::install(addr).map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!("metrics on http://{addr}/metrics");
@@ -165,23 +200,37 @@ fn prepare(common: &Common, backpressure: Backpressure) -> anyhow::Result<(Confi
             .context("cannot install signal handler")?;
         signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
     }
-    Ok((cfg, Options { workers, backpressure, events, metrics: metrics_addr.is_some() }, stop))
+    Ok((
+        cfg,
+        Options {
+            workers,
+            backpressure,
+            events,
+            metrics: metrics_addr.is_some(),
+        },
+        stop,
+    ))
 }
 
 /// Wakes a blocked libpcap read when a stop signal arrives.
 fn watch_signals_breakloop(stop: Arc<AtomicBool>, breaker: Arc<Mutex<Option<pcap::BreakLoop>>>) {
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
     let Ok(mut signals) = signals else { return };
-    let _ = std::thread::Builder::new().name("netvigil-signals".into()).spawn(move || {
-        for _ in signals.forever() {
-            stop.store(true, Ordering::Relaxed);
-            if let Ok(b) = breaker.lock() {
-                if let Some(b) = b.as_ref() {
-                    b.breakloop();
+    let _ = std::thread::Builder::new()
+        .name("netvigil-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                stop.store(true, Ordering::Relaxed);
+                if let Ok(b) = breaker.lock() {
+                    if let Some(b) = b.as_ref() {
+                        b.breakloop();
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
@@ -189,16 +238,28 @@ fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let b = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {human_pos} packets ({per_sec}) {elapsed}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {human_pos} packets ({per_sec}) {elapsed}",
+    ) {
         b.set_style(style);
     }
     b.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(b)
 }
 
-fn finish(summary: Summary, result: Result<(), CaptureError>, quiet: bool) -> anyhow::Result<ExitCode> {
+fn finish(
+    summary: Summary,
+    result: Result<(), CaptureError>,
+    quiet: bool,
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     if !quiet {
         eprint!("{}", summary.render());
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&summary.to_json()).unwrap_or_default();
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write summary to {}", path.display()))?;
     }
     result?;
     if let Some(e) = &summary.events_error {

@@ -79,11 +79,18 @@ pub struct Dispatcher {
     stats: CaptureStats,
     publish: bool,
     dead: bool,
+    skew: u64,
+    stop: Arc<AtomicBool>,
 }
+
+/// Backward time jumps larger than this rebase the input instead of clamping.
+const REBASE_NS: u64 = crate::time::NANOS_PER_SEC;
 
 impl Dispatcher {
     fn get_batch(&self) -> Vec<PacketMeta> {
-        self.recycle.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
+        self.recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
     }
 
     fn send_batch(&mut self, i: usize) {
@@ -154,15 +161,24 @@ impl Dispatcher {
 
 impl FrameSink for Dispatcher {
     fn frame(&mut self, link: LinkType, f: &Frame<'_>) {
+        if self.dead && !self.stop.swap(true, Ordering::Relaxed) {
+            tracing::error!("a tracker thread stopped unexpectedly; ending capture");
+        }
         self.stats.packets += 1;
         self.stats.bytes += u64::from(f.wire_len);
-        let ts = Timestamp::from_parts(f.secs, f.nanos);
+        let ts = Timestamp::from_parts(f.secs, f.nanos).saturating_add(self.skew);
         let mut m = decode::decode(link, ts, f.wire_len, f.data);
-        // Packet time never runs backwards inside the pipeline: a late packet
-        // is stamped with the latest time seen (and counted), so timeouts and
-        // intervals stay monotonic.
+        // Packet time never runs backwards inside the pipeline. A packet a
+        // little late (reordering across NIC queues: microseconds to
+        // milliseconds) is stamped with the latest time seen. A jump back of
+        // more than REBASE_NS (two captures concatenated, a clock step) shifts
+        // the rest of the input forward instead, so its packets keep their
+        // spacing rather than all piling into one interval and faking a spike.
         match self.watermark {
             Some(w) if ts < w => {
+                if w.since(ts) > REBASE_NS {
+                    self.skew += w.since(ts);
+                }
                 m.ts = w;
                 m.anomalies |= anomaly::TS_BACKWARDS;
             }
@@ -262,12 +278,14 @@ pub fn run(
     let publish = opts.metrics;
     let stop_host = stop.clone();
     let mut writer = opts.events;
-    let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
-        host_stage(host, report_rx, &mut writer, publish, &stop_host)
-    });
+    let host_handle = thread::Builder::new()
+        .name("netvigil-host".into())
+        .spawn(move || host_stage(host, report_rx, &mut writer, publish, &stop_host));
 
     let mut d = Dispatcher {
-        batches: (0..shard_txs.len()).map(|_| Vec::with_capacity(cfg.capture.batch_size)).collect(),
+        batches: (0..shard_txs.len())
+            .map(|_| Vec::with_capacity(cfg.capture.batch_size))
+            .collect(),
         shards: shard_txs,
         recycle: recycle_rx,
         batch_size: cfg.capture.batch_size,
@@ -279,20 +297,38 @@ pub fn run(
         stats: CaptureStats::default(),
         publish,
         dead: false,
+        skew: 0,
+        stop: stop.clone(),
     };
     let result = match source {
-        Source::Replay { paths, speed, bpf, progress } => {
-            crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress)
+        Source::Replay {
+            paths,
+            speed,
+            bpf,
+            progress,
+        } => crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress),
+        Source::Live { cap, opts, status } => {
+            crate::capture::live::run(*cap, &opts, &stop, &mut d, status)
         }
-        Source::Live { cap, opts, status } => crate::capture::live::run(*cap, &opts, &stop, &mut d, status),
     };
     d.finish();
-    let Dispatcher { shards, stats, first, watermark, .. } = d;
+    let Dispatcher {
+        shards,
+        stats,
+        first,
+        watermark,
+        ..
+    } = d;
     drop(shards);
     for h in handles {
         let _ = h.join();
     }
-    let mut summary = Summary { capture: stats, first_ts: first, last_ts: watermark, ..Summary::default() };
+    let mut summary = Summary {
+        capture: stats,
+        first_ts: first,
+        last_ts: watermark,
+        ..Summary::default()
+    };
     match host_handle {
         Ok(h) => match h.join() {
             Ok(hs) => {
@@ -348,16 +384,71 @@ fn host_stage(
         }
         if publish {
             let iv = host.last_interval();
-            metrics::publish_tracking(&host.stats(), iv.hosts.len(), host.open_episodes(), iv.end.as_secs_f64());
+            metrics::publish_tracking(
+                &host.stats(),
+                iv.hosts.len(),
+                host.open_episodes(),
+                iv.end.as_secs_f64(),
+            );
         }
         if host.all_finished() {
             break;
         }
     }
-    HostResult { tracking: host.stats(), by_kind: writer.by_kind.clone(), written: writer.total, error }
+    HostResult {
+        tracking: host.stats(),
+        by_kind: writer.by_kind.clone(),
+        written: writer.total,
+        error,
+    }
 }
 
 impl Summary {
+    /// The summary as JSON, for scripts (`--summary-json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.capture;
+        let t = &self.tracking;
+        let decode: serde_json::Map<String, serde_json::Value> = anomaly::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.decode_anomalies[*i] > 0)
+            .map(|(i, (_, n))| ((*n).to_string(), serde_json::json!(c.decode_anomalies[i])))
+            .collect();
+        let protocols: serde_json::Map<String, serde_json::Value> = track::PROTO_LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((*n).to_string(), serde_json::json!(t.by_proto[i])))
+            .collect();
+        let links: serde_json::Map<String, serde_json::Value> = c
+            .unsupported_links
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        serde_json::json!({
+            "packets": c.packets,
+            "bytes": c.bytes,
+            "first_packet": self.first_ts.map(|t| t.to_string()),
+            "last_packet": self.last_ts.map(|t| t.to_string()),
+            "wall_seconds": self.wall.as_secs_f64(),
+            "packets_per_second": c.packets as f64 / self.wall.as_secs_f64().max(1e-9),
+            "protocols": protocols,
+            "flows": {
+                "created": t.flows_created,
+                "idle_expired": t.flows_idle,
+                "active_split": t.flows_active_timeout,
+                "evicted": t.flows_evicted,
+                "table_bytes": t.flow_table_bytes,
+            },
+            "decode_anomalies": decode,
+            "unsupported_link_types": links,
+            "episodes": self.episodes_by_kind,
+            "events_written": self.events_written,
+            "drops": {"kernel": c.kernel_drops, "interface": c.if_drops, "queue_full": c.queue_drops},
+            "errors": c.errors,
+            "events_error": self.events_error,
+        })
+    }
+
     /// The one-screen end-of-run report printed on stderr.
     pub fn render(&self) -> String {
         use std::fmt::Write;
@@ -370,7 +461,11 @@ impl Summary {
             _ => "no packets".into(),
         };
         let _ = writeln!(s, "netvigil summary");
-        let _ = writeln!(s, "  packets      {} ({} bytes), packet time {span}", c.packets, c.bytes);
+        let _ = writeln!(
+            s,
+            "  packets      {} ({} bytes), packet time {span}",
+            c.packets, c.bytes
+        );
         let _ = writeln!(
             s,
             "  throughput   {:.0} packets/s, {:.1} MB/s over {:.3} s wall",
@@ -397,16 +492,31 @@ impl Summary {
         let _ = writeln!(
             s,
             "  decode       {}",
-            if anomalies.is_empty() { "no anomalies".to_string() } else { anomalies.join(", ") }
+            if anomalies.is_empty() {
+                "no anomalies".to_string()
+            } else {
+                anomalies.join(", ")
+            }
         );
         for (dlt, n) in &c.unsupported_links {
-            let _ = writeln!(s, "  link type    {dlt} unsupported: {n} packets counted, not analysed");
+            let _ = writeln!(
+                s,
+                "  link type    {dlt} unsupported: {n} packets counted, not analysed"
+            );
         }
-        let kinds: Vec<String> = self.episodes_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kinds: Vec<String> = self
+            .episodes_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         let _ = writeln!(
             s,
             "  episodes     {} ({} event lines)",
-            if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            },
             self.events_written
         );
         let _ = writeln!(

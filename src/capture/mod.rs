@@ -31,7 +31,9 @@ pub enum CaptureError {
         message: String,
     },
     /// The savefile is damaged part-way through; earlier packets were processed.
-    #[error("{path}: damaged after {packets} packets: {message}; the packets before it were analysed")]
+    #[error(
+        "{path}: damaged after {packets} packets: {message}; the packets before it were analysed"
+    )]
     Damaged {
         /// The savefile.
         path: PathBuf,
@@ -49,7 +51,9 @@ pub enum CaptureError {
         available: String,
     },
     /// The process may not capture.
-    #[error("interface {name}: permission denied ({message}); run as root or grant the binary CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin=eip)")]
+    #[error(
+        "interface {name}: permission denied ({message}); run as root or grant the binary CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin=eip)"
+    )]
     Permission {
         /// The interface.
         name: String,

@@ -29,7 +29,9 @@ impl std::str::FromStr for Speed {
             "realtime" => Ok(Speed::Factor(1.0)),
             f => match f.parse::<f64>() {
                 Ok(v) if v.is_finite() && v > 0.0 => Ok(Speed::Factor(v)),
-                _ => Err(format!("{s:?} is not max, realtime or a positive factor such as 10")),
+                _ => Err(format!(
+                    "{s:?} is not max, realtime or a positive factor such as 10"
+                )),
             },
         }
     }
@@ -75,7 +77,10 @@ pub fn run(
         let mut cap = open(p)?;
         if let Some(expr) = bpf {
             cap.filter(expr, true)
-                .map_err(|e| CaptureError::BadFilter { filter: expr.to_string(), message: e.to_string() })?;
+                .map_err(|e| CaptureError::BadFilter {
+                    filter: expr.to_string(),
+                    message: e.to_string(),
+                })?;
         }
         caps.push((p, cap));
     }
@@ -156,7 +161,13 @@ struct Pacer {
 
 impl Pacer {
     fn new(speed: Speed) -> Pacer {
-        Pacer { factor: match speed { Speed::Max => None, Speed::Factor(f) => Some(f) }, origin: None }
+        Pacer {
+            factor: match speed {
+                Speed::Max => None,
+                Speed::Factor(f) => Some(f),
+            },
+            origin: None,
+        }
     }
 
     /// How long to wait before handing over a packet stamped `ts`.
@@ -172,7 +183,8 @@ impl Pacer {
             self.origin = Some((ts, now + MAX_GAP));
             return Some(MAX_GAP);
         }
-        due.checked_duration_since(now).filter(|d| *d >= Duration::from_millis(1))
+        due.checked_duration_since(now)
+            .filter(|d| *d >= Duration::from_millis(1))
     }
 }
 

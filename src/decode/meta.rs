@@ -38,7 +38,9 @@ impl Addr {
     /// The standard library's view of this address.
     pub fn ip(&self) -> IpAddr {
         if self.is_v4() {
-            IpAddr::V4(Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
         } else {
             IpAddr::V6(Ipv6Addr::from(self.0))
         }
@@ -105,8 +107,16 @@ pub mod tcp_flags {
             (CWR, "CWR"),
             (NS, "NS"),
         ];
-        let parts: Vec<&str> = NAMES.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect();
-        if parts.is_empty() { "none".to_string() } else { parts.join("+") }
+        let parts: Vec<&str> = NAMES
+            .iter()
+            .filter(|(b, _)| f & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join("+")
+        }
     }
 }
 

@@ -46,7 +46,9 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
     // Bytes the snap length cut off; wire-view lengths below add them back.
     let cut = wire_len.saturating_sub(m.cap_len);
     let wire_of = |rest: &[u8]| -> u32 {
-        u32::try_from(rest.len()).unwrap_or(u32::MAX).saturating_add(cut)
+        u32::try_from(rest.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(cut)
     };
     match link {
         LinkType::Ethernet => {
@@ -90,7 +92,9 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
                 }
                 let rest = data.get(h.len..).unwrap_or(&[]);
                 match h.inner {
-                    link::Inner::EtherType(et) => decode_ether_type(&mut m, et, rest, wire_of(rest)),
+                    link::Inner::EtherType(et) => {
+                        decode_ether_type(&mut m, et, rest, wire_of(rest))
+                    }
                     link::Inner::Ip => decode_ip(&mut m, None, rest, wire_of(rest)),
                     link::Inner::Other => m.anomalies |= anomaly::NON_IP,
                 }
@@ -175,7 +179,11 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
             if !ipv4_checksum_ok(hb) {
                 m.anomalies |= anomaly::IPV4_BAD_CHECKSUM;
             }
-            let end = if total >= hdr_len { total.min(wire) } else { wire };
+            let end = if total >= hdr_len {
+                total.min(wire)
+            } else {
+                wire
+            };
             let l4_wire = end.saturating_sub(hdr_len);
             decode_l4(m, &sliced, v4.payload().payload, l4_wire);
         }
@@ -202,7 +210,11 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
             let payload = v6.payload();
             m.proto = payload.ip_number.0;
             let ext_len = u32::try_from(exts.slice().len()).unwrap_or(u32::MAX);
-            let end = if plen == 0 { wire } else { (plen + 40).min(wire) };
+            let end = if plen == 0 {
+                wire
+            } else {
+                (plen + 40).min(wire)
+            };
             let l4_wire = end.saturating_sub(40).saturating_sub(ext_len);
             decode_l4(m, &sliced, payload.payload, l4_wire);
         }
@@ -246,7 +258,11 @@ fn ip_fallback(m: &mut PacketMeta, version: u8, ip: &[u8]) {
         m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
         m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
         let ihl = h[0] & 0x0f;
-        m.anomalies |= if ihl < 5 { anomaly::IPV4_BAD_IHL } else { anomaly::TRUNCATED_IP };
+        m.anomalies |= if ihl < 5 {
+            anomaly::IPV4_BAD_IHL
+        } else {
+            anomaly::TRUNCATED_IP
+        };
     } else {
         let Some(h) = ip.get(..40) else {
             m.anomalies |= anomaly::TRUNCATED_IP;
@@ -288,7 +304,11 @@ fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wir
             if !valid {
                 m.anomalies |= anomaly::UDP_BAD_LEN;
             }
-            m.payload_len = if valid { len - 8 } else { l4_wire.saturating_sub(8) };
+            m.payload_len = if valid {
+                len - 8
+            } else {
+                l4_wire.saturating_sub(8)
+            };
             copy_head(&mut m.payload_head, u.payload());
         }
         Some(TransportSlice::Icmpv4(i)) => {
@@ -360,16 +380,18 @@ fn ipv4_options_ok(opts: &[u8]) -> bool {
             0 => return true, // end of options list
             1 => i += 1,      // no-operation
             _ => {
-                let Some(&len) = opts.get(i + 1) else { return false };
+                let Some(&len) = opts.get(i + 1) else {
+                    return false;
+                };
                 let len = usize::from(len);
                 if len < 2 || i + len > opts.len() {
                     return false;
                 }
                 let fixed_ok = match kind {
-                    130 => len == 11,                         // basic security
-                    136 => len == 4,                          // stream id
+                    130 => len == 11,                                // basic security
+                    136 => len == 4,                                 // stream id
                     7 | 131 | 137 => len >= 3 && (len - 3) % 4 == 0, // record/source route
-                    68 => (4..=40).contains(&len),            // timestamp
+                    68 => (4..=40).contains(&len),                   // timestamp
                     _ => true,
                 };
                 if !fixed_ok {

@@ -40,15 +40,47 @@ impl Side {
     }
 }
 
+impl Side {
+    /// The opposite side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
 impl FlowKey {
     /// The canonical key of `m`'s flow and which side sent `m`.
     pub fn of(m: &PacketMeta) -> (FlowKey, Side) {
-        let (sp, dp) = if m.has_ports() { (m.sport, m.dport) } else { (0, 0) };
+        let (sp, dp) = if m.has_ports() {
+            (m.sport, m.dport)
+        } else {
+            (0, 0)
+        };
         let proto = if m.is_ip() { m.proto } else { 0 };
         if (m.src, sp) <= (m.dst, dp) {
-            (FlowKey { a: m.src, b: m.dst, port_a: sp, port_b: dp, proto }, Side::A)
+            (
+                FlowKey {
+                    a: m.src,
+                    b: m.dst,
+                    port_a: sp,
+                    port_b: dp,
+                    proto,
+                },
+                Side::A,
+            )
         } else {
-            (FlowKey { a: m.dst, b: m.src, port_a: dp, port_b: sp, proto }, Side::B)
+            (
+                FlowKey {
+                    a: m.dst,
+                    b: m.src,
+                    port_a: dp,
+                    port_b: sp,
+                    proto,
+                },
+                Side::B,
+            )
         }
     }
 
@@ -99,12 +131,3 @@ mod tests {
     }
 }
 
-impl Side {
-    /// The opposite side.
-    pub fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
-    }
-}
