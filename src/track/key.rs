@@ -130,4 +130,3 @@ mod tests {
         assert_eq!(k1.endpoint(s1), (Addr::v4([10, 0, 0, 2]), 40000));
     }
 }
-
