@@ -137,12 +137,7 @@ pub fn run(
         match cap.next_packet() {
             Ok(p) => {
                 n += 1;
-                let f = Frame {
-                    secs: p.header.ts.tv_sec,
-                    nanos: p.header.ts.tv_usec,
-                    wire_len: p.header.len,
-                    data: p.data,
-                };
+                let f = Frame::from_pcap(&p);
                 sink.frame(link, &f);
                 if !link.is_supported() {
                     *sink

@@ -145,6 +145,21 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> Frame<'a> {
+    /// The frame libpcap returned. With nanosecond precision requested,
+    /// libpcap puts nanoseconds in the `tv_usec` field.
+    // time_t and suseconds_t are i32 on some targets: the conversion is not useless there.
+    #[allow(clippy::useless_conversion)]
+    pub fn from_pcap(p: &pcap::Packet<'a>) -> Frame<'a> {
+        Frame {
+            secs: i64::from(p.header.ts.tv_sec),
+            nanos: i64::from(p.header.ts.tv_usec),
+            wire_len: p.header.len,
+            data: p.data,
+        }
+    }
+}
+
 /// Where captured frames go (the pipeline's dispatcher implements this).
 pub trait FrameSink {
     /// Takes one frame of link type `link`.

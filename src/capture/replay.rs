@@ -98,12 +98,7 @@ pub fn run(
             match cap.next_packet() {
                 Ok(p) => {
                     n += 1;
-                    let f = Frame {
-                        secs: p.header.ts.tv_sec,
-                        nanos: p.header.ts.tv_usec,
-                        wire_len: p.header.len,
-                        data: p.data,
-                    };
+                    let f = Frame::from_pcap(&p);
                     if !link.is_supported() {
                         unsupported += 1;
                     }

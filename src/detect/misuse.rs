@@ -47,6 +47,15 @@ pub mod combo {
 
 /// Classifies a TCP flag set; 0 when it is one a real stack may send.
 ///
+/// ```
+/// use netvigil::decode::tcp_flags::{ACK, FIN, PSH, SYN, URG};
+/// use netvigil::detect::misuse::{combo, invalid_tcp_flags};
+/// assert_eq!(invalid_tcp_flags(SYN), 0);
+/// assert_eq!(invalid_tcp_flags(FIN | ACK), 0);
+/// assert_eq!(invalid_tcp_flags(FIN | PSH | URG), combo::XMAS);
+/// assert_eq!(invalid_tcp_flags(SYN | FIN), combo::SYN_FIN);
+/// ```
+///
 /// RFC 9293: every segment after the initial SYN carries ACK, and SYN never
 /// travels with FIN or RST. Bare SYN and bare RST (the reply to a segment
 /// without ACK) are the only flag sets legal without ACK. ECE/CWR/NS are ignored (ECN negotiation sets them

@@ -143,20 +143,7 @@ impl HostStage {
     pub fn stats(&self) -> ShardStats {
         let mut t = ShardStats::default();
         for s in &self.shard_stats {
-            t.packets += s.packets;
-            t.bytes += s.bytes;
-            for i in 0..t.by_proto.len() {
-                t.by_proto[i] += s.by_proto[i];
-                t.bytes_by_proto[i] += s.bytes_by_proto[i];
-            }
-            t.flows_created += s.flows_created;
-            t.flows_idle += s.flows_idle;
-            t.flows_active_timeout += s.flows_active_timeout;
-            t.flows_evicted += s.flows_evicted;
-            t.flows_open += s.flows_open;
-            t.flow_table_bytes += s.flow_table_bytes;
-            t.host_overflow += s.host_overflow;
-            t.hit_overflow += s.hit_overflow;
+            t.merge(s);
         }
         t
     }

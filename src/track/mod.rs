@@ -92,6 +92,26 @@ pub struct ShardStats {
     pub hit_overflow: u64,
 }
 
+impl ShardStats {
+    /// Adds another shard's counters (for totals over shards).
+    pub fn merge(&mut self, s: &ShardStats) {
+        self.packets += s.packets;
+        self.bytes += s.bytes;
+        for i in 0..self.by_proto.len() {
+            self.by_proto[i] += s.by_proto[i];
+            self.bytes_by_proto[i] += s.bytes_by_proto[i];
+        }
+        self.flows_created += s.flows_created;
+        self.flows_idle += s.flows_idle;
+        self.flows_active_timeout += s.flows_active_timeout;
+        self.flows_evicted += s.flows_evicted;
+        self.flows_open += s.flows_open;
+        self.flow_table_bytes += s.flow_table_bytes;
+        self.host_overflow += s.host_overflow;
+        self.hit_overflow += s.hit_overflow;
+    }
+}
+
 /// Protocol label order of [`ShardStats::by_proto`].
 pub const PROTO_LABELS: [&str; 5] = ["tcp", "udp", "icmp", "other_ip", "non_ip"];
 
