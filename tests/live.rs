@@ -267,3 +267,36 @@ fn live_capture_stops_promptly_on_a_silent_link() {
         "summary written on SIGTERM"
     );
 }
+
+#[test]
+fn live_capture_without_permission_is_one_clear_line() {
+    if let Some(why) = skip_reason(&["setpriv"]) {
+        say_skipped("live_capture_without_permission_is_one_clear_line", &why);
+        return;
+    }
+    // Drop to nobody: no CAP_NET_RAW, so opening the device must fail cleanly.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args([
+            env!("CARGO_BIN_EXE_netvigil"),
+            "live",
+            "--interface",
+            "lo",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
+}

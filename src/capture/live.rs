@@ -77,7 +77,10 @@ pub fn check_filter(expr: &str, dlt: i32) -> Result<(), CaptureError> {
 }
 
 fn live_err(o: &LiveOptions, e: pcap::Error) -> CaptureError {
-    let message = e.to_string();
+    let message = e
+        .to_string()
+        .trim_start_matches("libpcap error: ")
+        .to_string();
     let lower = message.to_lowercase();
     if lower.contains("permission") || lower.contains("not permitted") {
         CaptureError::Permission {
