@@ -55,6 +55,182 @@ pub struct Config {
     pub episodes: EpisodeConfig,
     /// Protocol-misuse rules.
     pub misuse: MisuseConfig,
+    /// Statistical baselines and spike detectors.
+    pub spike: SpikeConfig,
+    /// Allowlist entries: traffic of these networks never opens the listed kinds.
+    pub allow: Vec<AllowRule>,
+    /// Per-network threshold overrides.
+    pub hostgroup: Vec<HostGroup>,
+}
+
+/// `[spike]`: learned baselines and the statistical detectors.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpikeConfig {
+    /// Run the statistical detectors at all.
+    pub enabled: bool,
+    /// Seconds of history before a host is judged against its own baseline;
+    /// until then the absolute `ceiling` of each detector applies.
+    pub warmup: u64,
+    /// Half-lives in seconds of the fast and slow baselines.
+    pub half_lives: [u64; 2],
+    /// Standard deviations above the mean that count as anomalous.
+    pub k: f64,
+    /// Multiple of the mean that must also be exceeded.
+    pub ratio: f64,
+    /// Most hosts with a baseline; the least recently seen are forgotten past it.
+    pub max_hosts: usize,
+    /// Packets in one interval before a host earns a baseline (spoofed
+    /// one-packet sources never do).
+    pub admission_packets: u64,
+    /// Seconds of packet time between saves of the learned state.
+    pub save_interval: u64,
+    /// SYN flood: connection attempts that do not complete, per second, toward one host.
+    pub syn_flood: Tuning,
+    /// UDP flood: UDP packets per second toward one host.
+    pub udp_flood: Tuning,
+    /// ICMP flood: ICMP packets per second toward one host.
+    pub icmp_flood: Tuning,
+    /// Amplification: unsolicited reflector-port bytes per second toward one host.
+    pub amplification: Tuning,
+    /// Volume spike: bytes per second into or out of one host.
+    pub volume_spike: Tuning,
+    /// Fan-out spike: distinct peers per second one host talks to.
+    pub fanout_spike: Tuning,
+}
+
+/// Thresholds and persistence of one statistical detector.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    /// Run this detector.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Absolute minimum: below it nothing is anomalous, whatever the baseline.
+    pub floor: f64,
+    /// During warm-up (no trusted baseline yet) values above this are anomalous.
+    pub ceiling: f64,
+    /// Intervals over the line, out of `window`, before an episode opens.
+    pub persistence: u32,
+    /// Length of the persistence window in intervals (at most 32).
+    pub window: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SpikeConfig {
+    fn default() -> Self {
+        // Floors and ceilings are per second toward (or from) one host; each is
+        // justified in the README's "Statistical detection" section.
+        let t = |floor: f64, ceiling: f64, persistence: u32, window: u32| Tuning {
+            enabled: true,
+            floor,
+            ceiling,
+            persistence,
+            window,
+        };
+        SpikeConfig {
+            enabled: true,
+            warmup: 300,
+            half_lives: [60, 3600],
+            k: 5.0,
+            ratio: 3.0,
+            max_hosts: 65_536,
+            admission_packets: 10,
+            save_interval: 300,
+            syn_flood: t(50.0, 100.0, 3, 5),
+            udp_flood: t(500.0, 2_000.0, 3, 5),
+            icmp_flood: t(200.0, 500.0, 3, 5),
+            amplification: t(12_500.0, 125_000.0, 2, 5),
+            volume_spike: t(12_500_000.0, 125_000_000.0, 10, 20),
+            fanout_spike: t(100.0, 500.0, 3, 5),
+        }
+    }
+}
+
+/// `[[allow]]`: a network whose traffic never opens the listed kinds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Address or CIDR (`192.0.2.0/24`, `2001:db8::/32`).
+    pub cidr: String,
+    /// Kinds suppressed (empty: all kinds).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Why, for the next person reading the config.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `[[hostgroup]]`: per-network threshold overrides (a DNS server may
+/// legitimately take 20,000 UDP packets/s).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostGroup {
+    /// A name for messages.
+    pub name: String,
+    /// Members (addresses or CIDRs); the first matching group wins.
+    pub cidrs: Vec<String>,
+    /// Overrides for `syn_flood`.
+    pub syn_flood: Option<Override>,
+    /// Overrides for `udp_flood`.
+    pub udp_flood: Option<Override>,
+    /// Overrides for `icmp_flood`.
+    pub icmp_flood: Option<Override>,
+    /// Overrides for `amplification`.
+    pub amplification: Option<Override>,
+    /// Overrides for `volume_spike`.
+    pub volume_spike: Option<Override>,
+    /// Overrides for `fanout_spike`.
+    pub fanout_spike: Option<Override>,
+}
+
+/// Replacement floor/ceiling for one detector in one host group.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// New floor.
+    pub floor: Option<f64>,
+    /// New warm-up ceiling.
+    pub ceiling: Option<f64>,
+}
+
+/// A parsed network prefix, in the 128-bit space where IPv4 is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: u128,
+    mask: u128,
+}
+
+impl Cidr {
+    /// Parses `addr` or `addr/len`; `None` if malformed.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let ip: std::net::IpAddr = a.trim().parse().ok()?;
+        let (bits, offset) = if ip.is_ipv4() { (32u8, 96u8) } else { (128, 0) };
+        let len = len.unwrap_or(bits);
+        if len > bits {
+            return None;
+        }
+        let total = u32::from(offset + len);
+        let mask = if total == 0 {
+            0
+        } else {
+            u128::MAX << (128 - total)
+        };
+        let net = u128::from_be_bytes(crate::decode::Addr::from(ip).0) & mask;
+        Some(Cidr { net, mask })
+    }
+
+    /// True when `a` is inside this prefix.
+    pub fn contains(&self, a: &crate::decode::Addr) -> bool {
+        u128::from_be_bytes(a.0) & self.mask == self.net
+    }
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -168,6 +344,24 @@ impl Default for MisuseConfig {
     }
 }
 
+/// `Ok` when `ok`, else an error naming `key` and its bad `value`.
+fn check(
+    ok: bool,
+    key: &'static str,
+    value: impl ToString,
+    reason: &'static str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason,
+        })
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -190,22 +384,6 @@ impl Config {
 
     /// Checks every range; returns the first violation.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn check(
-            ok: bool,
-            key: &'static str,
-            value: impl ToString,
-            reason: &'static str,
-        ) -> Result<(), ConfigError> {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid {
-                    key,
-                    value: value.to_string(),
-                    reason,
-                })
-            }
-        }
         let c = &self.capture;
         check(
             c.snaplen >= 64,
@@ -285,6 +463,108 @@ impl Config {
             e.max_open,
             "must be at least 1",
         )?;
+        self.validate_detectors()
+    }
+
+    fn validate_detectors(&self) -> Result<(), ConfigError> {
+        let sp = &self.spike;
+        check(
+            (0..=604_800).contains(&sp.warmup),
+            "spike.warmup",
+            sp.warmup,
+            "must be 0..=604800 seconds",
+        )?;
+        check(
+            sp.half_lives[0] >= 1
+                && sp.half_lives[0] <= sp.half_lives[1]
+                && sp.half_lives[1] <= 604_800,
+            "spike.half_lives",
+            format!("{:?}", sp.half_lives),
+            "must be [fast, slow] seconds with 1 <= fast <= slow <= 604800",
+        )?;
+        check(
+            sp.k.is_finite() && sp.k >= 0.0,
+            "spike.k",
+            sp.k,
+            "must be a non-negative number",
+        )?;
+        check(
+            sp.ratio.is_finite() && sp.ratio >= 1.0,
+            "spike.ratio",
+            sp.ratio,
+            "must be at least 1",
+        )?;
+        check(
+            sp.max_hosts >= 1,
+            "spike.max_hosts",
+            sp.max_hosts,
+            "must be at least 1",
+        )?;
+        check(
+            sp.save_interval >= 1,
+            "spike.save_interval",
+            sp.save_interval,
+            "must be at least 1 second",
+        )?;
+        for (key, t) in [
+            ("spike.syn_flood", &sp.syn_flood),
+            ("spike.udp_flood", &sp.udp_flood),
+            ("spike.icmp_flood", &sp.icmp_flood),
+            ("spike.amplification", &sp.amplification),
+            ("spike.volume_spike", &sp.volume_spike),
+            ("spike.fanout_spike", &sp.fanout_spike),
+        ] {
+            check(
+                t.floor.is_finite() && t.floor >= 0.0,
+                key,
+                t.floor,
+                "floor must be a non-negative number",
+            )?;
+            check(
+                t.ceiling.is_finite() && t.ceiling >= t.floor,
+                key,
+                t.ceiling,
+                "ceiling must be at least the floor",
+            )?;
+            check(
+                (1..=32).contains(&t.window) && (1..=t.window).contains(&t.persistence),
+                key,
+                format!("persistence {} of window {}", t.persistence, t.window),
+                "need 1 <= persistence <= window <= 32",
+            )?;
+        }
+        for a in &self.allow {
+            check(
+                Cidr::parse(&a.cidr).is_some(),
+                "allow.cidr",
+                &a.cidr,
+                "must be an address or CIDR",
+            )?;
+            for k in &a.kinds {
+                check(
+                    crate::detect::AnomalyKind::from_name(k).is_some(),
+                    "allow.kinds",
+                    k,
+                    "unknown anomaly kind",
+                )?;
+            }
+        }
+        for g in &self.hostgroup {
+            check(
+                !g.cidrs.is_empty(),
+                "hostgroup.cidrs",
+                &g.name,
+                "a host group needs at least one member",
+            )?;
+            for c in &g.cidrs {
+                check(
+                    Cidr::parse(c).is_some(),
+                    "hostgroup.cidrs",
+                    c,
+                    "must be an address or CIDR",
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -325,6 +605,30 @@ impl Config {
                 max_open: e.max_open,
             },
             misuse_enabled: self.misuse.enabled,
+            spike: self.spike.clone(),
+            allow: self
+                .allow
+                .iter()
+                .filter_map(|a| {
+                    let kinds = a
+                        .kinds
+                        .iter()
+                        .filter_map(|k| crate::detect::AnomalyKind::from_name(k))
+                        .collect();
+                    Cidr::parse(&a.cidr).map(|c| (c, kinds))
+                })
+                .collect(),
+            hostgroups: self
+                .hostgroup
+                .iter()
+                .map(|g| {
+                    (
+                        g.cidrs.iter().filter_map(|c| Cidr::parse(c)).collect(),
+                        g.clone(),
+                    )
+                })
+                .collect(),
+            interval_ns: self.interval_ns(),
         }
     }
 
@@ -344,6 +648,54 @@ mod tests {
         c.validate().unwrap();
         let back = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn cidrs() {
+        use crate::decode::Addr;
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(&Addr::v4([10, 1, 200, 3])));
+        assert!(!c.contains(&Addr::v4([10, 2, 0, 1])));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&Addr::v4([8, 8, 8, 8]))
+        );
+        assert!(
+            !Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&Addr::v6([0x20; 16]))
+        );
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(&Addr::from(
+            "2001:db8:1::1".parse::<std::net::IpAddr>().unwrap()
+        )));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nonsense").is_none());
+        assert!(
+            Cidr::parse("192.0.2.7")
+                .unwrap()
+                .contains(&Addr::v4([192, 0, 2, 7]))
+        );
+    }
+
+    #[test]
+    fn allowlists_and_groups_validate() {
+        let ok = "[[allow]]\ncidr = \"192.0.2.0/24\"\nkinds = [\"volume_spike\"]\n\n[[hostgroup]]\nname = \"dns\"\ncidrs = [\"192.0.2.53\"]\nudp_flood = { floor = 20000.0 }\n";
+        Config::parse(ok, Path::new("a.toml")).unwrap();
+        let bad = "[[allow]]\ncidr = \"192.0.2.0/24\"\nkinds = [\"volume_spik\"]\n";
+        let e = Config::parse(bad, Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("allow.kinds") && e.contains("volume_spik"),
+            "{e}"
+        );
+        let bad = "[spike.udp_flood]\nfloor = 10.0\nceiling = 5.0\npersistence = 3\nwindow = 5\n";
+        let e = Config::parse(bad, Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spike.udp_flood"), "{e}");
     }
 
     #[test]

@@ -36,7 +36,31 @@ pub enum AnomalyKind {
     TcpInvalidFlags,
     /// Source and destination address and port are the same (LAND attack).
     Land,
+    /// Connection attempts toward one host that never complete, far above normal.
+    SynFlood,
+    /// UDP packets toward one host far above normal, unanswered.
+    UdpFlood,
+    /// ICMP packets toward one host far above normal.
+    IcmpFlood,
+    /// Unsolicited responses from amplifier ports (or SYN-ACKs to no SYN) toward one host.
+    Amplification,
+    /// Bytes into or out of one host far above its own normal.
+    VolumeSpike,
+    /// One host suddenly talks to far more peers than usual.
+    FanoutSpike,
 }
+
+/// Every kind, for name lookups and documentation.
+pub const ALL_KINDS: [AnomalyKind; 8] = [
+    AnomalyKind::TcpInvalidFlags,
+    AnomalyKind::Land,
+    AnomalyKind::SynFlood,
+    AnomalyKind::UdpFlood,
+    AnomalyKind::IcmpFlood,
+    AnomalyKind::Amplification,
+    AnomalyKind::VolumeSpike,
+    AnomalyKind::FanoutSpike,
+];
 
 impl AnomalyKind {
     /// Stable snake_case name (JSON `kind`, metric label).
@@ -44,13 +68,30 @@ impl AnomalyKind {
         match self {
             AnomalyKind::TcpInvalidFlags => "tcp_invalid_flags",
             AnomalyKind::Land => "land",
+            AnomalyKind::SynFlood => "syn_flood",
+            AnomalyKind::UdpFlood => "udp_flood",
+            AnomalyKind::IcmpFlood => "icmp_flood",
+            AnomalyKind::Amplification => "amplification",
+            AnomalyKind::VolumeSpike => "volume_spike",
+            AnomalyKind::FanoutSpike => "fanout_spike",
         }
+    }
+
+    /// The kind with this stable name.
+    pub fn from_name(name: &str) -> Option<AnomalyKind> {
+        ALL_KINDS.iter().copied().find(|k| k.as_str() == name)
     }
 
     /// The method that reports this kind.
     pub fn category(self) -> Category {
         match self {
             AnomalyKind::TcpInvalidFlags | AnomalyKind::Land => Category::Misuse,
+            AnomalyKind::SynFlood
+            | AnomalyKind::UdpFlood
+            | AnomalyKind::IcmpFlood
+            | AnomalyKind::Amplification
+            | AnomalyKind::VolumeSpike
+            | AnomalyKind::FanoutSpike => Category::Spike,
         }
     }
 }

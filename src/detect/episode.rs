@@ -87,6 +87,11 @@ impl<S: EpisodeState> Episodes<S> {
         self.open.len()
     }
 
+    /// True when an episode with this key is open.
+    pub fn is_open(&self, key: &EpisodeKey) -> bool {
+        self.open.contains_key(key)
+    }
+
     /// Replaces the timing rules (config reload); open episodes keep going.
     pub fn set_policy(&mut self, policy: EpisodePolicy) {
         self.policy = policy;

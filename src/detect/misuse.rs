@@ -273,7 +273,8 @@ impl EpisodeState for MisuseEpisode {
                 );
                 (sev, msg)
             }
-            AnomalyKind::Land => {
+            // Land; no other kind is ever hit by these rules.
+            _ => {
                 let msg = format!(
                     "{} received {} packet{} claiming to come from itself on the same port ({}): a LAND attack, which can lock up vulnerable stacks",
                     key.dst,

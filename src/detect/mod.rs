@@ -7,8 +7,10 @@
 //! number of shards and any replay speed.
 
 pub mod anomaly;
+pub mod baseline;
 pub mod episode;
 pub mod misuse;
+pub mod spike;
 
 use std::collections::BTreeMap;
 
@@ -22,12 +24,29 @@ use episode::{EpisodePolicy, Episodes};
 use misuse::{HitAgg, HitKey, MisuseEpisode};
 
 /// Detector settings the host stage needs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DetectConfig {
-    /// Episode timing for misuse detections.
+    /// Episode timing (all detectors).
     pub misuse_episodes: EpisodePolicy,
     /// Whether the misuse rules raise events at all.
     pub misuse_enabled: bool,
+    /// Statistical detectors.
+    pub spike: crate::config::SpikeConfig,
+    /// Allowlisted networks and the kinds they may not open (empty: all).
+    pub allow: Vec<(crate::config::Cidr, Vec<AnomalyKind>)>,
+    /// Host groups with their members.
+    pub hostgroups: Vec<(Vec<crate::config::Cidr>, crate::config::HostGroup)>,
+    /// Interval length in nanoseconds.
+    pub interval_ns: u64,
+}
+
+impl DetectConfig {
+    /// True when `a` is allowlisted for `kind`.
+    pub fn allowed(&self, a: &Addr, kind: AnomalyKind) -> bool {
+        self.allow
+            .iter()
+            .any(|(c, kinds)| c.contains(a) && (kinds.is_empty() || kinds.contains(&kind)))
+    }
 }
 
 /// One merged interval: every host's traffic across all shards.
@@ -55,6 +74,7 @@ pub struct HostStage {
     interval: HostInterval,
     shard_stats: Vec<ShardStats>,
     misuse: Episodes<MisuseEpisode>,
+    spike: spike::SpikeDetector,
     cfg: DetectConfig,
     finished: usize,
 }
@@ -68,6 +88,7 @@ impl HostStage {
             interval: HostInterval::default(),
             shard_stats: vec![ShardStats::default(); shards.max(1)],
             misuse: Episodes::new(cfg.misuse_episodes),
+            spike: spike::SpikeDetector::new(&cfg),
             cfg,
             finished: 0,
         }
@@ -128,13 +149,20 @@ impl HostStage {
         self.interval.link = link;
         if self.cfg.misuse_enabled {
             for (key, agg) in misuse::merge_hits(p.hits) {
-                self.misuse.observe(key, agg.first, &agg, out);
+                if !self.cfg.allowed(&key.src, key.kind) {
+                    self.misuse.observe(key, agg.first, &agg, out);
+                }
             }
+        }
+        if self.cfg.spike.enabled {
+            self.spike.on_interval(&self.interval, t, &self.cfg, out);
         }
         if p.last {
             self.misuse.close_all(t, out);
+            self.spike.close_all(t, out);
         } else {
             self.misuse.tick(t, out);
+            self.spike.tick(t, out);
         }
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     }
@@ -150,7 +178,22 @@ impl HostStage {
 
     /// Episodes open now, over all detectors.
     pub fn open_episodes(&self) -> usize {
-        self.misuse.open_count()
+        self.misuse.open_count() + self.spike.open_count()
+    }
+
+    /// The statistical detector (baselines, persistence of learned state).
+    pub fn spike(&self) -> &spike::SpikeDetector {
+        &self.spike
+    }
+
+    /// Mutable access to the statistical detector (restoring saved state).
+    pub fn spike_mut(&mut self) -> &mut spike::SpikeDetector {
+        &mut self.spike
+    }
+
+    /// The detector settings.
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
     }
 
     /// The last merged interval (for detectors and tests).

@@ -6,6 +6,7 @@
 //! one [`ShardReport`]; nothing here reads a clock or does I/O.
 
 pub mod key;
+pub mod sketch;
 pub mod table;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -15,6 +16,7 @@ use crate::decode::{Addr, PacketMeta, ip_proto, tcp_flags};
 use crate::detect::misuse::{HitAgg, HitKey, HitTable};
 use crate::time::Timestamp;
 pub use key::{FlowKey, Side};
+pub use sketch::{Distinct, TopK};
 pub use table::{ConnState, EndReason, Flow, FlowTable, TableLimits};
 
 /// What the capture thread sends a shard.
@@ -43,10 +45,44 @@ pub struct HostCounters {
     pub syn_out: u64,
     /// Bare SYNs received.
     pub syn_in: u64,
+    /// Connections to this host whose three-way handshake completed.
+    pub handshakes_in: u64,
     /// Flows this host opened.
     pub flows_out: u64,
     /// Flows opened toward this host.
     pub flows_in: u64,
+    /// TCP packets received.
+    pub tcp_in: u64,
+    /// UDP packets received.
+    pub udp_in: u64,
+    /// ICMP/ICMPv6 packets received.
+    pub icmp_in: u64,
+    /// Other IP packets received.
+    pub other_in: u64,
+    /// UDP packets sent (answers, for telling a flood from a conversation).
+    pub udp_out: u64,
+    /// ICMP packets sent.
+    pub icmp_out: u64,
+    /// Unsolicited reflector-style packets received: UDP from amplifier
+    /// ports or UDP fragments in flows the remote side opened, and SYN-ACKs
+    /// answering no SYN.
+    pub amp_pkts_in: u64,
+    /// Wire bytes of those packets.
+    pub amp_bytes_in: u64,
+    /// Distinct sources talking to this host.
+    pub peers_in: Distinct,
+    /// Distinct destination ports hit on this host.
+    pub ports_in: Distinct,
+    /// Distinct destinations this host talked to.
+    pub peers_out: Distinct,
+    /// Distinct destination ports this host sent to.
+    pub ports_out: Distinct,
+    /// Distinct sources of the unsolicited reflector traffic.
+    pub amp_sources: Distinct,
+    /// Heaviest sources toward this host.
+    pub top_src: TopK,
+    /// Heaviest destinations of this host.
+    pub top_dst: TopK,
 }
 
 impl HostCounters {
@@ -58,10 +94,34 @@ impl HostCounters {
         self.bytes_in += o.bytes_in;
         self.syn_out += o.syn_out;
         self.syn_in += o.syn_in;
+        self.handshakes_in += o.handshakes_in;
         self.flows_out += o.flows_out;
         self.flows_in += o.flows_in;
+        self.tcp_in += o.tcp_in;
+        self.udp_in += o.udp_in;
+        self.icmp_in += o.icmp_in;
+        self.other_in += o.other_in;
+        self.udp_out += o.udp_out;
+        self.icmp_out += o.icmp_out;
+        self.amp_pkts_in += o.amp_pkts_in;
+        self.amp_bytes_in += o.amp_bytes_in;
+        self.peers_in.merge(&o.peers_in);
+        self.ports_in.merge(&o.ports_in);
+        self.peers_out.merge(&o.peers_out);
+        self.ports_out.merge(&o.ports_out);
+        self.amp_sources.merge(&o.amp_sources);
+        self.top_src.merge(&o.top_src);
+        self.top_dst.merge(&o.top_dst);
     }
 }
+
+/// UDP source ports of services abused as amplifiers in reflection attacks
+/// (US-CERT TA14-017A and later: chargen, QOTD, DNS, portmap, NTP, NetBIOS,
+/// SNMP, CLDAP, ISAKMP, MSSQL, SSDP, ARD, WS-Discovery, NAT-T, CoAP, Ubiquiti
+/// discovery, memcached).
+pub const REFLECTOR_PORTS: [u16; 17] = [
+    17, 19, 53, 111, 123, 137, 161, 389, 500, 1434, 1900, 3283, 3702, 4500, 5683, 10001, 11211,
+];
 
 /// A shard's cumulative counters (the host stage keeps the latest per shard).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,24 +246,65 @@ impl Shard {
         }
         let (key, side) = FlowKey::of(m);
         let touch = self.table.touch(m, key, side, &mut |_, _| {});
-        let bare_syn = m.has_tcp_flags()
-            && m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN;
+        let flags = if m.has_tcp_flags() { m.tcp_flags } else { 0 };
+        let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
+        let bare_syn = flags & (syn_ack | tcp_flags::RST) == tcp_flags::SYN;
+        // Reflection traffic is what nobody asked for: a response-port UDP
+        // datagram (or a trailing UDP fragment) in a flow its sender opened,
+        // or a SYN-ACK to a host that never sent the SYN. Multicast and
+        // broadcast receivers are service discovery, not victims.
+        let unsolicited_udp = m.proto == ip_proto::UDP
+            && touch.orig == side
+            && ((m.has_ports() && REFLECTOR_PORTS.contains(&m.sport)) || m.frag_offset > 0);
+        let unsolicited_synack =
+            flags & syn_ack == syn_ack && touch.peer_flags & tcp_flags::SYN == 0;
+        let amp = (unsolicited_udp || unsolicited_synack) && is_unicast(&m.dst);
         let wire = u64::from(m.wire_len);
-        self.host(m.src, |h| {
+        let (src, dst, proto, dport) = (m.src, m.dst, m.proto, m.dport);
+        let ports = m.has_ports();
+        self.host(src, |h| {
             h.pkts_out += 1;
             h.bytes_out += wire;
             h.syn_out += u64::from(bare_syn);
+            h.udp_out += u64::from(proto == ip_proto::UDP);
+            h.icmp_out += u64::from(proto == ip_proto::ICMP || proto == ip_proto::ICMPV6);
+            h.peers_out.insert_addr(&dst);
+            if ports {
+                h.ports_out.insert_port(dport);
+            }
+            h.top_dst.add(dst, 1);
         });
-        self.host(m.dst, |h| {
+        self.host(dst, |h| {
             h.pkts_in += 1;
             h.bytes_in += wire;
             h.syn_in += u64::from(bare_syn);
+            match proto {
+                ip_proto::TCP => h.tcp_in += 1,
+                ip_proto::UDP => h.udp_in += 1,
+                ip_proto::ICMP | ip_proto::ICMPV6 => h.icmp_in += 1,
+                _ => h.other_in += 1,
+            }
+            h.peers_in.insert_addr(&src);
+            if ports {
+                h.ports_in.insert_port(dport);
+            }
+            h.top_src.add(src, 1);
+            if amp {
+                h.amp_pkts_in += 1;
+                h.amp_bytes_in += wire;
+                h.amp_sources.insert_addr(&src);
+            }
         });
         if touch.created {
             // Credit the flow to whoever opened it, which is not always this
             // packet's sender (a SYN-ACK seen first).
             self.host(key.endpoint(touch.orig).0, |h| h.flows_out += 1);
             self.host(key.endpoint(touch.orig.other()).0, |h| h.flows_in += 1);
+        }
+        if matches!(touch.before, ConnState::SynAckSeen | ConnState::SynSent)
+            && touch.after == ConnState::Established
+        {
+            self.host(key.endpoint(touch.orig.other()).0, |h| h.handshakes_in += 1);
         }
     }
 
@@ -242,6 +343,14 @@ impl Shard {
             hits,
             stats: self.stats,
         }
+    }
+}
+
+/// True for addresses a reflection attack can target (not multicast/broadcast).
+fn is_unicast(a: &Addr) -> bool {
+    match a.ip() {
+        std::net::IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => !v6.is_multicast(),
     }
 }
 

@@ -133,6 +133,8 @@ pub struct Touch {
     pub after: ConnState,
     /// The originator of the flow.
     pub orig: Side,
+    /// TCP flags seen so far from the other side (before this packet).
+    pub peer_flags: u16,
 }
 
 /// Counters kept by a table (cumulative).
@@ -278,6 +280,7 @@ impl FlowTable {
         }
         let after = f.state;
         let orig = f.orig;
+        let peer_flags = f.flags[side.other().idx()];
         let class = class_of(&f.key, after);
         if class != f.class || !created {
             self.unlink(idx);
@@ -289,6 +292,7 @@ impl FlowTable {
             before,
             after,
             orig,
+            peer_flags,
         }
     }
 
@@ -450,6 +454,9 @@ fn next_state(s: ConnState, from_orig: bool, flags: u16) -> ConnState {
         None if rst => Reset,
         None => Midstream,
         SynSent if rst && !from_orig => Rejected,
+        // The originator's ACK after its SYN: the SYN-ACK went by on a path
+        // this sensor does not see (asymmetric routing, one-way tap).
+        SynSent if ack && !syn && !rst && from_orig => Established,
         SynSent if syn && ack && !from_orig => SynAckSeen,
         SynAckSeen if rst => Rejected,
         SynAckSeen if ack && !syn && from_orig => Established,

@@ -1,0 +1,817 @@
+//! Statistical detectors: per-host baselines and traffic spikes.
+//!
+//! Each closed interval, every host with traffic is measured on seven
+//! metrics and compared with a line: during warm-up (a fresh sensor, or a
+//! host never seen before) a fixed ceiling in the manner of FastNetMon;
+//! after it, the host's own learned normal (see [`baseline`](super::baseline)).
+//! An episode opens when the line is crossed in `persistence` of the last
+//! `window` intervals, or at once when the interval has the unmistakable shape
+//! of a flood (many sources, or hundreds of new flows, none of it answered),
+//! or is ten times over the line and unanswered. Anomalous intervals never
+//! teach the baseline: learning is frozen while an episode is open and
+//! clipped at the line otherwise.
+
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::anomaly::{Anomaly, AnomalyKind, Baseline, Phase, Severity};
+use super::baseline::{MetricBaseline, ThresholdRule, alpha_for_half_life};
+use super::episode::{EpisodeKey, EpisodeState, Episodes};
+use super::{DetectConfig, HostInterval};
+use crate::config::Tuning;
+use crate::decode::Addr;
+use crate::time::Timestamp;
+use crate::track::HostCounters;
+
+/// The metrics with a baseline, in [`SPECS`] order.
+pub const METRICS: usize = 7;
+
+/// One statistical detector: which metric, which kind, and whose episode it is.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// The kind reported.
+    pub kind: AnomalyKind,
+    /// Unit of the metric.
+    pub unit: &'static str,
+    /// The host is the actor (outbound metrics) rather than the target.
+    pub actor: bool,
+    /// Short metric name for evidence and state files.
+    pub name: &'static str,
+}
+
+/// The seven metrics, in index order.
+pub const SPECS: [Spec; METRICS] = [
+    Spec {
+        kind: AnomalyKind::SynFlood,
+        unit: "unanswered SYN/s",
+        actor: false,
+        name: "half_open_in",
+    },
+    Spec {
+        kind: AnomalyKind::UdpFlood,
+        unit: "packets/s",
+        actor: false,
+        name: "udp_in",
+    },
+    Spec {
+        kind: AnomalyKind::IcmpFlood,
+        unit: "packets/s",
+        actor: false,
+        name: "icmp_in",
+    },
+    Spec {
+        kind: AnomalyKind::Amplification,
+        unit: "bytes/s",
+        actor: false,
+        name: "amp_bytes_in",
+    },
+    Spec {
+        kind: AnomalyKind::VolumeSpike,
+        unit: "bytes/s",
+        actor: false,
+        name: "bytes_in",
+    },
+    Spec {
+        kind: AnomalyKind::VolumeSpike,
+        unit: "bytes/s",
+        actor: true,
+        name: "bytes_out",
+    },
+    Spec {
+        kind: AnomalyKind::FanoutSpike,
+        unit: "distinct peers/s",
+        actor: true,
+        name: "peers_out",
+    },
+];
+
+/// Sources (or new flows) in one interval that make a storm unmistakable.
+const FLOOD_SOURCES: u64 = 32;
+const FLOOD_FLOWS: u64 = 100;
+/// Distinct reflectors that make unsolicited responses an attack, not a stray.
+const AMP_REFLECTORS: u64 = 3;
+/// A SYN storm on more ports than this from few sources is a scan, not a flood.
+const SCAN_PORTS: u64 = 64;
+/// "Unanswered": the target sent back at most this fraction.
+const ANSWERED_MAX: f64 = 0.1;
+/// Over the line by this factor and unanswered: no persistence needed.
+const EXTREME: f64 = 10.0;
+
+/// One host's learned state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostBaseline {
+    /// Per-metric baselines, in [`SPECS`] order.
+    pub base: [MetricBaseline; METRICS],
+    /// Interval index at which the host was first seen.
+    pub first: u64,
+    /// Interval index of the last update.
+    pub last: u64,
+    /// Over-the-line history per metric, newest in bit 0.
+    #[serde(skip)]
+    over: [u32; METRICS],
+}
+
+/// What one interval says about one metric of one host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpikeObs {
+    /// End of the interval.
+    pub ts: Timestamp,
+    /// The host.
+    pub host: Addr,
+    /// The measured value.
+    pub value: f64,
+    /// The line.
+    pub threshold: f64,
+    /// Baseline (mean, stddev, samples), `None` during warm-up.
+    pub baseline: Option<Baseline>,
+    /// The single source (or destination) carrying most of the traffic.
+    pub dominant: Option<Addr>,
+    /// Evidence fields.
+    pub evidence: Map<String, Value>,
+    /// Which metric.
+    pub spec: usize,
+    /// Rendered message fragment (what happened).
+    pub what: String,
+}
+
+/// Running state of one spike episode.
+#[derive(Clone, Debug)]
+pub struct SpikeEpisode {
+    first: Timestamp,
+    last: Timestamp,
+    intervals: u64,
+    latest: SpikeObs,
+    peak: SpikeObs,
+}
+
+impl EpisodeState for SpikeEpisode {
+    type Obs = SpikeObs;
+
+    fn open(obs: &SpikeObs) -> Self {
+        SpikeEpisode {
+            first: obs.ts,
+            last: obs.ts,
+            intervals: 1,
+            latest: obs.clone(),
+            peak: obs.clone(),
+        }
+    }
+
+    fn merge(&mut self, obs: &SpikeObs) {
+        self.last = self.last.max(obs.ts);
+        self.intervals += 1;
+        if obs.value > self.peak.value {
+            self.peak = obs.clone();
+        }
+        self.latest = obs.clone();
+    }
+
+    fn last_seen(&self) -> Timestamp {
+        self.last
+    }
+
+    fn render(&self, key: &EpisodeKey, phase: Phase, ts: Timestamp, id: &str) -> Anomaly {
+        let o = if phase == Phase::Start {
+            &self.latest
+        } else {
+            &self.peak
+        };
+        let spec = &SPECS[o.spec];
+        let score = if o.threshold > 0.0 {
+            o.value / o.threshold
+        } else {
+            o.value
+        };
+        let severity = severity(key.kind, score);
+        let mut ev = o.evidence.clone();
+        ev.insert("first_seen".into(), json!(self.first.to_string()));
+        ev.insert("last_seen".into(), json!(self.last.to_string()));
+        ev.insert("intervals_over".into(), json!(self.intervals));
+        ev.insert("metric".into(), json!(spec.name));
+        if phase != Phase::Start {
+            ev.insert("peak_at".into(), json!(self.peak.ts.to_string()));
+        }
+        let (src, dst) = if spec.actor {
+            (Some(o.host), o.dominant)
+        } else {
+            (o.dominant, Some(o.host))
+        };
+        let normal = match &o.baseline {
+            Some(b) => format!("normal {}", human(b.mean, spec.unit)),
+            None => "no baseline yet, warm-up ceiling".to_string(),
+        };
+        let message = format!(
+            "{} (line {}, {normal}; {:.1}x over)",
+            o.what,
+            human(o.threshold, spec.unit),
+            score
+        );
+        Anomaly {
+            ts,
+            phase,
+            episode_id: id.to_string(),
+            kind: key.kind,
+            severity,
+            src,
+            dst,
+            flow: None,
+            observed: round2(o.value),
+            unit: spec.unit,
+            baseline: o.baseline,
+            threshold: round2(o.threshold),
+            score: round2(score),
+            evidence: ev,
+            message,
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn severity(kind: AnomalyKind, score: f64) -> Severity {
+    let floods = !matches!(kind, AnomalyKind::VolumeSpike | AnomalyKind::FanoutSpike);
+    match (floods, score) {
+        (true, s) if s >= 10.0 => Severity::Critical,
+        (true, s) if s >= 2.0 => Severity::High,
+        (true, _) => Severity::Medium,
+        (false, s) if s >= 5.0 => Severity::High,
+        (false, s) if s >= 2.0 => Severity::Medium,
+        _ => Severity::Low,
+    }
+}
+
+/// A rate in words: bit rates for bytes/s, plain numbers otherwise.
+fn human(v: f64, unit: &str) -> String {
+    if unit == "bytes/s" {
+        let bits = v * 8.0;
+        return if bits >= 1e9 {
+            format!("{:.2} Gbit/s", bits / 1e9)
+        } else if bits >= 1e6 {
+            format!("{:.1} Mbit/s", bits / 1e6)
+        } else {
+            format!("{:.0} kbit/s", bits / 1e3)
+        };
+    }
+    format!("{v:.0} {unit}")
+}
+
+/// The statistical detectors and their learned state.
+pub struct SpikeDetector {
+    hosts: HashMap<Addr, HostBaseline, foldhash::fast::FixedState>,
+    alphas: (f64, f64),
+    episodes: Episodes<SpikeEpisode>,
+    /// Hosts forgotten to stay under `max_hosts`.
+    pub forgotten: u64,
+    /// Detections not opened because of an allowlist.
+    pub allowlisted: u64,
+}
+
+/// Learned state as saved to disk.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SpikeState {
+    /// Schema version; a mismatch is reported and the file set aside.
+    pub version: u32,
+    /// Interval length the baselines were learned at, in ns.
+    pub interval_ns: u64,
+    /// Per-host baselines.
+    pub hosts: Vec<(String, HostBaseline)>,
+}
+
+/// Current [`SpikeState::version`].
+pub const STATE_VERSION: u32 = 1;
+
+impl SpikeDetector {
+    /// A detector with no history.
+    pub fn new(cfg: &DetectConfig) -> SpikeDetector {
+        let secs_per_interval = cfg.interval_ns.max(1) as f64 / 1e9;
+        let hl = cfg.spike.half_lives;
+        SpikeDetector {
+            hosts: HashMap::with_hasher(Default::default()),
+            alphas: (
+                alpha_for_half_life(hl[0] as f64 / secs_per_interval),
+                alpha_for_half_life(hl[1] as f64 / secs_per_interval),
+            ),
+            episodes: Episodes::new(cfg.misuse_episodes),
+            forgotten: 0,
+            allowlisted: 0,
+        }
+    }
+
+    /// Episodes open now.
+    pub fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    /// Hosts with a baseline.
+    pub fn hosts_tracked(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Hosts still in warm-up at interval `t`.
+    pub fn hosts_warming(&self, t: Timestamp, cfg: &DetectConfig) -> usize {
+        let idx = t.as_nanos() / cfg.interval_ns.max(1);
+        let warm = warmup_intervals(cfg);
+        self.hosts
+            .values()
+            .filter(|h| idx.saturating_sub(h.first) < warm)
+            .count()
+    }
+
+    /// Judges the merged interval ending at `t`; new and ongoing episodes go to `out`.
+    pub fn on_interval(
+        &mut self,
+        iv: &HostInterval,
+        t: Timestamp,
+        cfg: &DetectConfig,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let sp = &cfg.spike;
+        let idx = t.as_nanos() / cfg.interval_ns.max(1);
+        let warm_after = warmup_intervals(cfg);
+        let mut addrs: Vec<&Addr> = iv.hosts.keys().collect();
+        addrs.sort();
+        for a in addrs {
+            let Some(h) = iv.hosts.get(a) else { continue };
+            if !self.hosts.contains_key(a) {
+                if h.pkts_in + h.pkts_out < sp.admission_packets {
+                    continue;
+                }
+                if self.hosts.len() >= sp.max_hosts {
+                    self.forget_oldest(sp.max_hosts);
+                }
+                self.hosts.insert(
+                    *a,
+                    HostBaseline {
+                        first: idx,
+                        last: idx,
+                        ..HostBaseline::default()
+                    },
+                );
+            }
+            let values = metric_values(h);
+            let group = cfg
+                .hostgroups
+                .iter()
+                .position(|(cidrs, _)| cidrs.iter().any(|c| c.contains(a)));
+            let Some(hb) = self.hosts.get_mut(a) else {
+                continue;
+            };
+            let gap = idx.saturating_sub(hb.last);
+            if gap > 1 {
+                for b in &mut hb.base {
+                    b.idle(gap - 1, self.alphas);
+                }
+            }
+            let shift = gap.clamp(1, 32) as u32;
+            let warm = idx.saturating_sub(hb.first) >= warm_after;
+            let flood_key = |k: AnomalyKind| EpisodeKey {
+                kind: k,
+                src: Addr::UNSPECIFIED,
+                dst: *a,
+            };
+            let open_flood = FLOOD_KINDS
+                .iter()
+                .position(|k| self.episodes.is_open(&flood_key(*k)));
+            let mut d = [Decision::default(); METRICS];
+            for (i, spec) in SPECS.iter().enumerate() {
+                let tuning = tuning_for(cfg, spec.kind, group);
+                let v = values[i];
+                let base = &hb.base[i];
+                let rule = ThresholdRule {
+                    k: sp.k,
+                    ratio: sp.ratio,
+                    floor: tuning.floor,
+                };
+                let trusted = warm && base.samples > 0;
+                let line = if trusted {
+                    base.threshold(&rule)
+                } else {
+                    tuning.ceiling
+                };
+                let over = v >= line && v > 0.0;
+                let window_mask = if tuning.window >= 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << tuning.window) - 1
+                };
+                hb.over[i] =
+                    (hb.over[i].checked_shl(shift).unwrap_or(0) | u32::from(over)) & window_mask;
+                let key = if spec.actor {
+                    EpisodeKey {
+                        kind: spec.kind,
+                        src: *a,
+                        dst: Addr::UNSPECIFIED,
+                    }
+                } else {
+                    flood_key(spec.kind)
+                };
+                let shape = shape_of(i, a, h, v, tuning.floor, line, open_flood.is_some());
+                let persistent = hb.over[i].count_ones() >= tuning.persistence;
+                let trigger =
+                    tuning.enabled && shape.eligible && ((over && persistent) || shape.immediate);
+                let baseline = trusted.then(|| {
+                    let (mean, sd) = base.reported();
+                    Baseline {
+                        mean: round2(mean),
+                        stddev: round2(sd),
+                        samples: base.samples,
+                    }
+                });
+                d[i] = Decision {
+                    v,
+                    line,
+                    over,
+                    trigger,
+                    report: trigger,
+                    open: self.episodes.is_open(&key),
+                    key,
+                    baseline,
+                };
+            }
+            // Attack typing: one flood episode per target, of the protocol that
+            // carries most of the excess (FastNetMon's rule); the other vectors
+            // show in its protocol mix.
+            let flood_pkts = [
+                h.syn_in.saturating_sub(h.handshakes_in),
+                h.udp_in,
+                h.icmp_in,
+                h.amp_pkts_in,
+            ];
+            let chosen = open_flood.or_else(|| {
+                (0..FLOOD_KINDS.len())
+                    .filter(|&i| d[i].trigger)
+                    .max_by_key(|&i| (flood_pkts[i], std::cmp::Reverse(i)))
+            });
+            for (i, di) in d.iter_mut().enumerate().take(FLOOD_KINDS.len()) {
+                if chosen.is_some_and(|c| c != i) {
+                    di.report = false;
+                }
+            }
+            for (i, di) in d.iter().enumerate() {
+                if di.report || (di.open && di.over) {
+                    let spec = &SPECS[i];
+                    let who = if spec.actor { di.key.src } else { di.key.dst };
+                    if cfg.allowed(&who, spec.kind) {
+                        self.allowlisted += 1;
+                    } else {
+                        let obs = observation(
+                            i,
+                            *a,
+                            h,
+                            di.v,
+                            di.line,
+                            di.baseline,
+                            t,
+                            idx.saturating_sub(hb.first),
+                        );
+                        self.episodes.observe(di.key, t, &obs, out);
+                    }
+                }
+                // Anomalous intervals never teach the baseline: frozen while an
+                // episode is open or opening, clipped at the line otherwise.
+                if !di.open && !di.trigger {
+                    hb.base[i].learn(di.v.min(di.line), self.alphas);
+                }
+            }
+            hb.last = idx;
+        }
+    }
+
+    /// Rate-limited updates and cool-down ends at interval boundary `t`.
+    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.tick(t, out);
+    }
+
+    /// Ends every open episode (end of input).
+    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.close_all(t, out);
+    }
+
+    /// Drops the least recently seen eighth of the table (ties by address).
+    fn forget_oldest(&mut self, cap: usize) {
+        let mut by_age: Vec<(u64, Addr)> = self.hosts.iter().map(|(a, h)| (h.last, *a)).collect();
+        by_age.sort_unstable();
+        let drop = (cap / 8).max(1).min(by_age.len());
+        for (_, a) in by_age.into_iter().take(drop) {
+            self.hosts.remove(&a);
+            self.forgotten += 1;
+        }
+    }
+
+    /// The learned state, in a stable order, for saving.
+    pub fn snapshot(&self, interval_ns: u64) -> SpikeState {
+        let mut hosts: Vec<(Addr, &HostBaseline)> =
+            self.hosts.iter().map(|(a, h)| (*a, h)).collect();
+        hosts.sort_by_key(|(a, _)| *a);
+        SpikeState {
+            version: STATE_VERSION,
+            interval_ns,
+            hosts: hosts
+                .into_iter()
+                .map(|(a, h)| (a.to_string(), h.clone()))
+                .collect(),
+        }
+    }
+
+    /// Loads saved state; returns how many hosts were restored.
+    pub fn restore(&mut self, st: SpikeState, max_hosts: usize) -> usize {
+        let mut n = 0;
+        for (a, h) in st.hosts.into_iter().take(max_hosts) {
+            if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+                self.hosts.insert(Addr::from(ip), h);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn warmup_intervals(cfg: &DetectConfig) -> u64 {
+    let secs = cfg.interval_ns.max(1) as f64 / 1e9;
+    (cfg.spike.warmup as f64 / secs).ceil() as u64
+}
+
+fn tuning_for(cfg: &DetectConfig, kind: AnomalyKind, group: Option<usize>) -> Tuning {
+    let sp = &cfg.spike;
+    let mut t = match kind {
+        AnomalyKind::SynFlood => sp.syn_flood,
+        AnomalyKind::UdpFlood => sp.udp_flood,
+        AnomalyKind::IcmpFlood => sp.icmp_flood,
+        AnomalyKind::Amplification => sp.amplification,
+        AnomalyKind::VolumeSpike => sp.volume_spike,
+        _ => sp.fanout_spike,
+    };
+    if let Some((_, g)) = group.and_then(|i| cfg.hostgroups.get(i)) {
+        let o = match kind {
+            AnomalyKind::SynFlood => g.syn_flood,
+            AnomalyKind::UdpFlood => g.udp_flood,
+            AnomalyKind::IcmpFlood => g.icmp_flood,
+            AnomalyKind::Amplification => g.amplification,
+            AnomalyKind::VolumeSpike => g.volume_spike,
+            _ => g.fanout_spike,
+        };
+        if let Some(o) = o {
+            t.floor = o.floor.unwrap_or(t.floor);
+            t.ceiling = o.ceiling.unwrap_or(t.ceiling).max(t.floor);
+        }
+    }
+    t
+}
+
+/// The seven metric values of one host in one interval.
+pub fn metric_values(h: &HostCounters) -> [f64; METRICS] {
+    [
+        h.syn_in.saturating_sub(h.handshakes_in) as f64,
+        h.udp_in as f64,
+        h.icmp_in as f64,
+        h.amp_bytes_in as f64,
+        h.bytes_in as f64,
+        h.bytes_out as f64,
+        h.peers_out.estimate() as f64,
+    ]
+}
+
+/// The flood kinds, in [`SPECS`] order (indices 0..4).
+const FLOOD_KINDS: [AnomalyKind; 4] = [
+    AnomalyKind::SynFlood,
+    AnomalyKind::UdpFlood,
+    AnomalyKind::IcmpFlood,
+    AnomalyKind::Amplification,
+];
+
+/// One metric's verdict for one host and interval.
+#[derive(Clone, Copy, Debug)]
+struct Decision {
+    v: f64,
+    line: f64,
+    over: bool,
+    trigger: bool,
+    report: bool,
+    open: bool,
+    key: EpisodeKey,
+    baseline: Option<Baseline>,
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Decision {
+            v: 0.0,
+            line: 0.0,
+            over: false,
+            trigger: false,
+            report: false,
+            open: false,
+            key: EpisodeKey {
+                kind: AnomalyKind::VolumeSpike,
+                src: Addr::UNSPECIFIED,
+                dst: Addr::UNSPECIFIED,
+            },
+            baseline: None,
+        }
+    }
+}
+
+/// True for destinations every host on the link must process: the IPv4
+/// limited broadcast and IPv6 all-nodes. Floods there are storms at any rate
+/// above the floor (smurf, broadcast and DHCP storms).
+fn all_hosts(a: &Addr) -> bool {
+    match a.ip() {
+        std::net::IpAddr::V4(v4) => v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] == 0xff01 || s[0] == 0xff02) && s[1..7] == [0; 6] && s[7] == 1
+        }
+    }
+}
+
+struct Shape {
+    /// The detector applies at all (e.g. not a scan, not reflection).
+    eligible: bool,
+    /// Open without waiting for persistence.
+    immediate: bool,
+}
+
+fn answered(out: u64, inn: u64) -> bool {
+    out as f64 > ANSWERED_MAX * inn as f64
+}
+
+fn shape_of(
+    i: usize,
+    host: &Addr,
+    h: &HostCounters,
+    v: f64,
+    floor: f64,
+    line: f64,
+    flood_open: bool,
+) -> Shape {
+    let sources = h.peers_in.estimate();
+    let above_floor = v >= floor && v > 0.0;
+    let storm = above_floor && all_hosts(host);
+    match SPECS[i].kind {
+        AnomalyKind::SynFlood => Shape {
+            // Many ports from few sources is a port scan (the scan detector's job).
+            eligible: h.ports_in.estimate() <= SCAN_PORTS || sources >= FLOOD_SOURCES,
+            immediate: above_floor && sources >= FLOOD_SOURCES,
+        },
+        AnomalyKind::UdpFlood => {
+            let unanswered = !answered(h.udp_out, h.udp_in);
+            Shape {
+                // Mostly reflector traffic is typed as amplification instead.
+                eligible: h.amp_pkts_in * 2 < h.udp_in,
+                immediate: storm
+                    || (unanswered
+                        && ((above_floor
+                            && (sources >= FLOOD_SOURCES || h.flows_in >= FLOOD_FLOWS))
+                            || v >= EXTREME * line)),
+            }
+        }
+        AnomalyKind::IcmpFlood => Shape {
+            eligible: true,
+            immediate: storm
+                || (above_floor && sources >= FLOOD_SOURCES)
+                || (v >= EXTREME * line && !answered(h.icmp_out, h.icmp_in)),
+        },
+        AnomalyKind::Amplification => Shape {
+            eligible: true,
+            immediate: above_floor && h.amp_sources.estimate() >= AMP_REFLECTORS,
+        },
+        // Inbound volume during a flood is the flood: one episode, typed.
+        AnomalyKind::VolumeSpike if !SPECS[i].actor => Shape {
+            eligible: !flood_open,
+            immediate: false,
+        },
+        _ => Shape {
+            eligible: true,
+            immediate: false,
+        },
+    }
+}
+
+fn peers_json(top: &crate::track::TopK) -> Value {
+    Value::Array(
+        top.entries()
+            .into_iter()
+            .map(|(a, n)| json!({"ip": a.to_string(), "packets": n}))
+            .collect(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn observation(
+    i: usize,
+    host: Addr,
+    h: &HostCounters,
+    v: f64,
+    line: f64,
+    baseline: Option<Baseline>,
+    t: Timestamp,
+    age: u64,
+) -> SpikeObs {
+    let spec = &SPECS[i];
+    let mut ev = Map::new();
+    let sources = h.peers_in.estimate();
+    let (top, total) = if spec.actor {
+        (&h.top_dst, h.pkts_out)
+    } else {
+        (&h.top_src, h.pkts_in)
+    };
+    let dominant = top
+        .entries()
+        .first()
+        .filter(|(_, n)| u64::from(*n) * 2 > total)
+        .map(|(a, _)| *a);
+    if spec.actor {
+        ev.insert("top_destinations".into(), peers_json(&h.top_dst));
+        ev.insert(
+            "distinct_destinations".into(),
+            json!(h.peers_out.estimate()),
+        );
+        ev.insert("distinct_dst_ports".into(), json!(h.ports_out.estimate()));
+        ev.insert("packets_out".into(), json!(h.pkts_out));
+    } else {
+        ev.insert("top_sources".into(), peers_json(&h.top_src));
+        ev.insert("distinct_sources".into(), json!(sources));
+        ev.insert("distinct_dst_ports".into(), json!(h.ports_in.estimate()));
+        ev.insert("new_flows_in".into(), json!(h.flows_in));
+        ev.insert(
+            "protocol_mix_in".into(),
+            json!({"tcp": h.tcp_in, "udp": h.udp_in, "icmp": h.icmp_in, "other": h.other_in}),
+        );
+    }
+    ev.insert("host_age_intervals".into(), json!(age));
+    let who = |n: u64| -> String {
+        match dominant {
+            Some(d) => format!("mostly from {d}"),
+            None if n >= crate::track::sketch::DISTINCT_SATURATED => {
+                "from over 1,400 sources".into()
+            }
+            None => format!("from about {n} sources"),
+        }
+    };
+    let what = match spec.kind {
+        AnomalyKind::SynFlood => {
+            ev.insert("syn_in".into(), json!(h.syn_in));
+            ev.insert("handshakes_completed".into(), json!(h.handshakes_in));
+            format!(
+                "SYN flood: {host} receives {v:.0} connection attempts/s that never complete ({} SYNs, {} handshakes) {}",
+                h.syn_in,
+                h.handshakes_in,
+                who(sources)
+            )
+        }
+        AnomalyKind::UdpFlood => {
+            ev.insert("udp_out".into(), json!(h.udp_out));
+            format!(
+                "UDP flood: {host} receives {v:.0} UDP packets/s over {} new flows {}, and answers {}",
+                h.flows_in,
+                who(sources),
+                h.udp_out
+            )
+        }
+        AnomalyKind::IcmpFlood => {
+            ev.insert("icmp_out".into(), json!(h.icmp_out));
+            format!(
+                "ICMP flood: {host} receives {v:.0} ICMP packets/s {}, and answers {}",
+                who(sources),
+                h.icmp_out
+            )
+        }
+        AnomalyKind::Amplification => {
+            let refl = h.amp_sources.estimate();
+            ev.insert("reflectors".into(), json!(refl));
+            ev.insert("unsolicited_packets".into(), json!(h.amp_pkts_in));
+            format!(
+                "Reflection/amplification: {host} receives {} of responses it never asked for (UDP from amplifier ports, fragments, or SYN-ACKs to no SYN) from about {refl} reflectors",
+                human(v, "bytes/s")
+            )
+        }
+        AnomalyKind::VolumeSpike if spec.actor => {
+            format!(
+                "Volume spike: {host} sends {} (exfiltration or a DDoS source?)",
+                human(v, "bytes/s")
+            )
+        }
+        AnomalyKind::VolumeSpike => format!(
+            "Volume spike: {host} receives {} {}",
+            human(v, "bytes/s"),
+            who(sources)
+        ),
+        _ => format!(
+            "Fan-out spike: {host} talks to {v:.0} distinct peers in one second (worm, scanner or compromised host?)"
+        ),
+    };
+    SpikeObs {
+        ts: t,
+        host,
+        value: v,
+        threshold: line,
+        baseline,
+        dominant,
+        evidence: ev,
+        spec: i,
+        what,
+    }
+}
