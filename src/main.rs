@@ -170,10 +170,7 @@ fn prepare(
     if let Some(dir) = &common.state_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
-        tracing::info!(
-            "state directory {} (learned baselines are saved here once the statistical detector is enabled)",
-            dir.display()
-        );
+        tracing::info!("learned baselines load from and save to {}", dir.display());
     }
     let events = EventWriter::open(&common.events)?;
     let workers = common.workers.map(usize::from).unwrap_or_else(|| {
@@ -207,6 +204,7 @@ fn prepare(
             backpressure,
             events,
             metrics: metrics_addr.is_some(),
+            state_dir: common.state_dir.clone(),
         },
         stop,
     ))

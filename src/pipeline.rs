@@ -42,6 +42,8 @@ pub struct Options {
     pub events: EventWriter,
     /// Whether a metrics exporter is installed (publish to it).
     pub metrics: bool,
+    /// Where learned baselines are loaded from and saved to.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What a run did, for the summary and the tests.
@@ -63,6 +65,12 @@ pub struct Summary {
     pub wall: Duration,
     /// Set when the event output failed; the run stopped early.
     pub events_error: Option<String>,
+    /// Hosts with a learned baseline at the end.
+    pub baseline_hosts: usize,
+    /// Hosts whose baselines were restored from `--state-dir` at start.
+    pub baseline_restored: usize,
+    /// Where the baselines were saved at the end, if they were.
+    pub state_saved: Option<PathBuf>,
 }
 
 /// The capture thread's side of the pipeline: decode, shard, batch, tick.
@@ -278,9 +286,22 @@ pub fn run(
     let publish = opts.metrics;
     let stop_host = stop.clone();
     let mut writer = opts.events;
+    let state_dir = opts.state_dir.clone();
+    let save_every = cfg
+        .spike
+        .save_interval
+        .saturating_mul(crate::time::NANOS_PER_SEC);
     let host_handle = thread::Builder::new()
         .name("netvigil-host".into())
-        .spawn(move || host_stage(host, report_rx, &mut writer, publish, &stop_host));
+        .spawn(move || {
+            let persist = Persist {
+                dir: state_dir,
+                every: save_every,
+                last: None,
+                warned: false,
+            };
+            host_stage(host, report_rx, &mut writer, publish, &stop_host, persist)
+        });
 
     let mut d = Dispatcher {
         batches: (0..shard_txs.len())
@@ -336,6 +357,9 @@ pub fn run(
                 summary.episodes_by_kind = hs.by_kind;
                 summary.events_written = hs.written;
                 summary.events_error = hs.error;
+                summary.baseline_hosts = hs.baseline_hosts;
+                summary.baseline_restored = hs.restored;
+                summary.state_saved = hs.saved;
             }
             Err(_) => summary.events_error = Some("host stage crashed".into()),
         },
@@ -350,6 +374,66 @@ struct HostResult {
     by_kind: std::collections::BTreeMap<&'static str, u64>,
     written: u64,
     error: Option<String>,
+    baseline_hosts: usize,
+    restored: usize,
+    saved: Option<PathBuf>,
+}
+
+/// Saving learned state from the host stage, on a packet-time timer.
+struct Persist {
+    dir: Option<PathBuf>,
+    every: u64,
+    last: Option<Timestamp>,
+    warned: bool,
+}
+
+impl Persist {
+    /// Restores saved baselines into `host`; returns how many hosts.
+    fn restore(&self, host: &mut HostStage) -> usize {
+        let Some(dir) = &self.dir else { return 0 };
+        let interval = host.config().interval_ns;
+        match crate::export::state::load(dir, interval) {
+            Ok(Some(st)) => {
+                let max = host.config().spike.max_hosts;
+                let n = host.spike_mut().restore(st, max);
+                tracing::info!("restored baselines of {n} hosts from {}", dir.display());
+                n
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!("{e}");
+                0
+            }
+        }
+    }
+
+    /// Saves when due (or always when `force`); returns the file on success.
+    fn maybe_save(&mut self, host: &HostStage, now: Timestamp, force: bool) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let due = force || self.last.is_none_or(|l| now.since(l) >= self.every);
+        if self.last.is_none() && !force {
+            self.last = Some(now);
+            return None;
+        }
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        let st = host.spike().snapshot(host.config().interval_ns);
+        match crate::export::state::save(dir, &st) {
+            Ok(()) => Some(crate::export::state::baselines_path(dir)),
+            Err(e) => {
+                if !self.warned || force {
+                    tracing::warn!(
+                        "cannot save baselines to {}: {e}; learning continues in memory",
+                        dir.display()
+                    );
+                    self.warned = true;
+                }
+                None
+            }
+        }
+    }
 }
 
 fn host_stage(
@@ -358,12 +442,21 @@ fn host_stage(
     writer: &mut EventWriter,
     publish: bool,
     stop: &AtomicBool,
+    mut persist: Persist,
 ) -> HostResult {
     let mut out: Vec<Anomaly> = Vec::new();
     let mut error: Option<String> = None;
+    let restored = persist.restore(&mut host);
+    let mut saved = None;
     while let Ok(r) = rx.recv() {
         if !host.on_report(r, &mut out) {
             continue;
+        }
+        let now = host.last_interval().end;
+        if host.all_finished() {
+            saved = persist.maybe_save(&host, now, true);
+        } else {
+            persist.maybe_save(&host, now, false);
         }
         for a in out.drain(..) {
             if error.is_some() {
@@ -383,6 +476,8 @@ fn host_stage(
             }
         }
         if publish {
+            let sp = host.spike();
+            metrics::publish_baselines(sp.hosts_tracked(), sp.hosts_warming(now, host.config()));
             let iv = host.last_interval();
             metrics::publish_tracking(
                 &host.stats(),
@@ -400,6 +495,9 @@ fn host_stage(
         by_kind: writer.by_kind.clone(),
         written: writer.total,
         error,
+        baseline_hosts: host.spike().hosts_tracked(),
+        restored,
+        saved,
     }
 }
 
@@ -446,6 +544,11 @@ impl Summary {
             "drops": {"kernel": c.kernel_drops, "interface": c.if_drops, "queue_full": c.queue_drops},
             "errors": c.errors,
             "events_error": self.events_error,
+            "baselines": {
+                "hosts": self.baseline_hosts,
+                "restored": self.baseline_restored,
+                "saved_to": self.state_saved.as_ref().map(|p| p.display().to_string()),
+            },
         })
     }
 
@@ -527,6 +630,16 @@ impl Summary {
         for e in &c.errors {
             let _ = writeln!(s, "  error        {e}");
         }
+        let _ = writeln!(
+            s,
+            "  baselines    {} hosts ({} restored{})",
+            self.baseline_hosts,
+            self.baseline_restored,
+            self.state_saved
+                .as_ref()
+                .map(|p| format!(", saved to {}", p.display()))
+                .unwrap_or_default()
+        );
         if let Some(e) = &self.events_error {
             let _ = writeln!(s, "  events       stopped: {e}");
         }

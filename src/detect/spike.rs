@@ -815,3 +815,136 @@ fn observation(
         what,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::time::NANOS_PER_SEC;
+
+    const X: Addr = Addr([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 5]);
+
+    fn cfg() -> DetectConfig {
+        Config::default().detect_config()
+    }
+
+    fn udp_host(pps: u64) -> HostCounters {
+        HostCounters {
+            pkts_in: pps,
+            pkts_out: pps,
+            udp_in: pps,
+            udp_out: pps, // answered: a conversation, not a storm
+            bytes_in: pps * 200,
+            bytes_out: pps * 200,
+            ..HostCounters::default()
+        }
+    }
+
+    /// Runs intervals 1..=n with `f(i)` as host X's counters; returns events.
+    fn run(
+        det: &mut SpikeDetector,
+        cfg: &DetectConfig,
+        from: u64,
+        to: u64,
+        f: impl Fn(u64) -> HostCounters,
+    ) -> Vec<Anomaly> {
+        let mut out = Vec::new();
+        for i in from..=to {
+            let mut iv = HostInterval::default();
+            iv.hosts.insert(X, f(i));
+            let t = Timestamp(i * NANOS_PER_SEC);
+            det.on_interval(&iv, t, cfg, &mut out);
+            det.tick(t, &mut out);
+        }
+        out
+    }
+
+    fn normal(i: u64) -> HostCounters {
+        udp_host(100 + (i * 7919 % 41)) // 100..140 pps, deterministic jitter
+    }
+
+    #[test]
+    fn learned_baseline_flags_a_sustained_rise_once_and_is_not_poisoned() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        assert!(
+            run(&mut det, &cfg, 1, 600, normal).is_empty(),
+            "normal traffic is quiet"
+        );
+        // A single 8x interval is a burst, not a flood (answered, persistence 3/5).
+        assert!(run(&mut det, &cfg, 601, 601, |_| udp_host(1_000)).is_empty());
+        assert!(run(&mut det, &cfg, 602, 610, normal).is_empty());
+        // Sustained: opens on the third interval over the line, once.
+        let ev = run(&mut det, &cfg, 611, 640, |_| udp_host(1_500));
+        let starts: Vec<&Anomaly> = ev.iter().filter(|e| e.phase == Phase::Start).collect();
+        assert_eq!(starts.len(), 1, "{ev:#?}");
+        assert_eq!(starts[0].kind, AnomalyKind::UdpFlood);
+        assert_eq!(starts[0].ts, Timestamp(613 * NANOS_PER_SEC));
+        let b = starts[0].baseline.expect("judged against its own baseline");
+        assert!(b.mean > 90.0 && b.mean < 150.0, "{b:?}");
+        assert_eq!(
+            starts[0].threshold, 500.0,
+            "the floor dominates a quiet host's line"
+        );
+        // Back to normal: the episode ends after the cool-down (60 s), and
+        // the baseline still describes normal traffic.
+        let ev = run(&mut det, &cfg, 641, 720, normal);
+        assert_eq!(ev.iter().filter(|e| e.phase == Phase::End).count(), 1);
+        let hb = &det.hosts[&X];
+        assert!(
+            hb.base[1].slow.mean < 150.0,
+            "baseline poisoned: {:?}",
+            hb.base[1]
+        );
+    }
+
+    #[test]
+    fn warm_up_uses_the_ceiling() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        // 1,500 pps answered UDP from a new host: under the 2,000 ceiling.
+        assert!(run(&mut det, &cfg, 1, 10, |_| udp_host(1_500)).is_empty());
+        let ev = run(&mut det, &cfg, 11, 15, |_| udp_host(2_500));
+        assert_eq!(ev.iter().filter(|e| e.phase == Phase::Start).count(), 1);
+        assert!(ev[0].baseline.is_none(), "warm-up: no baseline claimed");
+    }
+
+    #[test]
+    fn storm_shape_opens_at_once_and_allowlist_suppresses() {
+        let storm = |_| HostCounters {
+            udp_in: 900,
+            pkts_in: 900,
+            flows_in: 900,
+            ..HostCounters::default()
+        };
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        let ev = run(&mut det, &cfg, 1, 1, storm);
+        assert_eq!(
+            ev.len(),
+            1,
+            "hundreds of unanswered new flows need no persistence"
+        );
+        let mut allowed = cfg.clone();
+        allowed.allow.push((
+            crate::config::Cidr::parse("10.0.0.0/24").unwrap(),
+            vec![AnomalyKind::UdpFlood],
+        ));
+        let mut det = SpikeDetector::new(&allowed);
+        assert!(run(&mut det, &allowed, 1, 5, storm).is_empty());
+        assert!(det.allowlisted > 0);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        run(&mut det, &cfg, 1, 50, normal);
+        let snap = det.snapshot(cfg.interval_ns);
+        let text = serde_json::to_string(&snap).unwrap();
+        let back: SpikeState = serde_json::from_str(&text).unwrap();
+        let mut fresh = SpikeDetector::new(&cfg);
+        assert_eq!(fresh.restore(back, 100), 1);
+        assert_eq!(fresh.hosts[&X].base, det.hosts[&X].base);
+    }
+}

@@ -37,6 +37,10 @@ pub const ANOMALIES: &str = "netvigil_anomalies_total";
 pub const EPISODES_OPEN: &str = "netvigil_episodes_open";
 /// Packet time of the last closed interval, Unix seconds.
 pub const PACKET_TIME: &str = "netvigil_packet_time_seconds";
+/// Hosts with a learned baseline.
+pub const BASELINE_HOSTS: &str = "netvigil_baseline_hosts";
+/// Hosts still in warm-up (judged by ceilings, not their own baseline).
+pub const BASELINE_WARMING: &str = "netvigil_baseline_hosts_warming";
 /// Build information (value 1).
 pub const BUILD_INFO: &str = "netvigil_build_info";
 /// Process start time, Unix seconds.
@@ -88,6 +92,16 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         metrics::Unit::Seconds,
         "Packet time of the last closed interval."
     );
+    describe_gauge!(
+        BASELINE_HOSTS,
+        metrics::Unit::Count,
+        "Hosts with a learned baseline."
+    );
+    describe_gauge!(
+        BASELINE_WARMING,
+        metrics::Unit::Count,
+        "Hosts still in baseline warm-up."
+    );
     describe_gauge!(BUILD_INFO, "Build information.");
     describe_gauge!(
         START_TIME,
@@ -117,6 +131,12 @@ pub fn publish_tracking(s: &ShardStats, hosts: usize, open_episodes: usize, pack
     gauge!(HOSTS).set(hosts as f64);
     gauge!(EPISODES_OPEN).set(open_episodes as f64);
     gauge!(PACKET_TIME).set(packet_time);
+}
+
+/// Publishes the baseline table's size and warm-up state (host stage).
+pub fn publish_baselines(hosts: usize, warming: usize) {
+    gauge!(BASELINE_HOSTS).set(hosts as f64);
+    gauge!(BASELINE_WARMING).set(warming as f64);
 }
 
 /// Counts one opened episode.

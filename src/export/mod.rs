@@ -3,5 +3,6 @@
 pub mod community_id;
 pub mod events;
 pub mod metrics;
+pub mod state;
 
 pub use events::{EventWriter, EventsError};
