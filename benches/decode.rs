@@ -29,11 +29,7 @@ fn frames() -> Vec<(&'static str, LinkType, Vec<u8>)> {
         ("ethernet_ipv4_tcp_syn", LinkType::Ethernet, tcp),
         ("ethernet_vlan_ipv6_udp_1200", LinkType::Ethernet, udp6),
         ("raw_ipv4_icmp", LinkType::RawIp, raw),
-        (
-            "garbage_64",
-            LinkType::Ethernet,
-            (0..64u8).map(|b| b.wrapping_mul(37)).collect(),
-        ),
+        ("garbage_64", LinkType::Ethernet, (0..64u8).map(|b| b.wrapping_mul(37)).collect()),
     ]
 }
 

@@ -56,10 +56,7 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.throughput(Throughput::Elements(1));
-    let limits = TableLimits {
-        max_flows: 10_000,
-        ..TableLimits::default()
-    };
+    let limits = TableLimits { max_flows: 10_000, ..TableLimits::default() };
     let mut full = FlowTable::new(limits);
     let mut n: u32 = 0;
     g.bench_function("miss_at_cap_evicts", |b| {

@@ -218,11 +218,7 @@ impl Cidr {
             return None;
         }
         let total = u32::from(offset + len);
-        let mask = if total == 0 {
-            0
-        } else {
-            u128::MAX << (128 - total)
-        };
+        let mask = if total == 0 { 0 } else { u128::MAX << (128 - total) };
         let net = u128::from_be_bytes(crate::decode::Addr::from(ip).0) & mask;
         Some(Cidr { net, mask })
     }
@@ -322,11 +318,7 @@ pub struct EpisodeConfig {
 
 impl Default for EpisodeConfig {
     fn default() -> Self {
-        EpisodeConfig {
-            cooldown: 60,
-            update_interval: 60,
-            max_open: 10_000,
-        }
+        EpisodeConfig { cooldown: 60, update_interval: 60, max_open: 10_000 }
     }
 }
 
@@ -345,30 +337,15 @@ impl Default for MisuseConfig {
 }
 
 /// `Ok` when `ok`, else an error naming `key` and its bad `value`.
-fn check(
-    ok: bool,
-    key: &'static str,
-    value: impl ToString,
-    reason: &'static str,
-) -> Result<(), ConfigError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            key,
-            value: value.to_string(),
-            reason,
-        })
-    }
+fn check(ok: bool, key: &'static str, value: impl ToString, reason: &'static str) -> Result<(), ConfigError> {
+    if ok { Ok(()) } else { Err(ConfigError::Invalid { key, value: value.to_string(), reason }) }
 }
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, path)
     }
 
@@ -385,24 +362,14 @@ impl Config {
     /// Checks every range; returns the first violation.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.capture;
-        check(
-            c.snaplen >= 64,
-            "capture.snaplen",
-            c.snaplen,
-            "must be at least 64 bytes (headers)",
-        )?;
+        check(c.snaplen >= 64, "capture.snaplen", c.snaplen, "must be at least 64 bytes (headers)")?;
         check(
             c.buffer_mib >= 1 && c.buffer_mib <= 4096,
             "capture.buffer_mib",
             c.buffer_mib,
             "must be 1..=4096",
         )?;
-        check(
-            (1..=65_536).contains(&c.batch_size),
-            "capture.batch_size",
-            c.batch_size,
-            "must be 1..=65536",
-        )?;
+        check((1..=65_536).contains(&c.batch_size), "capture.batch_size", c.batch_size, "must be 1..=65536")?;
         check(
             (1..=65_536).contains(&c.queue_batches),
             "capture.queue_batches",
@@ -416,12 +383,7 @@ impl Config {
             "must be 10..=3600000",
         )?;
         let f = &self.flow;
-        check(
-            f.max_flows >= 1,
-            "flow.max_flows",
-            f.max_flows,
-            "must be at least 1",
-        )?;
+        check(f.max_flows >= 1, "flow.max_flows", f.max_flows, "must be at least 1")?;
         for (key, v) in [
             ("flow.tcp_embryonic_timeout", f.tcp_embryonic_timeout),
             ("flow.tcp_established_timeout", f.tcp_established_timeout),
@@ -431,12 +393,7 @@ impl Config {
             ("flow.other_timeout", f.other_timeout),
             ("flow.active_timeout", f.active_timeout),
         ] {
-            check(
-                (1..=86_400).contains(&v),
-                key,
-                v,
-                "must be 1..=86400 seconds",
-            )?;
+            check((1..=86_400).contains(&v), key, v, "must be 1..=86400 seconds")?;
         }
         check(
             f.max_hosts_per_interval >= 1,
@@ -457,55 +414,23 @@ impl Config {
             e.update_interval,
             "must be 0..=86400 seconds",
         )?;
-        check(
-            e.max_open >= 1,
-            "episodes.max_open",
-            e.max_open,
-            "must be at least 1",
-        )?;
+        check(e.max_open >= 1, "episodes.max_open", e.max_open, "must be at least 1")?;
         self.validate_detectors()
     }
 
     fn validate_detectors(&self) -> Result<(), ConfigError> {
         let sp = &self.spike;
+        check((0..=604_800).contains(&sp.warmup), "spike.warmup", sp.warmup, "must be 0..=604800 seconds")?;
         check(
-            (0..=604_800).contains(&sp.warmup),
-            "spike.warmup",
-            sp.warmup,
-            "must be 0..=604800 seconds",
-        )?;
-        check(
-            sp.half_lives[0] >= 1
-                && sp.half_lives[0] <= sp.half_lives[1]
-                && sp.half_lives[1] <= 604_800,
+            sp.half_lives[0] >= 1 && sp.half_lives[0] <= sp.half_lives[1] && sp.half_lives[1] <= 604_800,
             "spike.half_lives",
             format!("{:?}", sp.half_lives),
             "must be [fast, slow] seconds with 1 <= fast <= slow <= 604800",
         )?;
-        check(
-            sp.k.is_finite() && sp.k >= 0.0,
-            "spike.k",
-            sp.k,
-            "must be a non-negative number",
-        )?;
-        check(
-            sp.ratio.is_finite() && sp.ratio >= 1.0,
-            "spike.ratio",
-            sp.ratio,
-            "must be at least 1",
-        )?;
-        check(
-            sp.max_hosts >= 1,
-            "spike.max_hosts",
-            sp.max_hosts,
-            "must be at least 1",
-        )?;
-        check(
-            sp.save_interval >= 1,
-            "spike.save_interval",
-            sp.save_interval,
-            "must be at least 1 second",
-        )?;
+        check(sp.k.is_finite() && sp.k >= 0.0, "spike.k", sp.k, "must be a non-negative number")?;
+        check(sp.ratio.is_finite() && sp.ratio >= 1.0, "spike.ratio", sp.ratio, "must be at least 1")?;
+        check(sp.max_hosts >= 1, "spike.max_hosts", sp.max_hosts, "must be at least 1")?;
+        check(sp.save_interval >= 1, "spike.save_interval", sp.save_interval, "must be at least 1 second")?;
         for (key, t) in [
             ("spike.syn_flood", &sp.syn_flood),
             ("spike.udp_flood", &sp.udp_flood),
@@ -534,12 +459,7 @@ impl Config {
             )?;
         }
         for a in &self.allow {
-            check(
-                Cidr::parse(&a.cidr).is_some(),
-                "allow.cidr",
-                &a.cidr,
-                "must be an address or CIDR",
-            )?;
+            check(Cidr::parse(&a.cidr).is_some(), "allow.cidr", &a.cidr, "must be an address or CIDR")?;
             for k in &a.kinds {
                 check(
                     crate::detect::AnomalyKind::from_name(k).is_some(),
@@ -550,19 +470,9 @@ impl Config {
             }
         }
         for g in &self.hostgroup {
-            check(
-                !g.cidrs.is_empty(),
-                "hostgroup.cidrs",
-                &g.name,
-                "a host group needs at least one member",
-            )?;
+            check(!g.cidrs.is_empty(), "hostgroup.cidrs", &g.name, "a host group needs at least one member")?;
             for c in &g.cidrs {
-                check(
-                    Cidr::parse(c).is_some(),
-                    "hostgroup.cidrs",
-                    c,
-                    "must be an address or CIDR",
-                )?;
+                check(Cidr::parse(c).is_some(), "hostgroup.cidrs", c, "must be an address or CIDR")?;
             }
         }
         Ok(())
@@ -610,23 +520,15 @@ impl Config {
                 .allow
                 .iter()
                 .filter_map(|a| {
-                    let kinds = a
-                        .kinds
-                        .iter()
-                        .filter_map(|k| crate::detect::AnomalyKind::from_name(k))
-                        .collect();
+                    let kinds =
+                        a.kinds.iter().filter_map(|k| crate::detect::AnomalyKind::from_name(k)).collect();
                     Cidr::parse(&a.cidr).map(|c| (c, kinds))
                 })
                 .collect(),
             hostgroups: self
                 .hostgroup
                 .iter()
-                .map(|g| {
-                    (
-                        g.cidrs.iter().filter_map(|c| Cidr::parse(c)).collect(),
-                        g.clone(),
-                    )
-                })
+                .map(|g| (g.cidrs.iter().filter_map(|c| Cidr::parse(c)).collect(), g.clone()))
                 .collect(),
             interval_ns: self.interval_ns(),
         }
@@ -656,27 +558,13 @@ mod tests {
         let c = Cidr::parse("10.1.0.0/16").unwrap();
         assert!(c.contains(&Addr::v4([10, 1, 200, 3])));
         assert!(!c.contains(&Addr::v4([10, 2, 0, 1])));
-        assert!(
-            Cidr::parse("0.0.0.0/0")
-                .unwrap()
-                .contains(&Addr::v4([8, 8, 8, 8]))
-        );
-        assert!(
-            !Cidr::parse("0.0.0.0/0")
-                .unwrap()
-                .contains(&Addr::v6([0x20; 16]))
-        );
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&Addr::v4([8, 8, 8, 8])));
+        assert!(!Cidr::parse("0.0.0.0/0").unwrap().contains(&Addr::v6([0x20; 16])));
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains(&Addr::from(
-            "2001:db8:1::1".parse::<std::net::IpAddr>().unwrap()
-        )));
+        assert!(v6.contains(&Addr::from("2001:db8:1::1".parse::<std::net::IpAddr>().unwrap())));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nonsense").is_none());
-        assert!(
-            Cidr::parse("192.0.2.7")
-                .unwrap()
-                .contains(&Addr::v4([192, 0, 2, 7]))
-        );
+        assert!(Cidr::parse("192.0.2.7").unwrap().contains(&Addr::v4([192, 0, 2, 7])));
     }
 
     #[test]
@@ -684,29 +572,18 @@ mod tests {
         let ok = "[[allow]]\ncidr = \"192.0.2.0/24\"\nkinds = [\"volume_spike\"]\n\n[[hostgroup]]\nname = \"dns\"\ncidrs = [\"192.0.2.53\"]\nudp_flood = { floor = 20000.0 }\n";
         Config::parse(ok, Path::new("a.toml")).unwrap();
         let bad = "[[allow]]\ncidr = \"192.0.2.0/24\"\nkinds = [\"volume_spik\"]\n";
-        let e = Config::parse(bad, Path::new("a.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("allow.kinds") && e.contains("volume_spik"),
-            "{e}"
-        );
+        let e = Config::parse(bad, Path::new("a.toml")).unwrap_err().to_string();
+        assert!(e.contains("allow.kinds") && e.contains("volume_spik"), "{e}");
         let bad = "[spike.udp_flood]\nfloor = 10.0\nceiling = 5.0\npersistence = 3\nwindow = 5\n";
-        let e = Config::parse(bad, Path::new("a.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(bad, Path::new("a.toml")).unwrap_err().to_string();
         assert!(e.contains("spike.udp_flood"), "{e}");
     }
 
     #[test]
     fn unknown_key_and_bad_range_name_the_key() {
-        let e = Config::parse("[flow]\nmax_flow = 3\n", Path::new("a.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[flow]\nmax_flow = 3\n", Path::new("a.toml")).unwrap_err().to_string();
         assert!(e.contains("max_flow") && e.contains("a.toml"), "{e}");
-        let e = Config::parse("[capture]\ninterval_ms = 0\n", Path::new("a.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[capture]\ninterval_ms = 0\n", Path::new("a.toml")).unwrap_err().to_string();
         assert!(e.contains("capture.interval_ms"), "{e}");
     }
 }

@@ -25,11 +25,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
     init_logging(cli.verbose, cli.quiet);
@@ -44,11 +40,7 @@ fn main() -> ExitCode {
 
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<CaptureError>() {
-        return if c.is_usage() {
-            EXIT_USAGE
-        } else {
-            EXIT_RUNTIME
-        };
+        return if c.is_usage() { EXIT_USAGE } else { EXIT_RUNTIME };
     }
     if e.downcast_ref::<ConfigError>().is_some() {
         return EXIT_USAGE;
@@ -101,12 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-            finish(
-                summary,
-                result,
-                cli.quiet,
-                args.common.summary_json.as_deref(),
-            )
+            finish(summary, result, cli.quiet, args.common.summary_json.as_deref())
         }
         Command::Live(args) => {
             let (cfg, opts, stop) = prepare(&args.common, Backpressure::DropNewest)?;
@@ -144,12 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Ok(mut b) = breaker.lock() {
                 b.take();
             }
-            finish(
-                summary,
-                result,
-                cli.quiet,
-                args.common.summary_json.as_deref(),
-            )
+            finish(summary, result, cli.quiet, args.common.summary_json.as_deref())
         }
     }
 }
@@ -174,18 +156,13 @@ fn prepare(
     }
     let events = EventWriter::open(&common.events)?;
     let workers = common.workers.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get().saturating_sub(1))
-            .unwrap_or(1)
-            .max(1)
+        std::thread::available_parallelism().map(|n| n.get().saturating_sub(1)).unwrap_or(1).max(1)
     });
-    let metrics_addr = common
-        .metrics_listen
-        .or(if backpressure == Backpressure::DropNewest {
-            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9717)))
-        } else {
-            None
-        });
+    let metrics_addr = common.metrics_listen.or(if backpressure == Backpressure::DropNewest {
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9717)))
+    } else {
+        None
+    });
     if let Some(addr) = metrics_addr {
         metrics::install(addr).map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!("metrics on http://{addr}/metrics");
@@ -212,23 +189,19 @@ fn prepare(
 
 /// Wakes a blocked libpcap read when a stop signal arrives.
 fn watch_signals_breakloop(stop: Arc<AtomicBool>, breaker: Arc<Mutex<Option<pcap::BreakLoop>>>) {
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]);
+    let signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
     let Ok(mut signals) = signals else { return };
-    let _ = std::thread::Builder::new()
-        .name("netvigil-signals".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                stop.store(true, Ordering::Relaxed);
-                if let Ok(b) = breaker.lock() {
-                    if let Some(b) = b.as_ref() {
-                        b.breakloop();
-                    }
+    let _ = std::thread::Builder::new().name("netvigil-signals".into()).spawn(move || {
+        for _ in signals.forever() {
+            stop.store(true, Ordering::Relaxed);
+            if let Ok(b) = breaker.lock() {
+                if let Some(b) = b.as_ref() {
+                    b.breakloop();
                 }
             }
-        });
+        }
+    });
 }
 
 fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
@@ -236,9 +209,9 @@ fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let b = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {human_pos} packets ({per_sec}) {elapsed}",
-    ) {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {human_pos} packets ({per_sec}) {elapsed}")
+    {
         b.set_style(style);
     }
     b.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -96,9 +96,7 @@ const REBASE_NS: u64 = crate::time::NANOS_PER_SEC;
 
 impl Dispatcher {
     fn get_batch(&self) -> Vec<PacketMeta> {
-        self.recycle
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
+        self.recycle.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size))
     }
 
     fn send_batch(&mut self, i: usize) {
@@ -287,26 +285,14 @@ pub fn run(
     let stop_host = stop.clone();
     let mut writer = opts.events;
     let state_dir = opts.state_dir.clone();
-    let save_every = cfg
-        .spike
-        .save_interval
-        .saturating_mul(crate::time::NANOS_PER_SEC);
-    let host_handle = thread::Builder::new()
-        .name("netvigil-host".into())
-        .spawn(move || {
-            let persist = Persist {
-                dir: state_dir,
-                every: save_every,
-                last: None,
-                warned: false,
-            };
-            host_stage(host, report_rx, &mut writer, publish, &stop_host, persist)
-        });
+    let save_every = cfg.spike.save_interval.saturating_mul(crate::time::NANOS_PER_SEC);
+    let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
+        let persist = Persist { dir: state_dir, every: save_every, last: None, warned: false };
+        host_stage(host, report_rx, &mut writer, publish, &stop_host, persist)
+    });
 
     let mut d = Dispatcher {
-        batches: (0..shard_txs.len())
-            .map(|_| Vec::with_capacity(cfg.capture.batch_size))
-            .collect(),
+        batches: (0..shard_txs.len()).map(|_| Vec::with_capacity(cfg.capture.batch_size)).collect(),
         shards: shard_txs,
         recycle: recycle_rx,
         batch_size: cfg.capture.batch_size,
@@ -322,34 +308,18 @@ pub fn run(
         stop: stop.clone(),
     };
     let result = match source {
-        Source::Replay {
-            paths,
-            speed,
-            bpf,
-            progress,
-        } => crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress),
-        Source::Live { cap, opts, status } => {
-            crate::capture::live::run(*cap, &opts, &stop, &mut d, status)
+        Source::Replay { paths, speed, bpf, progress } => {
+            crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress)
         }
+        Source::Live { cap, opts, status } => crate::capture::live::run(*cap, &opts, &stop, &mut d, status),
     };
     d.finish();
-    let Dispatcher {
-        shards,
-        stats,
-        first,
-        watermark,
-        ..
-    } = d;
+    let Dispatcher { shards, stats, first, watermark, .. } = d;
     drop(shards);
     for h in handles {
         let _ = h.join();
     }
-    let mut summary = Summary {
-        capture: stats,
-        first_ts: first,
-        last_ts: watermark,
-        ..Summary::default()
-    };
+    let mut summary = Summary { capture: stats, first_ts: first, last_ts: watermark, ..Summary::default() };
     match host_handle {
         Ok(h) => match h.join() {
             Ok(hs) => {
@@ -517,11 +487,8 @@ impl Summary {
             .enumerate()
             .map(|(i, n)| ((*n).to_string(), serde_json::json!(t.by_proto[i])))
             .collect();
-        let links: serde_json::Map<String, serde_json::Value> = c
-            .unsupported_links
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-            .collect();
+        let links: serde_json::Map<String, serde_json::Value> =
+            c.unsupported_links.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
         serde_json::json!({
             "packets": c.packets,
             "bytes": c.bytes,
@@ -564,11 +531,7 @@ impl Summary {
             _ => "no packets".into(),
         };
         let _ = writeln!(s, "netvigil summary");
-        let _ = writeln!(
-            s,
-            "  packets      {} ({} bytes), packet time {span}",
-            c.packets, c.bytes
-        );
+        let _ = writeln!(s, "  packets      {} ({} bytes), packet time {span}", c.packets, c.bytes);
         let _ = writeln!(
             s,
             "  throughput   {:.0} packets/s, {:.1} MB/s over {:.3} s wall",
@@ -595,31 +558,16 @@ impl Summary {
         let _ = writeln!(
             s,
             "  decode       {}",
-            if anomalies.is_empty() {
-                "no anomalies".to_string()
-            } else {
-                anomalies.join(", ")
-            }
+            if anomalies.is_empty() { "no anomalies".to_string() } else { anomalies.join(", ") }
         );
         for (dlt, n) in &c.unsupported_links {
-            let _ = writeln!(
-                s,
-                "  link type    {dlt} unsupported: {n} packets counted, not analysed"
-            );
+            let _ = writeln!(s, "  link type    {dlt} unsupported: {n} packets counted, not analysed");
         }
-        let kinds: Vec<String> = self
-            .episodes_by_kind
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
+        let kinds: Vec<String> = self.episodes_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(
             s,
             "  episodes     {} ({} event lines)",
-            if kinds.is_empty() {
-                "none".to_string()
-            } else {
-                kinds.join(", ")
-            },
+            if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
             self.events_written
         );
         let _ = writeln!(
@@ -635,10 +583,7 @@ impl Summary {
             "  baselines    {} hosts ({} restored{})",
             self.baseline_hosts,
             self.baseline_restored,
-            self.state_saved
-                .as_ref()
-                .map(|p| format!(", saved to {}", p.display()))
-                .unwrap_or_default()
+            self.state_saved.as_ref().map(|p| format!(", saved to {}", p.display())).unwrap_or_default()
         );
         if let Some(e) = &self.events_error {
             let _ = writeln!(s, "  events       stopped: {e}");

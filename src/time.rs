@@ -119,10 +119,7 @@ mod tests {
     #[test]
     fn clamps_and_carries() {
         assert_eq!(Timestamp::from_parts(-5, 0), Timestamp::ZERO);
-        assert_eq!(
-            Timestamp::from_parts(1, 1_000_000_000),
-            Timestamp::from_secs(2)
-        );
+        assert_eq!(Timestamp::from_parts(1, 1_000_000_000), Timestamp::from_secs(2));
         assert_eq!(Timestamp::from_parts(i64::MAX, i64::MAX).0, u64::MAX);
         assert_eq!(Timestamp(5).since(Timestamp(9)), 0);
         assert_eq!(Timestamp(2_500).floor_to(1_000), Timestamp(2_000));

@@ -15,9 +15,7 @@ fn bin() -> Command {
 }
 
 fn cap(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("captures")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(rel)
 }
 
 struct Run {
@@ -45,14 +43,8 @@ impl Run {
 fn replay(files: &[PathBuf], extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
-    let out = bin()
-        .arg("replay")
-        .args(extra)
-        .arg("--summary-json")
-        .arg(&summary)
-        .args(files)
-        .output()
-        .unwrap();
+    let out =
+        bin().arg("replay").args(extra).arg("--summary-json").arg(&summary).args(files).output().unwrap();
     let events = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
@@ -61,11 +53,7 @@ fn replay(files: &[PathBuf], extra: &[&str]) -> Run {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null);
-    Run {
-        out,
-        events,
-        summary,
-    }
+    Run { out, events, summary }
 }
 
 #[test]
@@ -131,21 +119,11 @@ fn all_flag_combinations_one_episode_exactly_the_illegal_ones() {
 
 #[test]
 fn eight_flags_and_land() {
-    let r = replay(
-        &[cap("misuse/tcpdump_tcp_eight_lowest_weight_flags_set.pcap")],
-        &[],
-    );
+    let r = replay(&[cap("misuse/tcpdump_tcp_eight_lowest_weight_flags_set.pcap")], &[]);
     assert_eq!(r.kinds("start"), ["tcp_invalid_flags"]);
     assert_eq!(r.events[0]["evidence"]["flag_sets"][0], "all_flags");
-    let r = replay(
-        &[cap("malformed/tcpdump_tcp_header_heapoverflow.pcap")],
-        &[],
-    );
-    assert!(
-        r.kinds("start").contains(&"land".to_string()),
-        "{:?}",
-        r.events
-    );
+    let r = replay(&[cap("malformed/tcpdump_tcp_header_heapoverflow.pcap")], &[]);
+    assert!(r.kinds("start").contains(&"land".to_string()), "{:?}", r.events);
     assert_eq!(r.summary["decode_anomalies"]["truncated_l4"], 1);
 }
 
@@ -162,11 +140,7 @@ fn xmas_scan_is_one_episode_not_a_thousand() {
 fn single_port_nmap_is_quiet() {
     let r = replay(&[cap("scans/esnet_nmap_80_all.pcap")], &[]);
     assert_eq!(r.code(), 0);
-    assert!(
-        r.kinds("start").iter().all(|k| k != "port_scan"),
-        "{:?}",
-        r.events
-    );
+    assert!(r.kinds("start").iter().all(|k| k != "port_scan"), "{:?}", r.events);
 }
 
 #[test]
@@ -174,10 +148,7 @@ fn other_link_types_decode() {
     let r = replay(&[cap("linktypes/zeek_linux_dlt_sll2.pcap")], &[]);
     assert_eq!(r.summary["protocols"]["icmp"], 4, "{}", r.summary); // 2 ICMP echo + 2 ICMPv6
     let r = replay(
-        &[
-            cap("linktypes/tcpdump_LINKTYPE_RAW_ipv4.pcap"),
-            cap("linktypes/tcpdump_LINKTYPE_IPV4.pcap"),
-        ],
+        &[cap("linktypes/tcpdump_LINKTYPE_RAW_ipv4.pcap"), cap("linktypes/tcpdump_LINKTYPE_IPV4.pcap")],
         &[],
     );
     assert_eq!(r.summary["protocols"]["udp"], 2);
@@ -192,18 +163,11 @@ fn other_link_types_decode() {
 
 #[test]
 fn unknown_link_type_is_reported_once_not_fatal() {
-    let r = replay(
-        &[cap("linktypes/tcpdump_unsupported-link-type-160.pcap")],
-        &[],
-    );
+    let r = replay(&[cap("linktypes/tcpdump_unsupported-link-type-160.pcap")], &[]);
     assert_eq!(r.code(), 0);
     assert_eq!(r.summary["unsupported_link_types"]["160"], 1);
     let err = r.stderr();
-    assert_eq!(
-        err.matches("link type 160 is not supported").count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(err.matches("link type 160 is not supported").count(), 1, "{err}");
 }
 
 #[test]
@@ -227,13 +191,7 @@ fn malformed_packets_are_counted() {
 
 #[test]
 fn empty_files_are_fine() {
-    let r = replay(
-        &[
-            cap("linktypes/tcpdump_empty.pcap"),
-            cap("linktypes/tcpdump_empty.pcapng"),
-        ],
-        &[],
-    );
+    let r = replay(&[cap("linktypes/tcpdump_empty.pcap"), cap("linktypes/tcpdump_empty.pcapng")], &[]);
     assert_eq!(r.code(), 0, "{}", r.stderr());
     assert_eq!(r.summary["packets"], 0);
 }
@@ -249,8 +207,7 @@ fn truncated_savefile_keeps_events_before_the_cut() {
     assert_eq!(r.code(), 1);
     let err = r.stderr();
     assert!(
-        err.lines()
-            .any(|l| l.starts_with("netvigil: error:") && l.contains("damaged after 700 packets")),
+        err.lines().any(|l| l.starts_with("netvigil: error:") && l.contains("damaged after 700 packets")),
         "{err}"
     );
     assert_eq!(r.summary["packets"], 700);
@@ -272,14 +229,8 @@ fn output_is_identical_for_any_worker_count() {
     let one = replay(&files, &["--workers", "1"]);
     let three = replay(&files, &["--workers", "3"]);
     assert!(!one.out.stdout.is_empty());
-    assert_eq!(
-        String::from_utf8_lossy(&one.out.stdout),
-        String::from_utf8_lossy(&three.out.stdout)
-    );
-    assert_eq!(
-        one.summary["flows"]["created"],
-        three.summary["flows"]["created"]
-    );
+    assert_eq!(String::from_utf8_lossy(&one.out.stdout), String::from_utf8_lossy(&three.out.stdout));
+    assert_eq!(one.summary["flows"]["created"], three.summary["flows"]["created"]);
 }
 
 #[test]
@@ -299,10 +250,7 @@ fn events_file_and_pacing() {
 
 fn run_err(args: &[&str]) -> (i32, String) {
     let out = bin().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -310,28 +258,11 @@ fn user_errors_are_one_clear_line() {
     let readme = cap("README.md");
     let dir = cap("");
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec!["replay".into(), "/nonexistent/x.pcap".into()], 2, "no such file"),
+        (vec!["replay".into(), dir.display().to_string()], 2, "is a directory"),
+        (vec!["replay".into(), readme.display().to_string()], 2, "cannot read as a capture file"),
         (
-            vec!["replay".into(), "/nonexistent/x.pcap".into()],
-            2,
-            "no such file",
-        ),
-        (
-            vec!["replay".into(), dir.display().to_string()],
-            2,
-            "is a directory",
-        ),
-        (
-            vec!["replay".into(), readme.display().to_string()],
-            2,
-            "cannot read as a capture file",
-        ),
-        (
-            vec![
-                "replay".into(),
-                "--bpf".into(),
-                "tcp and and".into(),
-                readme.display().to_string(),
-            ],
+            vec!["replay".into(), "--bpf".into(), "tcp and and".into(), readme.display().to_string()],
             2,
             "bad --bpf filter",
         ),
@@ -354,10 +285,7 @@ fn user_errors_are_one_clear_line() {
         assert!(err.contains(needle), "{a:?}: {err}");
         let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(errors.len(), 1, "{a:?}: {err}");
-        assert!(
-            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-            "{err}"
-        );
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     }
     let (c, err) = run_err(&["replay", "--no-such-flag", "x.pcap"]);
     assert_eq!(c, 2);
@@ -378,10 +306,7 @@ fn config_is_checked_and_named() {
     std::fs::write(&bad, "[flow]\nmax_flowz = 5000\n").unwrap();
     let (c, err) = run_err(&["check-config", bad.to_str().unwrap()]);
     assert_eq!(c, 2);
-    assert!(
-        err.contains("max_flowz") && err.contains("bad.toml"),
-        "{err}"
-    );
+    assert!(err.contains("max_flowz") && err.contains("bad.toml"), "{err}");
     let (c, err) = run_err(&["replay", "-c", bad.to_str().unwrap(), "x.pcap"]);
     assert_eq!(c, 2, "{err}");
 }
@@ -397,21 +322,12 @@ fn closed_stdout_exits_cleanly() {
         .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn shipped_example_config_is_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/netvigil.toml");
     let out = bin().arg("check-config").arg(&example).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

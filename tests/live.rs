@@ -48,9 +48,7 @@ fn skip_reason(tools: &[&str]) -> Option<String> {
     }
     for tool in tools {
         if !sh(&["sh", "-c", &format!("command -v {tool}")]) {
-            return Some(format!(
-                "{tool} not installed (scripts/setup.sh test installs it)"
-            ));
+            return Some(format!("{tool} not installed (scripts/setup.sh test installs it)"));
         }
     }
     None
@@ -61,10 +59,7 @@ fn lab(tag: &str, subnet: u8) -> Lab {
     let pid = std::process::id() % 100_000;
     let a = format!("nv{tag}a{pid}");
     let b = format!("nv{tag}b{pid}");
-    let lab = Lab {
-        ns: [a.clone(), b.clone()],
-        children: Vec::new(),
-    };
+    let lab = Lab { ns: [a.clone(), b.clone()], children: Vec::new() };
     let va = format!("nv{tag}a{pid}");
     let vb = format!("nv{tag}b{pid}");
     let ipa = format!("10.213.{subnet}.1/24");
@@ -72,9 +67,7 @@ fn lab(tag: &str, subnet: u8) -> Lab {
     for cmd in [
         vec!["ip", "netns", "add", &a],
         vec!["ip", "netns", "add", &b],
-        vec![
-            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
-        ],
+        vec!["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb],
         vec!["ip", "link", "set", &va, "netns", &a],
         vec!["ip", "link", "set", &vb, "netns", &b],
         vec!["ip", "-n", &a, "addr", "add", &ipa, "dev", &va],
@@ -91,30 +84,13 @@ fn lab(tag: &str, subnet: u8) -> Lab {
 
 fn start_sensor(ns: &str, iface: &str, dir: &std::path::Path) -> Child {
     Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            env!("CARGO_BIN_EXE_netvigil"),
-            "live",
-            "-v",
-            "--interface",
-            iface,
-        ])
-        .args([
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--events",
-        ])
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_netvigil"), "live", "-v", "--interface", iface])
+        .args(["--metrics-listen", "127.0.0.1:0", "--workers", "2", "--events"])
         .arg(dir.join("events.jsonl"))
         .arg("--summary-json")
         .arg(dir.join("summary.json"))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("stderr.log")).unwrap(),
-        ))
+        .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log")).unwrap()))
         .spawn()
         .unwrap()
 }
@@ -122,10 +98,7 @@ fn start_sensor(ns: &str, iface: &str, dir: &std::path::Path) -> Child {
 fn wait_for_log(dir: &std::path::Path, needle: &str) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(20) {
-        if std::fs::read_to_string(dir.join("stderr.log"))
-            .unwrap_or_default()
-            .contains(needle)
-        {
+        if std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default().contains(needle) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -138,20 +111,13 @@ fn wait_for_log(dir: &std::path::Path, needle: &str) {
 
 /// Sends SIGINT/SIGTERM to the sensor and waits (bounded) for a clean exit.
 fn stop(child: &mut Child, signal: &str) -> std::process::ExitStatus {
-    assert!(sh(&[
-        "kill",
-        &format!("-{signal}"),
-        &child.id().to_string()
-    ]));
+    assert!(sh(&["kill", &format!("-{signal}"), &child.id().to_string()]));
     let t0 = Instant::now();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             return st;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "sensor ignored SIG{signal}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(15), "sensor ignored SIG{signal}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -166,17 +132,7 @@ fn live_capture_sees_real_traffic_between_namespaces() {
     let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
     let dir = tempfile::tempdir().unwrap();
     let server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &b,
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "10.213.1.2",
-        ])
+        .args(["netns", "exec", &b, "python3", "-m", "http.server", "8080", "--bind", "10.213.1.2"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -186,20 +142,7 @@ fn live_capture_sees_real_traffic_between_namespaces() {
     let mut sensor = start_sensor(&a, &a, dir.path());
     wait_for_log(dir.path(), "capturing on");
 
-    assert!(sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &a,
-        "ping",
-        "-c",
-        "5",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        "10.213.1.2"
-    ]));
+    assert!(sh(&["ip", "netns", "exec", &a, "ping", "-c", "5", "-i", "0.2", "-W", "2", "10.213.1.2"]));
     let mut fetched = 0;
     for _ in 0..50 {
         if sh(&[
@@ -230,21 +173,11 @@ fn live_capture_sees_real_traffic_between_namespaces() {
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     assert!(st.success(), "exit {st:?}: {log}");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
     let p = &summary["protocols"];
-    assert!(
-        p["icmp"].as_u64().unwrap() >= 10,
-        "5 echo requests and 5 replies: {summary}"
-    );
-    assert!(
-        p["tcp"].as_u64().unwrap() >= 3 * 6,
-        "three HTTP exchanges: {summary}"
-    );
-    assert!(
-        summary["flows"]["created"].as_u64().unwrap() >= 4,
-        "one ICMP + three TCP flows: {summary}"
-    );
+    assert!(p["icmp"].as_u64().unwrap() >= 10, "5 echo requests and 5 replies: {summary}");
+    assert!(p["tcp"].as_u64().unwrap() >= 3 * 6, "three HTTP exchanges: {summary}");
+    assert!(summary["flows"]["created"].as_u64().unwrap() >= 4, "one ICMP + three TCP flows: {summary}");
     assert_eq!(summary["drops"]["queue_full"], 0);
     assert!(log.contains("netvigil summary"), "{log}");
 }
@@ -262,10 +195,7 @@ fn live_capture_stops_promptly_on_a_silent_link() {
     std::thread::sleep(Duration::from_millis(300));
     let st = stop(&mut sensor, "TERM");
     assert!(st.success(), "{st:?}");
-    assert!(
-        dir.path().join("summary.json").exists(),
-        "summary written on SIGTERM"
-    );
+    assert!(dir.path().join("summary.json").exists(), "summary written on SIGTERM");
 }
 
 #[test]
@@ -276,12 +206,7 @@ fn live_capture_without_permission_is_one_clear_line() {
     }
     // Drop to nobody: no CAP_NET_RAW, so opening the device must fail cleanly.
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
         .args([
             env!("CARGO_BIN_EXE_netvigil"),
             "live",
@@ -295,8 +220,5 @@ fn live_capture_without_permission_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("permission denied") && err.contains("CAP_NET_RAW"),
-        "{err}"
-    );
+    assert!(err.contains("permission denied") && err.contains("CAP_NET_RAW"), "{err}");
 }

@@ -8,9 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn cap(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("captures")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(rel)
 }
 
 fn replay(files: &[PathBuf], extra: &[&str]) -> (Vec<Value>, Value, i32, String) {
@@ -24,17 +22,10 @@ fn replay(files: &[PathBuf], extra: &[&str]) -> (Vec<Value>, Value, i32, String)
         .args(files)
         .output()
         .unwrap();
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    (
-        events,
-        s,
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (events, s, out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn secs(ts: &str) -> f64 {
@@ -46,76 +37,23 @@ fn secs(ts: &str) -> f64 {
 }
 
 fn spike_starts(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| e["phase"] == "start" && e["category"] == "spike")
-        .collect()
+    events.iter().filter(|e| e["phase"] == "start" && e["category"] == "spike").collect()
 }
 
 #[test]
 fn every_corpus_flood_is_one_episode_on_the_right_target_within_5s() {
     // (capture, kind, target, seconds from first packet to attack start) from the MANIFEST.
     let cases = [
-        (
-            "floods/stopddos_pkt.TCP.synflood.spoofed.pcap",
-            "syn_flood",
-            "10.10.10.10",
-            0.0,
-        ),
-        (
-            "floods/softvulnsec_syn_flood.pcap",
-            "syn_flood",
-            "10.128.0.2",
-            0.0,
-        ),
-        (
-            "floods/softvulnsec_icmp_flood.pcap",
-            "icmp_flood",
-            "10.128.0.2",
-            0.0,
-        ),
-        (
-            "floods/softvulnsec_udp_flood.pcap",
-            "udp_flood",
-            "235.127.67.235",
-            0.0,
-        ),
-        (
-            "floods/stopddos_amp.TCP.reflection.SYNACK.pcap",
-            "amplification",
-            "10.10.10.10",
-            0.0,
-        ),
-        (
-            "floods/stopddos_amp.UDP.isakmp.pcap",
-            "amplification",
-            "10.10.10.10",
-            0.0,
-        ),
-        (
-            "floods/stopddos_amp.UDP.snmp.src161.pcapng",
-            "amplification",
-            "10.10.10.10",
-            0.0,
-        ),
-        (
-            "floods/stopddos_amp.dns.RRSIG.fragmented.pcap",
-            "amplification",
-            "10.10.10.10",
-            0.0,
-        ),
-        (
-            "floods/suricata_denial6-5.pcap",
-            "icmp_flood",
-            "2001:db8:1::1",
-            3.07,
-        ),
-        (
-            "floods/suricata_dhcp-request-flood.pcap",
-            "udp_flood",
-            "255.255.255.255",
-            0.0,
-        ),
+        ("floods/stopddos_pkt.TCP.synflood.spoofed.pcap", "syn_flood", "10.10.10.10", 0.0),
+        ("floods/softvulnsec_syn_flood.pcap", "syn_flood", "10.128.0.2", 0.0),
+        ("floods/softvulnsec_icmp_flood.pcap", "icmp_flood", "10.128.0.2", 0.0),
+        ("floods/softvulnsec_udp_flood.pcap", "udp_flood", "235.127.67.235", 0.0),
+        ("floods/stopddos_amp.TCP.reflection.SYNACK.pcap", "amplification", "10.10.10.10", 0.0),
+        ("floods/stopddos_amp.UDP.isakmp.pcap", "amplification", "10.10.10.10", 0.0),
+        ("floods/stopddos_amp.UDP.snmp.src161.pcapng", "amplification", "10.10.10.10", 0.0),
+        ("floods/stopddos_amp.dns.RRSIG.fragmented.pcap", "amplification", "10.10.10.10", 0.0),
+        ("floods/suricata_denial6-5.pcap", "icmp_flood", "2001:db8:1::1", 3.07),
+        ("floods/suricata_dhcp-request-flood.pcap", "udp_flood", "255.255.255.255", 0.0),
         ("floods/suricata_rsmurf6.pcap", "icmp_flood", "ff02::1", 0.0),
     ];
     for (f, kind, target, attack_at) in cases {
@@ -129,25 +67,12 @@ fn every_corpus_flood_is_one_episode_on_the_right_target_within_5s() {
         let delay = secs(e["timestamp"].as_str().unwrap())
             - secs(summary["first_packet"].as_str().unwrap())
             - attack_at;
-        assert!(
-            delay <= 5.0,
-            "{f}: detected {delay:.1} s after the attack began"
-        );
-        for field in [
-            "observed",
-            "threshold",
-            "score",
-            "unit",
-            "message",
-            "evidence",
-            "severity",
-        ] {
+        assert!(delay <= 5.0, "{f}: detected {delay:.1} s after the attack began");
+        for field in ["observed", "threshold", "score", "unit", "message", "evidence", "severity"] {
             assert!(!e[field].is_null(), "{f}: missing {field}");
         }
-        let ends = events
-            .iter()
-            .filter(|x| x["phase"] == "end" && x["episode_id"] == e["episode_id"])
-            .count();
+        let ends =
+            events.iter().filter(|x| x["phase"] == "end" && x["episode_id"] == e["episode_id"]).count();
         assert_eq!(ends, 1, "{f}");
     }
 }
@@ -164,25 +89,17 @@ fn benign_captures_raise_no_spike() {
         "benign/zeek_ssh.pcap",
     ] {
         let (events, _, _, _) = replay(&[cap(f)], &[]);
-        assert!(
-            spike_starts(&events).is_empty(),
-            "{f}: {:#?}",
-            spike_starts(&events)
-        );
+        assert!(spike_starts(&events).is_empty(), "{f}: {:#?}", spike_starts(&events));
     }
 }
 
 /// Writes `frames` (timestamp in µs, bytes) as an Ethernet pcap.
 fn write_pcap(path: &Path, frames: &[(i64, Vec<u8>, u32)]) {
-    let dead = pcap::Capture::dead_with_precision(pcap::Linktype::ETHERNET, pcap::Precision::Micro)
-        .unwrap();
+    let dead = pcap::Capture::dead_with_precision(pcap::Linktype::ETHERNET, pcap::Precision::Micro).unwrap();
     let mut sf = dead.savefile(path).unwrap();
     for (us, data, len) in frames {
         let header = pcap::PacketHeader {
-            ts: libc::timeval {
-                tv_sec: us / 1_000_000,
-                tv_usec: us % 1_000_000,
-            },
+            ts: libc::timeval { tv_sec: us / 1_000_000, tv_usec: us % 1_000_000 },
             caplen: data.len() as u32,
             len: *len,
         };
@@ -195,11 +112,7 @@ fn read_pcap(path: &Path) -> Vec<(i64, Vec<u8>, u32)> {
     let mut c = pcap::Capture::from_file(path).unwrap();
     let mut v = Vec::new();
     while let Ok(p) = c.next_packet() {
-        v.push((
-            p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec,
-            p.data.to_vec(),
-            p.header.len,
-        ));
+        v.push((p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec, p.data.to_vec(), p.header.len));
     }
     v
 }
@@ -245,26 +158,17 @@ fn baselines_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let sd = state.to_str().unwrap();
-    let (_, s1, c1, e1) = replay(
-        &[cap("benign/zeek_smb3_multichannel.pcap")],
-        &["--state-dir", sd],
-    );
+    let (_, s1, c1, e1) = replay(&[cap("benign/zeek_smb3_multichannel.pcap")], &["--state-dir", sd]);
     assert_eq!(c1, 0, "{e1}");
     let hosts = s1["baselines"]["hosts"].as_u64().unwrap();
     assert!(hosts >= 2, "{s1}");
     assert!(state.join("baselines.json").exists());
-    let (_, s2, c2, _) = replay(
-        &[cap("benign/zeek_smb3_multichannel.pcap")],
-        &["--state-dir", sd],
-    );
+    let (_, s2, c2, _) = replay(&[cap("benign/zeek_smb3_multichannel.pcap")], &["--state-dir", sd]);
     assert_eq!(c2, 0);
     assert_eq!(s2["baselines"]["restored"].as_u64().unwrap(), hosts);
     // A corrupt file is set aside with a warning, never fatal.
     std::fs::write(state.join("baselines.json"), "{oops").unwrap();
-    let (_, s3, c3, e3) = replay(
-        &[cap("benign/zeek_smb3_multichannel.pcap")],
-        &["--state-dir", sd],
-    );
+    let (_, s3, c3, e3) = replay(&[cap("benign/zeek_smb3_multichannel.pcap")], &["--state-dir", sd]);
     assert_eq!(c3, 0, "{e3}");
     assert_eq!(s3["baselines"]["restored"], 0);
     assert!(e3.contains("corrupt") && e3.contains("bad-1"), "{e3}");

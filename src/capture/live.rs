@@ -54,61 +54,37 @@ pub fn open(o: &LiveOptions) -> Result<Capture<Active>, CaptureError> {
         .open()
         .map_err(|e| live_err(o, e))?;
     if let Some(f) = &o.bpf {
-        cap.filter(f, true).map_err(|e| CaptureError::BadFilter {
-            filter: f.clone(),
-            message: e.to_string(),
-        })?;
+        cap.filter(f, true)
+            .map_err(|e| CaptureError::BadFilter { filter: f.clone(), message: e.to_string() })?;
     }
     Ok(cap)
 }
 
 /// Checks a BPF expression against a link type without opening anything.
 pub fn check_filter(expr: &str, dlt: i32) -> Result<(), CaptureError> {
-    let dead = Capture::dead(pcap::Linktype(dlt)).map_err(|e| CaptureError::BadFilter {
-        filter: expr.into(),
-        message: e.to_string(),
-    })?;
+    let dead = Capture::dead(pcap::Linktype(dlt))
+        .map_err(|e| CaptureError::BadFilter { filter: expr.into(), message: e.to_string() })?;
     dead.compile(expr, true)
         .map(|_| ())
-        .map_err(|e| CaptureError::BadFilter {
-            filter: expr.into(),
-            message: e.to_string(),
-        })
+        .map_err(|e| CaptureError::BadFilter { filter: expr.into(), message: e.to_string() })
 }
 
 fn live_err(o: &LiveOptions, e: pcap::Error) -> CaptureError {
-    let message = e
-        .to_string()
-        .trim_start_matches("libpcap error: ")
-        .to_string();
+    let message = e.to_string().trim_start_matches("libpcap error: ").to_string();
     let lower = message.to_lowercase();
     if lower.contains("permission") || lower.contains("not permitted") {
-        CaptureError::Permission {
-            name: o.interface.clone(),
-            message,
-        }
+        CaptureError::Permission { name: o.interface.clone(), message }
     } else if lower.contains("no such device") {
-        CaptureError::UnknownInterface {
-            name: o.interface.clone(),
-            available: "see `ip link`".into(),
-        }
+        CaptureError::UnknownInterface { name: o.interface.clone(), available: "see `ip link`".into() }
     } else {
-        CaptureError::Live {
-            name: o.interface.clone(),
-            message,
-        }
+        CaptureError::Live { name: o.interface.clone(), message }
     }
 }
 
 /// Wall-clock time as a packet timestamp (for idle ticks on a silent link).
 pub fn wall_now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_parts(
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        i64::from(d.subsec_nanos()),
-    )
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp::from_parts(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos()))
 }
 
 /// Captures until `stop` is set, the device fails, or libpcap's loop is broken.
@@ -143,21 +119,14 @@ pub fn run(
                 let f = Frame::from_pcap(&p);
                 sink.frame(link, &f);
                 if !link.is_supported() {
-                    *sink
-                        .stats()
-                        .unsupported_links
-                        .entry(cap.get_datalink().0)
-                        .or_default() += 1;
+                    *sink.stats().unsupported_links.entry(cap.get_datalink().0).or_default() += 1;
                 }
             }
             Err(pcap::Error::TimeoutExpired) => idle = true,
             // pcap_breakloop from the signal thread.
             Err(pcap::Error::NoMorePackets) => return Ok(()),
             Err(e) => {
-                return Err(CaptureError::Live {
-                    name: o.interface.clone(),
-                    message: e.to_string(),
-                });
+                return Err(CaptureError::Live { name: o.interface.clone(), message: e.to_string() });
             }
         }
         if idle {

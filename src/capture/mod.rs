@@ -31,9 +31,7 @@ pub enum CaptureError {
         message: String,
     },
     /// The savefile is damaged part-way through; earlier packets were processed.
-    #[error(
-        "{path}: damaged after {packets} packets: {message}; the packets before it were analysed"
-    )]
+    #[error("{path}: damaged after {packets} packets: {message}; the packets before it were analysed")]
     Damaged {
         /// The savefile.
         path: PathBuf,

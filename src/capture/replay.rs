@@ -29,9 +29,7 @@ impl std::str::FromStr for Speed {
             "realtime" => Ok(Speed::Factor(1.0)),
             f => match f.parse::<f64>() {
                 Ok(v) if v.is_finite() && v > 0.0 => Ok(Speed::Factor(v)),
-                _ => Err(format!(
-                    "{s:?} is not max, realtime or a positive factor such as 10"
-                )),
+                _ => Err(format!("{s:?} is not max, realtime or a positive factor such as 10")),
             },
         }
     }
@@ -77,10 +75,7 @@ pub fn run(
         let mut cap = open(p)?;
         if let Some(expr) = bpf {
             cap.filter(expr, true)
-                .map_err(|e| CaptureError::BadFilter {
-                    filter: expr.to_string(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| CaptureError::BadFilter { filter: expr.to_string(), message: e.to_string() })?;
         }
         caps.push((p, cap));
     }
@@ -178,8 +173,7 @@ impl Pacer {
             self.origin = Some((ts, now + MAX_GAP));
             return Some(MAX_GAP);
         }
-        due.checked_duration_since(now)
-            .filter(|d| *d >= Duration::from_millis(1))
+        due.checked_duration_since(now).filter(|d| *d >= Duration::from_millis(1))
     }
 }
 

@@ -113,23 +113,11 @@ pub fn parse_header(link: LinkType, data: &[u8]) -> Option<LinkHeader> {
             } else {
                 // Host byte order of the *capturing* machine: accept either.
                 let le = u32::from_le_bytes(raw);
-                if le <= 0xffff {
-                    le
-                } else {
-                    u32::from_be_bytes(raw)
-                }
+                if le <= 0xffff { le } else { u32::from_be_bytes(raw) }
             };
             // AF_INET is 2 everywhere; AF_INET6 is 10, 24, 28 or 30 by OS.
-            let inner = if matches!(af, 2 | 10 | 24 | 28 | 30) {
-                Inner::Ip
-            } else {
-                Inner::Other
-            };
-            Some(LinkHeader {
-                inner,
-                len: 4,
-                src_mac: None,
-            })
+            let inner = if matches!(af, 2 | 10 | 24 | 28 | 30) { Inner::Ip } else { Inner::Other };
+            Some(LinkHeader { inner, len: 4, src_mac: None })
         }
         LinkType::Ppp => {
             // Optional HDLC address/control (0xff 0x03), then a 1- or 2-byte protocol.
@@ -147,28 +135,18 @@ pub fn parse_header(link: LinkType, data: &[u8]) -> Option<LinkHeader> {
                 0x0021 | 0x0057 => Inner::Ip,
                 _ => Inner::Other,
             };
-            Some(LinkHeader {
-                inner,
-                len: off + plen,
-                src_mac: None,
-            })
+            Some(LinkHeader { inner, len: off + plen, src_mac: None })
         }
-        LinkType::Ethernet
-        | LinkType::RawIp
-        | LinkType::Ipv4
-        | LinkType::Ipv6
-        | LinkType::Unsupported(_) => None,
+        LinkType::Ethernet | LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 | LinkType::Unsupported(_) => {
+            None
+        }
     }
 }
 
 fn sll_inner(arphrd: u16, proto: u16) -> Inner {
     // Below 0x0600 the SLL protocol field is a Linux packet type (802.3, 802.2,
     // CAN...), not an EtherType; netlink captures put a netlink family there.
-    if arphrd == ARPHRD_NETLINK || proto < 0x0600 {
-        Inner::Other
-    } else {
-        Inner::EtherType(proto)
-    }
+    if arphrd == ARPHRD_NETLINK || proto < 0x0600 { Inner::Other } else { Inner::EtherType(proto) }
 }
 
 fn mac_if(cond: bool, b: &[u8]) -> Option<[u8; 6]> {
@@ -212,10 +190,7 @@ mod tests {
         let le = parse_header(LinkType::Null, &[2, 0, 0, 0]).unwrap();
         let be = parse_header(LinkType::Null, &[0, 0, 0, 2]).unwrap();
         assert_eq!((le.inner, be.inner), (Inner::Ip, Inner::Ip));
-        assert_eq!(
-            parse_header(LinkType::Null, &[9, 0, 0, 0]).unwrap().inner,
-            Inner::Other
-        );
+        assert_eq!(parse_header(LinkType::Null, &[9, 0, 0, 0]).unwrap().inner, Inner::Other);
         let ppp = parse_header(LinkType::Ppp, &[0xff, 0x03, 0x00, 0x21]).unwrap();
         assert_eq!((ppp.inner, ppp.len), (Inner::Ip, 4));
         let lcp = parse_header(LinkType::Ppp, &[0xc0, 0x21]).unwrap();

@@ -38,9 +38,7 @@ impl Addr {
     /// The standard library's view of this address.
     pub fn ip(&self) -> IpAddr {
         if self.is_v4() {
-            IpAddr::V4(Ipv4Addr::new(
-                self.0[12], self.0[13], self.0[14], self.0[15],
-            ))
+            IpAddr::V4(Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15]))
         } else {
             IpAddr::V6(Ipv6Addr::from(self.0))
         }
@@ -107,16 +105,8 @@ pub mod tcp_flags {
             (CWR, "CWR"),
             (NS, "NS"),
         ];
-        let parts: Vec<&str> = NAMES
-            .iter()
-            .filter(|(b, _)| f & b != 0)
-            .map(|(_, n)| *n)
-            .collect();
-        if parts.is_empty() {
-            "none".to_string()
-        } else {
-            parts.join("+")
-        }
+        let parts: Vec<&str> = NAMES.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect();
+        if parts.is_empty() { "none".to_string() } else { parts.join("+") }
     }
 }
 
@@ -157,6 +147,20 @@ pub mod frag {
     pub const RESERVED: u8 = 0x4;
     /// This packet is a fragment (offset > 0 or more-fragments set).
     pub const IS_FRAGMENT: u8 = 0x8;
+}
+
+/// Bits of `PacketMeta::v6ext`: IPv6 extension-header abuse (RFC 8200, RFC 5095).
+pub mod v6ext {
+    /// A Routing Header of type 0 (deprecated: amplification and source routing).
+    pub const RH0: u8 = 0x1;
+    /// An extension header type repeated (Destination Options may appear twice).
+    pub const REPEATED: u8 = 0x2;
+    /// Hop-by-Hop Options not first.
+    pub const HBH_NOT_FIRST: u8 = 0x4;
+    /// An option type no standard defines, in Hop-by-Hop or Destination Options (covert channels).
+    pub const UNKNOWN_OPTION: u8 = 0x8;
+    /// More than eight extension headers in one packet.
+    pub const TOO_MANY: u8 = 0x10;
 }
 
 /// Bits of `PacketMeta::l4`: which transport fields are valid.
@@ -302,6 +306,15 @@ pub struct PacketMeta {
     pub anomalies: u32,
     /// First payload bytes (up to 8) for cheap protocol checks later (DNS header, etc.).
     pub payload_head: [u8; 8],
+    /// Bytes 4..8 of the ICMP header (echo id/seq, PTB MTU, RA lifetime…).
+    pub icmp_rest: u32,
+    /// IPv6 extension-header findings, see [`v6ext`].
+    pub v6ext: u8,
+    /// DNS question summary (UDP port 53 only).
+    pub dns: super::dns::DnsInfo,
+    /// Parent domain of the DNS question (last two labels, lowercase, dotted,
+    /// truncated to 24 bytes, zero-padded): what an analyst needs to read.
+    pub dns_parent: [u8; 24],
 }
 
 impl PacketMeta {

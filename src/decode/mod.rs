@@ -10,15 +10,14 @@
 //! expose (reserved bit, options sanity, first-fragment ports) are read from
 //! the header bytes it hands back.
 
+pub mod dns;
 pub mod link;
 pub mod meta;
 
-use etherparse::{
-    EtherType, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::Layer,
-};
+use etherparse::{EtherType, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::Layer};
 
 pub use link::LinkType;
-pub use meta::{Addr, L3, PacketMeta, anomaly, frag, ip_proto, l4, tcp_flags};
+pub use meta::{Addr, L3, PacketMeta, anomaly, frag, ip_proto, l4, tcp_flags, v6ext};
 
 use crate::time::Timestamp;
 
@@ -45,11 +44,7 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
     };
     // Bytes the snap length cut off; wire-view lengths below add them back.
     let cut = wire_len.saturating_sub(m.cap_len);
-    let wire_of = |rest: &[u8]| -> u32 {
-        u32::try_from(rest.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(cut)
-    };
+    let wire_of = |rest: &[u8]| -> u32 { u32::try_from(rest.len()).unwrap_or(u32::MAX).saturating_add(cut) };
     match link {
         LinkType::Ethernet => {
             let Some(hdr) = data.get(..14) else {
@@ -92,9 +87,7 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
                 }
                 let rest = data.get(h.len..).unwrap_or(&[]);
                 match h.inner {
-                    link::Inner::EtherType(et) => {
-                        decode_ether_type(&mut m, et, rest, wire_of(rest))
-                    }
+                    link::Inner::EtherType(et) => decode_ether_type(&mut m, et, rest, wire_of(rest)),
                     link::Inner::Ip => decode_ip(&mut m, None, rest, wire_of(rest)),
                     link::Inner::Other => m.anomalies |= anomaly::NON_IP,
                 }
@@ -179,11 +172,7 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
             if !ipv4_checksum_ok(hb) {
                 m.anomalies |= anomaly::IPV4_BAD_CHECKSUM;
             }
-            let end = if total >= hdr_len {
-                total.min(wire)
-            } else {
-                wire
-            };
+            let end = if total >= hdr_len { total.min(wire) } else { wire };
             let l4_wire = end.saturating_sub(hdr_len);
             decode_l4(m, &sliced, v4.payload().payload, l4_wire);
         }
@@ -198,23 +187,56 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
                 m.anomalies |= anomaly::IPV6_BAD_PAYLOAD_LEN;
             }
             let exts = v6.extensions();
+            let mut seen: u8 = 0;
+            let mut dst_opts = 0;
+            let mut count = 0;
             for ext in exts.clone() {
-                if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                    m.frag_offset = u32::from(f.fragment_offset().value()) * 8;
-                    m.ip_id = f.identification();
-                    if f.more_fragments() {
-                        m.frag |= frag::MORE;
+                count += 1;
+                let bit = match &ext {
+                    Ipv6ExtensionSlice::HopByHop(h) => {
+                        if count > 1 {
+                            m.v6ext |= v6ext::HBH_NOT_FIRST;
+                        }
+                        if !ipv6_options_known(h.payload()) {
+                            m.v6ext |= v6ext::UNKNOWN_OPTION;
+                        }
+                        0x1
                     }
+                    Ipv6ExtensionSlice::Routing(r) => {
+                        if r.slice().get(2) == Some(&0) {
+                            m.v6ext |= v6ext::RH0;
+                        }
+                        0x2
+                    }
+                    Ipv6ExtensionSlice::Fragment(f) => {
+                        m.frag_offset = u32::from(f.fragment_offset().value()) * 8;
+                        m.ip_id = f.identification();
+                        if f.more_fragments() {
+                            m.frag |= frag::MORE;
+                        }
+                        0x4
+                    }
+                    Ipv6ExtensionSlice::DestinationOptions(d) => {
+                        dst_opts += 1;
+                        if !ipv6_options_known(d.payload()) {
+                            m.v6ext |= v6ext::UNKNOWN_OPTION;
+                        }
+                        if dst_opts > 2 { 0x8 } else { 0 }
+                    }
+                    Ipv6ExtensionSlice::Authentication(_) => 0x10,
+                };
+                if bit != 0 && seen & bit != 0 || bit == 0x8 {
+                    m.v6ext |= v6ext::REPEATED;
                 }
+                seen |= bit;
+            }
+            if count > 8 {
+                m.v6ext |= v6ext::TOO_MANY;
             }
             let payload = v6.payload();
             m.proto = payload.ip_number.0;
             let ext_len = u32::try_from(exts.slice().len()).unwrap_or(u32::MAX);
-            let end = if plen == 0 {
-                wire
-            } else {
-                (plen + 40).min(wire)
-            };
+            let end = if plen == 0 { wire } else { (plen + 40).min(wire) };
             let l4_wire = end.saturating_sub(40).saturating_sub(ext_len);
             decode_l4(m, &sliced, payload.payload, l4_wire);
         }
@@ -258,11 +280,7 @@ fn ip_fallback(m: &mut PacketMeta, version: u8, ip: &[u8]) {
         m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
         m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
         let ihl = h[0] & 0x0f;
-        m.anomalies |= if ihl < 5 {
-            anomaly::IPV4_BAD_IHL
-        } else {
-            anomaly::TRUNCATED_IP
-        };
+        m.anomalies |= if ihl < 5 { anomaly::IPV4_BAD_IHL } else { anomaly::TRUNCATED_IP };
     } else {
         let Some(h) = ip.get(..40) else {
             m.anomalies |= anomaly::TRUNCATED_IP;
@@ -304,16 +322,19 @@ fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wir
             if !valid {
                 m.anomalies |= anomaly::UDP_BAD_LEN;
             }
-            m.payload_len = if valid {
-                len - 8
-            } else {
-                l4_wire.saturating_sub(8)
-            };
+            m.payload_len = if valid { len - 8 } else { l4_wire.saturating_sub(8) };
             copy_head(&mut m.payload_head, u.payload());
+            if m.sport == 53 || m.dport == 53 {
+                if let Some(d) = dns::parse(u.payload()) {
+                    m.dns = d;
+                    parent_name(u.payload(), d.labels, &mut m.dns_parent);
+                }
+            }
         }
         Some(TransportSlice::Icmpv4(i)) => {
             m.icmp_type = i.type_u8();
             m.icmp_code = i.code_u8();
+            m.icmp_rest = rest_of_header(i.slice());
             m.l4 |= l4::ICMP;
             m.payload_len = l4_wire.saturating_sub(8);
             copy_head(&mut m.payload_head, i.payload());
@@ -321,6 +342,7 @@ fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wir
         Some(TransportSlice::Icmpv6(i)) => {
             m.icmp_type = i.type_u8();
             m.icmp_code = i.code_u8();
+            m.icmp_rest = rest_of_header(i.slice());
             m.l4 |= l4::ICMP;
             m.payload_len = l4_wire.saturating_sub(8);
             copy_head(&mut m.payload_head, i.payload());
@@ -358,6 +380,74 @@ fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wir
             m.payload_len = l4_wire.saturating_sub(if first_fragment { hdr_min } else { 0 });
         }
     }
+}
+
+fn rest_of_header(icmp: &[u8]) -> u32 {
+    icmp.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0)
+}
+
+/// Writes the last two labels of the question name, dotted, into `out`.
+fn parent_name(msg: &[u8], labels: u8, out: &mut [u8; 24]) {
+    let mut pos = 12;
+    let skip = labels.saturating_sub(2);
+    let mut n = 0;
+    let mut w = 0;
+    while let Some(&len) = msg.get(pos) {
+        let len = usize::from(len);
+        if len == 0 || len > 63 {
+            break;
+        }
+        if n >= skip {
+            if w > 0 && w < out.len() {
+                out[w] = b'.';
+                w += 1;
+            }
+            for &c in msg.get(pos + 1..pos + 1 + len).unwrap_or(&[]) {
+                if w < out.len() {
+                    out[w] = c.to_ascii_lowercase();
+                    w += 1;
+                }
+            }
+        }
+        n += 1;
+        pos += 1 + len;
+    }
+}
+
+/// True when every option in a Hop-by-Hop or Destination Options area is
+/// one a standard defines (IANA "Destination Options and Hop-by-Hop Options").
+fn ipv6_options_known(opts: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&t) = opts.get(i) {
+        if t == 0 {
+            i += 1; // Pad1
+            continue;
+        }
+        let Some(&len) = opts.get(i + 1) else { return false };
+        // PadN, tunnel encapsulation limit, router alert, CALIPSO, SMF_DPD,
+        // quick-start, RPL, MPL, ILNP nonce, line id, jumbo, home address, IOAM.
+        if !matches!(
+            t,
+            0x01 | 0x04
+                | 0x05
+                | 0x07
+                | 0x08
+                | 0x26
+                | 0x63
+                | 0x6d
+                | 0x8b
+                | 0x8c
+                | 0xc2
+                | 0xc9
+                | 0x11
+                | 0x31
+                | 0x23
+        ) {
+            return false;
+        }
+        i += 2 + usize::from(len);
+    }
+    true
 }
 
 fn tcp_flags_raw(tcp: &[u8]) -> u16 {

@@ -29,10 +29,7 @@ fn ethernet_ipv4_tcp_round_trip() {
     assert_eq!(m.l3, L3::Ipv4);
     assert_eq!(m.src, Addr::v4([10, 0, 0, 1]));
     assert_eq!(m.dst, Addr::v4([10, 0, 0, 2]));
-    assert_eq!(
-        (m.sport, m.dport, m.proto, m.ttl),
-        (40000, 443, ip_proto::TCP, 64)
-    );
+    assert_eq!((m.sport, m.dport, m.proto, m.ttl), (40000, 443, ip_proto::TCP, 64));
     assert_eq!(m.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
     assert_eq!((m.tcp_seq, m.tcp_ack, m.tcp_window), (1234, 99, 65535));
     assert_eq!(m.payload_len, 5);
@@ -51,29 +48,20 @@ fn truncated_tcp_keeps_ports_and_wire_payload() {
     assert!(m.has_tcp_flags());
     assert_eq!(m.tcp_flags, tcp_flags::SYN);
     assert_ne!(m.anomalies & anomaly::TRUNCATED_L4, 0);
-    assert_eq!(
-        m.payload_len, 100,
-        "wire view of the payload survives the snaplen"
-    );
+    assert_eq!(m.payload_len, 100, "wire view of the payload survives the snaplen");
 }
 
 #[test]
 fn vlan_and_qinq() {
     let b = PacketBuilder::ethernet2([1; 6], [2; 6])
-        .double_vlan(
-            etherparse::VlanId::try_new(100).unwrap(),
-            etherparse::VlanId::try_new(200).unwrap(),
-        )
+        .double_vlan(etherparse::VlanId::try_new(100).unwrap(), etherparse::VlanId::try_new(200).unwrap())
         .ipv6([1; 16], [2; 16], 7)
         .udp(53, 5353);
     let mut f = Vec::new();
     b.write(&mut f, &[0xab; 12]).unwrap();
     let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
     assert_eq!((m.vlan_count, m.vlan), (2, [100, 200]));
-    assert_eq!(
-        (m.l3, m.proto, m.sport, m.dport, m.payload_len),
-        (L3::Ipv6, ip_proto::UDP, 53, 5353, 12)
-    );
+    assert_eq!((m.l3, m.proto, m.sport, m.dport, m.payload_len), (L3::Ipv6, ip_proto::UDP, 53, 5353, 12));
     assert_eq!(m.ttl, 7);
 }
 
@@ -83,15 +71,10 @@ fn raw_ip_and_icmp() {
     let mut f = Vec::new();
     b.write(&mut f, &[0; 56]).unwrap();
     let m = decode(LinkType::RawIp, T, f.len() as u32, &f);
-    assert_eq!(
-        (m.proto, m.icmp_type, m.icmp_code, m.payload_len),
-        (ip_proto::ICMP, 8, 0, 56)
-    );
+    assert_eq!((m.proto, m.icmp_type, m.icmp_code, m.payload_len), (ip_proto::ICMP, 8, 0, 56));
     assert!(m.has_icmp());
     let sll2 = {
-        let mut h = vec![
-            0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 9, 9, 9, 9, 9, 9, 0, 0,
-        ];
+        let mut h = vec![0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 9, 9, 9, 9, 9, 9, 0, 0];
         h.extend_from_slice(&f);
         h
     };
@@ -116,10 +99,7 @@ fn arp_and_non_ip() {
     assert_eq!((m.arp_sha, m.arp_tha), ([0xaa; 6], [0xbb; 6]));
     f[12] = 0x88;
     f[13] = 0xcc; // LLDP
-    assert_eq!(
-        decode(LinkType::Ethernet, T, 60, &f).anomalies,
-        anomaly::NON_IP
-    );
+    assert_eq!(decode(LinkType::Ethernet, T, 60, &f).anomalies, anomaly::NON_IP);
 }
 
 #[test]
@@ -137,18 +117,9 @@ fn ipv4_header_anomalies() {
     assert_ne!(m.anomalies & anomaly::TTL_ZERO, 0);
     assert_ne!(m.anomalies & anomaly::IPV4_BAD_CHECKSUM, 0);
     let short = &eth_tcp(|b| b.syn(), &[])[..14 + 10];
-    assert_ne!(
-        decode(LinkType::Ethernet, T, 60, short).anomalies & anomaly::TRUNCATED_IP,
-        0
-    );
-    assert_eq!(
-        decode(LinkType::Ethernet, T, 60, &[0; 8]).anomalies,
-        anomaly::TRUNCATED_LINK
-    );
-    assert_eq!(
-        decode(LinkType::Unsupported(160), T, 60, &[0; 60]).anomalies,
-        anomaly::UNSUPPORTED_LINK
-    );
+    assert_ne!(decode(LinkType::Ethernet, T, 60, short).anomalies & anomaly::TRUNCATED_IP, 0);
+    assert_eq!(decode(LinkType::Ethernet, T, 60, &[0; 8]).anomalies, anomaly::TRUNCATED_LINK);
+    assert_eq!(decode(LinkType::Unsupported(160), T, 60, &[0; 60]).anomalies, anomaly::UNSUPPORTED_LINK);
 }
 
 #[test]
@@ -165,9 +136,7 @@ fn options_parser() {
 #[test]
 fn first_fragment_yields_ports() {
     // A 28-byte first fragment of a UDP datagram: header present, MF set.
-    let mut ip = vec![
-        0x45, 0, 0, 28, 0, 1, 0x20, 0, 64, 17, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2,
-    ];
+    let mut ip = vec![0x45, 0, 0, 28, 0, 1, 0x20, 0, 64, 17, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
     ip.extend_from_slice(&[0x12, 0x34, 0, 53, 0, 200, 0, 0]);
     let m = decode(LinkType::RawIp, T, ip.len() as u32, &ip);
     assert_ne!(m.frag & frag::IS_FRAGMENT, 0);
@@ -198,4 +167,10 @@ proptest! {
         prop_assert_eq!(m.payload_len as usize, payload.len());
         prop_assert_eq!(m.anomalies, 0);
     }
+}
+
+#[test]
+fn packet_meta_stays_compact() {
+    // Three cache lines: a batch of 256 stays within L2.
+    assert!(std::mem::size_of::<PacketMeta>() <= 192, "{}", std::mem::size_of::<PacketMeta>());
 }

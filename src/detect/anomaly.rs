@@ -212,23 +212,7 @@ impl Anomaly {
 
     /// The total order events are written in: packet time, then a stable
     /// tie-break, so output is identical for any number of workers.
-    pub fn order_key(
-        &self,
-    ) -> (
-        Timestamp,
-        AnomalyKind,
-        Option<Addr>,
-        Option<Addr>,
-        Phase,
-        &str,
-    ) {
-        (
-            self.ts,
-            self.kind,
-            self.src,
-            self.dst,
-            self.phase,
-            &self.episode_id,
-        )
+    pub fn order_key(&self) -> (Timestamp, AnomalyKind, Option<Addr>, Option<Addr>, Phase, &str) {
+        (self.ts, self.kind, self.src, self.dst, self.phase, &self.episode_id)
     }
 }

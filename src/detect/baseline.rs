@@ -42,11 +42,7 @@ impl Ewma {
 /// The EWMA weight for a half-life of `h` samples: after `h` samples an old
 /// value's weight has halved.
 pub fn alpha_for_half_life(h: f64) -> f64 {
-    if h <= 0.0 {
-        1.0
-    } else {
-        1.0 - 0.5f64.powf(1.0 / h)
-    }
+    if h <= 0.0 { 1.0 } else { 1.0 - 0.5f64.powf(1.0 / h) }
 }
 
 /// One metric's baseline at two time scales.
@@ -104,10 +100,7 @@ impl MetricBaseline {
     pub fn threshold(&self, r: &ThresholdRule) -> f64 {
         let z = |e: &Ewma| e.mean + r.k * e.stddev();
         let mean = self.fast.mean.max(self.slow.mean);
-        r.floor
-            .max(z(&self.fast))
-            .max(z(&self.slow))
-            .max(r.ratio * mean)
+        r.floor.max(z(&self.fast)).max(z(&self.slow)).max(r.ratio * mean)
     }
 
     /// The mean and deviation reported in events (the long scale).
@@ -122,10 +115,7 @@ mod tests {
 
     #[test]
     fn constant_series_has_zero_variance() {
-        let mut e = Ewma {
-            mean: 10.0,
-            var: 0.0,
-        };
+        let mut e = Ewma { mean: 10.0, var: 0.0 };
         for _ in 0..100 {
             e.update(10.0, 0.1);
         }
@@ -145,10 +135,7 @@ mod tests {
 
     #[test]
     fn decay_matches_repeated_zero_updates() {
-        let mut a = Ewma {
-            mean: 50.0,
-            var: 30.0,
-        };
+        let mut a = Ewma { mean: 50.0, var: 30.0 };
         let mut b = a;
         for _ in 0..37 {
             a.update(0.0, 0.05);
@@ -169,11 +156,7 @@ mod tests {
 
     #[test]
     fn threshold_takes_floor_sigma_and_ratio() {
-        let rule = ThresholdRule {
-            k: 5.0,
-            ratio: 3.0,
-            floor: 50.0,
-        };
+        let rule = ThresholdRule { k: 5.0, ratio: 3.0, floor: 50.0 };
         let mut b = MetricBaseline::default();
         assert_eq!(b.threshold(&rule), 50.0, "empty: the floor");
         for _ in 0..100 {

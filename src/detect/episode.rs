@@ -49,11 +49,7 @@ pub struct EpisodePolicy {
 
 impl Default for EpisodePolicy {
     fn default() -> Self {
-        EpisodePolicy {
-            cooldown: 60 * NANOS_PER_SEC,
-            update_every: 60 * NANOS_PER_SEC,
-            max_open: 10_000,
-        }
+        EpisodePolicy { cooldown: 60 * NANOS_PER_SEC, update_every: 60 * NANOS_PER_SEC, max_open: 10_000 }
     }
 }
 
@@ -75,11 +71,7 @@ pub struct Episodes<S> {
 impl<S: EpisodeState> Episodes<S> {
     /// No open episodes.
     pub fn new(policy: EpisodePolicy) -> Self {
-        Episodes {
-            open: BTreeMap::new(),
-            policy,
-            suppressed: 0,
-        }
+        Episodes { open: BTreeMap::new(), policy, suppressed: 0 }
     }
 
     /// Episodes currently open.
@@ -98,13 +90,7 @@ impl<S: EpisodeState> Episodes<S> {
     }
 
     /// Feeds one interval's observation; emits `start` when it opens an episode.
-    pub fn observe(
-        &mut self,
-        key: EpisodeKey,
-        first: Timestamp,
-        obs: &S::Obs,
-        out: &mut Vec<Anomaly>,
-    ) {
+    pub fn observe(&mut self, key: EpisodeKey, first: Timestamp, obs: &S::Obs, out: &mut Vec<Anomaly>) {
         if let Some(o) = self.open.get_mut(&key) {
             o.state.merge(obs);
             o.dirty = true;
@@ -117,15 +103,7 @@ impl<S: EpisodeState> Episodes<S> {
         let state = S::open(obs);
         let id = episode_id(&key, first);
         out.push(state.render(&key, Phase::Start, first, &id));
-        self.open.insert(
-            key,
-            Open {
-                id,
-                last_emit: first,
-                dirty: false,
-                state,
-            },
-        );
+        self.open.insert(key, Open { id, last_emit: first, dirty: false, state });
     }
 
     /// At interval boundary `now`: rate-limited updates, and ends after the cool-down.

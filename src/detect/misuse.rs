@@ -118,13 +118,7 @@ impl HitAgg {
             count: 1,
             first: m.ts,
             last: m.ts,
-            sample: FlowTuple {
-                src: m.src,
-                dst: m.dst,
-                sport: m.sport,
-                dport: m.dport,
-                proto: m.proto,
-            },
+            sample: FlowTuple { src: m.src, dst: m.dst, sport: m.sport, dport: m.dport, proto: m.proto },
             sample_flags: m.tcp_flags,
             many_flows: false,
             detail,
@@ -156,11 +150,7 @@ pub struct HitTable {
 impl HitTable {
     /// An empty table holding at most `cap` keys per interval.
     pub fn new(cap: usize) -> HitTable {
-        HitTable {
-            map: HashMap::with_hasher(Default::default()),
-            cap,
-            overflow: 0,
-        }
+        HitTable { map: HashMap::with_hasher(Default::default()), cap, overflow: 0 }
     }
 
     /// Runs every per-packet rule on `m` and records what fires.
@@ -187,11 +177,7 @@ impl HitTable {
     }
 
     fn hit(&mut self, kind: AnomalyKind, m: &PacketMeta, detail: u32) {
-        let key = EpisodeKey {
-            kind,
-            src: m.src,
-            dst: m.dst,
-        };
+        let key = EpisodeKey { kind, src: m.src, dst: m.dst };
         if let Some(agg) = self.map.get_mut(&key) {
             agg.merge(&HitAgg::new(m, detail));
         } else if self.map.len() < self.cap {
@@ -246,23 +232,13 @@ impl EpisodeState for MisuseEpisode {
         ev.insert("single_flow".into(), json!(!t.many_flows));
         let (severity, message) = match key.kind {
             AnomalyKind::TcpInvalidFlags => {
-                let names: Vec<Value> = combo::NAMES
-                    .iter()
-                    .filter(|(b, _)| t.detail & b != 0)
-                    .map(|(_, n)| json!(n))
-                    .collect();
+                let names: Vec<Value> =
+                    combo::NAMES.iter().filter(|(b, _)| t.detail & b != 0).map(|(_, n)| json!(n)).collect();
                 let joined: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
                 let joined = joined.join(", ");
                 ev.insert("flag_sets".into(), Value::Array(names));
-                ev.insert(
-                    "sample_flags".into(),
-                    json!(tcp_flags::describe(t.sample_flags)),
-                );
-                let sev = if t.count >= 100 {
-                    Severity::High
-                } else {
-                    Severity::Medium
-                };
+                ev.insert("sample_flags".into(), json!(tcp_flags::describe(t.sample_flags)));
+                let sev = if t.count >= 100 { Severity::High } else { Severity::Medium };
                 let msg = format!(
                     "{} sent {} TCP segment{} with impossible flag sets ({}) to {}: no conforming stack does this; typical of stealth scans and OS fingerprinting",
                     key.src,
@@ -337,24 +313,13 @@ mod tests {
 
     #[test]
     fn merge_is_order_independent() {
-        let m1 = PacketMeta {
-            ts: Timestamp(5),
-            sport: 1,
-            ..PacketMeta::default()
-        };
-        let m2 = PacketMeta {
-            ts: Timestamp(3),
-            sport: 2,
-            ..PacketMeta::default()
-        };
+        let m1 = PacketMeta { ts: Timestamp(5), sport: 1, ..PacketMeta::default() };
+        let m2 = PacketMeta { ts: Timestamp(3), sport: 2, ..PacketMeta::default() };
         let mut a = HitAgg::new(&m1, 1);
         a.merge(&HitAgg::new(&m2, 2));
         let mut b = HitAgg::new(&m2, 2);
         b.merge(&HitAgg::new(&m1, 1));
         assert_eq!(a, b);
-        assert_eq!(
-            (a.count, a.first, a.detail, a.many_flows),
-            (2, Timestamp(3), 3, true)
-        );
+        assert_eq!((a.count, a.first, a.detail, a.many_flows), (2, Timestamp(3), 3, true));
     }
 }

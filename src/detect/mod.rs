@@ -43,9 +43,7 @@ pub struct DetectConfig {
 impl DetectConfig {
     /// True when `a` is allowlisted for `kind`.
     pub fn allowed(&self, a: &Addr, kind: AnomalyKind) -> bool {
-        self.allow
-            .iter()
-            .any(|(c, kinds)| c.contains(a) && (kinds.is_empty() || kinds.contains(&kind)))
+        self.allow.iter().any(|(c, kinds)| c.contains(a) && (kinds.is_empty() || kinds.contains(&kind)))
     }
 }
 
@@ -118,8 +116,8 @@ impl HostStage {
         let mut completed = false;
         // Intervals complete in order: each shard reports its ticks in order.
         while let Some(entry) = self.pending.first_entry() {
-            let done = entry.get().reports >= self.shards
-                || (entry.get().last && self.finished >= self.shards);
+            let done =
+                entry.get().reports >= self.shards || (entry.get().last && self.finished >= self.shards);
             if !done {
                 break;
             }

@@ -42,48 +42,13 @@ pub struct Spec {
 
 /// The seven metrics, in index order.
 pub const SPECS: [Spec; METRICS] = [
-    Spec {
-        kind: AnomalyKind::SynFlood,
-        unit: "unanswered SYN/s",
-        actor: false,
-        name: "half_open_in",
-    },
-    Spec {
-        kind: AnomalyKind::UdpFlood,
-        unit: "packets/s",
-        actor: false,
-        name: "udp_in",
-    },
-    Spec {
-        kind: AnomalyKind::IcmpFlood,
-        unit: "packets/s",
-        actor: false,
-        name: "icmp_in",
-    },
-    Spec {
-        kind: AnomalyKind::Amplification,
-        unit: "bytes/s",
-        actor: false,
-        name: "amp_bytes_in",
-    },
-    Spec {
-        kind: AnomalyKind::VolumeSpike,
-        unit: "bytes/s",
-        actor: false,
-        name: "bytes_in",
-    },
-    Spec {
-        kind: AnomalyKind::VolumeSpike,
-        unit: "bytes/s",
-        actor: true,
-        name: "bytes_out",
-    },
-    Spec {
-        kind: AnomalyKind::FanoutSpike,
-        unit: "distinct peers/s",
-        actor: true,
-        name: "peers_out",
-    },
+    Spec { kind: AnomalyKind::SynFlood, unit: "unanswered SYN/s", actor: false, name: "half_open_in" },
+    Spec { kind: AnomalyKind::UdpFlood, unit: "packets/s", actor: false, name: "udp_in" },
+    Spec { kind: AnomalyKind::IcmpFlood, unit: "packets/s", actor: false, name: "icmp_in" },
+    Spec { kind: AnomalyKind::Amplification, unit: "bytes/s", actor: false, name: "amp_bytes_in" },
+    Spec { kind: AnomalyKind::VolumeSpike, unit: "bytes/s", actor: false, name: "bytes_in" },
+    Spec { kind: AnomalyKind::VolumeSpike, unit: "bytes/s", actor: true, name: "bytes_out" },
+    Spec { kind: AnomalyKind::FanoutSpike, unit: "distinct peers/s", actor: true, name: "peers_out" },
 ];
 
 /// Sources (or new flows) in one interval that make a storm unmistakable.
@@ -149,13 +114,7 @@ impl EpisodeState for SpikeEpisode {
     type Obs = SpikeObs;
 
     fn open(obs: &SpikeObs) -> Self {
-        SpikeEpisode {
-            first: obs.ts,
-            last: obs.ts,
-            intervals: 1,
-            latest: obs.clone(),
-            peak: obs.clone(),
-        }
+        SpikeEpisode { first: obs.ts, last: obs.ts, intervals: 1, latest: obs.clone(), peak: obs.clone() }
     }
 
     fn merge(&mut self, obs: &SpikeObs) {
@@ -172,17 +131,9 @@ impl EpisodeState for SpikeEpisode {
     }
 
     fn render(&self, key: &EpisodeKey, phase: Phase, ts: Timestamp, id: &str) -> Anomaly {
-        let o = if phase == Phase::Start {
-            &self.latest
-        } else {
-            &self.peak
-        };
+        let o = if phase == Phase::Start { &self.latest } else { &self.peak };
         let spec = &SPECS[o.spec];
-        let score = if o.threshold > 0.0 {
-            o.value / o.threshold
-        } else {
-            o.value
-        };
+        let score = if o.threshold > 0.0 { o.value / o.threshold } else { o.value };
         let severity = severity(key.kind, score);
         let mut ev = o.evidence.clone();
         ev.insert("first_seen".into(), json!(self.first.to_string()));
@@ -192,21 +143,13 @@ impl EpisodeState for SpikeEpisode {
         if phase != Phase::Start {
             ev.insert("peak_at".into(), json!(self.peak.ts.to_string()));
         }
-        let (src, dst) = if spec.actor {
-            (Some(o.host), o.dominant)
-        } else {
-            (o.dominant, Some(o.host))
-        };
+        let (src, dst) = if spec.actor { (Some(o.host), o.dominant) } else { (o.dominant, Some(o.host)) };
         let normal = match &o.baseline {
             Some(b) => format!("normal {}", human(b.mean, spec.unit)),
             None => "no baseline yet, warm-up ceiling".to_string(),
         };
-        let message = format!(
-            "{} (line {}, {normal}; {:.1}x over)",
-            o.what,
-            human(o.threshold, spec.unit),
-            score
-        );
+        let message =
+            format!("{} (line {}, {normal}; {:.1}x over)", o.what, human(o.threshold, spec.unit), score);
         Anomaly {
             ts,
             phase,
@@ -314,10 +257,7 @@ impl SpikeDetector {
     pub fn hosts_warming(&self, t: Timestamp, cfg: &DetectConfig) -> usize {
         let idx = t.as_nanos() / cfg.interval_ns.max(1);
         let warm = warmup_intervals(cfg);
-        self.hosts
-            .values()
-            .filter(|h| idx.saturating_sub(h.first) < warm)
-            .count()
+        self.hosts.values().filter(|h| idx.saturating_sub(h.first) < warm).count()
     }
 
     /// Judges the merged interval ending at `t`; new and ongoing episodes go to `out`.
@@ -342,20 +282,10 @@ impl SpikeDetector {
                 if self.hosts.len() >= sp.max_hosts {
                     self.forget_oldest(sp.max_hosts);
                 }
-                self.hosts.insert(
-                    *a,
-                    HostBaseline {
-                        first: idx,
-                        last: idx,
-                        ..HostBaseline::default()
-                    },
-                );
+                self.hosts.insert(*a, HostBaseline { first: idx, last: idx, ..HostBaseline::default() });
             }
             let values = metric_values(h);
-            let group = cfg
-                .hostgroups
-                .iter()
-                .position(|(cidrs, _)| cidrs.iter().any(|c| c.contains(a)));
+            let group = cfg.hostgroups.iter().position(|(cidrs, _)| cidrs.iter().any(|c| c.contains(a)));
             let Some(hb) = self.hosts.get_mut(a) else {
                 continue;
             };
@@ -367,58 +297,30 @@ impl SpikeDetector {
             }
             let shift = gap.clamp(1, 32) as u32;
             let warm = idx.saturating_sub(hb.first) >= warm_after;
-            let flood_key = |k: AnomalyKind| EpisodeKey {
-                kind: k,
-                src: Addr::UNSPECIFIED,
-                dst: *a,
-            };
-            let open_flood = FLOOD_KINDS
-                .iter()
-                .position(|k| self.episodes.is_open(&flood_key(*k)));
+            let flood_key = |k: AnomalyKind| EpisodeKey { kind: k, src: Addr::UNSPECIFIED, dst: *a };
+            let open_flood = FLOOD_KINDS.iter().position(|k| self.episodes.is_open(&flood_key(*k)));
             let mut d = [Decision::default(); METRICS];
             for (i, spec) in SPECS.iter().enumerate() {
                 let tuning = tuning_for(cfg, spec.kind, group);
                 let v = values[i];
                 let base = &hb.base[i];
-                let rule = ThresholdRule {
-                    k: sp.k,
-                    ratio: sp.ratio,
-                    floor: tuning.floor,
-                };
+                let rule = ThresholdRule { k: sp.k, ratio: sp.ratio, floor: tuning.floor };
                 let trusted = warm && base.samples > 0;
-                let line = if trusted {
-                    base.threshold(&rule)
-                } else {
-                    tuning.ceiling
-                };
+                let line = if trusted { base.threshold(&rule) } else { tuning.ceiling };
                 let over = v >= line && v > 0.0;
-                let window_mask = if tuning.window >= 32 {
-                    u32::MAX
-                } else {
-                    (1u32 << tuning.window) - 1
-                };
-                hb.over[i] =
-                    (hb.over[i].checked_shl(shift).unwrap_or(0) | u32::from(over)) & window_mask;
+                let window_mask = if tuning.window >= 32 { u32::MAX } else { (1u32 << tuning.window) - 1 };
+                hb.over[i] = (hb.over[i].checked_shl(shift).unwrap_or(0) | u32::from(over)) & window_mask;
                 let key = if spec.actor {
-                    EpisodeKey {
-                        kind: spec.kind,
-                        src: *a,
-                        dst: Addr::UNSPECIFIED,
-                    }
+                    EpisodeKey { kind: spec.kind, src: *a, dst: Addr::UNSPECIFIED }
                 } else {
                     flood_key(spec.kind)
                 };
                 let shape = shape_of(i, a, h, v, tuning.floor, line, open_flood.is_some());
                 let persistent = hb.over[i].count_ones() >= tuning.persistence;
-                let trigger =
-                    tuning.enabled && shape.eligible && ((over && persistent) || shape.immediate);
+                let trigger = tuning.enabled && shape.eligible && ((over && persistent) || shape.immediate);
                 let baseline = trusted.then(|| {
                     let (mean, sd) = base.reported();
-                    Baseline {
-                        mean: round2(mean),
-                        stddev: round2(sd),
-                        samples: base.samples,
-                    }
+                    Baseline { mean: round2(mean), stddev: round2(sd), samples: base.samples }
                 });
                 d[i] = Decision {
                     v,
@@ -434,12 +336,7 @@ impl SpikeDetector {
             // Attack typing: one flood episode per target, of the protocol that
             // carries most of the excess (FastNetMon's rule); the other vectors
             // show in its protocol mix.
-            let flood_pkts = [
-                h.syn_in.saturating_sub(h.handshakes_in),
-                h.udp_in,
-                h.icmp_in,
-                h.amp_pkts_in,
-            ];
+            let flood_pkts = [h.syn_in.saturating_sub(h.handshakes_in), h.udp_in, h.icmp_in, h.amp_pkts_in];
             let chosen = open_flood.or_else(|| {
                 (0..FLOOD_KINDS.len())
                     .filter(|&i| d[i].trigger)
@@ -503,16 +400,12 @@ impl SpikeDetector {
 
     /// The learned state, in a stable order, for saving.
     pub fn snapshot(&self, interval_ns: u64) -> SpikeState {
-        let mut hosts: Vec<(Addr, &HostBaseline)> =
-            self.hosts.iter().map(|(a, h)| (*a, h)).collect();
+        let mut hosts: Vec<(Addr, &HostBaseline)> = self.hosts.iter().map(|(a, h)| (*a, h)).collect();
         hosts.sort_by_key(|(a, _)| *a);
         SpikeState {
             version: STATE_VERSION,
             interval_ns,
-            hosts: hosts
-                .into_iter()
-                .map(|(a, h)| (a.to_string(), h.clone()))
-                .collect(),
+            hosts: hosts.into_iter().map(|(a, h)| (a.to_string(), h.clone())).collect(),
         }
     }
 
@@ -575,12 +468,8 @@ pub fn metric_values(h: &HostCounters) -> [f64; METRICS] {
 }
 
 /// The flood kinds, in [`SPECS`] order (indices 0..4).
-const FLOOD_KINDS: [AnomalyKind; 4] = [
-    AnomalyKind::SynFlood,
-    AnomalyKind::UdpFlood,
-    AnomalyKind::IcmpFlood,
-    AnomalyKind::Amplification,
-];
+const FLOOD_KINDS: [AnomalyKind; 4] =
+    [AnomalyKind::SynFlood, AnomalyKind::UdpFlood, AnomalyKind::IcmpFlood, AnomalyKind::Amplification];
 
 /// One metric's verdict for one host and interval.
 #[derive(Clone, Copy, Debug)]
@@ -663,8 +552,7 @@ fn shape_of(
                 eligible: h.amp_pkts_in * 2 < h.udp_in,
                 immediate: storm
                     || (unanswered
-                        && ((above_floor
-                            && (sources >= FLOOD_SOURCES || h.flows_in >= FLOOD_FLOWS))
+                        && ((above_floor && (sources >= FLOOD_SOURCES || h.flows_in >= FLOOD_FLOWS))
                             || v >= EXTREME * line)),
             }
         }
@@ -674,29 +562,17 @@ fn shape_of(
                 || (above_floor && sources >= FLOOD_SOURCES)
                 || (v >= EXTREME * line && !answered(h.icmp_out, h.icmp_in)),
         },
-        AnomalyKind::Amplification => Shape {
-            eligible: true,
-            immediate: above_floor && h.amp_sources.estimate() >= AMP_REFLECTORS,
-        },
+        AnomalyKind::Amplification => {
+            Shape { eligible: true, immediate: above_floor && h.amp_sources.estimate() >= AMP_REFLECTORS }
+        }
         // Inbound volume during a flood is the flood: one episode, typed.
-        AnomalyKind::VolumeSpike if !SPECS[i].actor => Shape {
-            eligible: !flood_open,
-            immediate: false,
-        },
-        _ => Shape {
-            eligible: true,
-            immediate: false,
-        },
+        AnomalyKind::VolumeSpike if !SPECS[i].actor => Shape { eligible: !flood_open, immediate: false },
+        _ => Shape { eligible: true, immediate: false },
     }
 }
 
 fn peers_json(top: &crate::track::TopK) -> Value {
-    Value::Array(
-        top.entries()
-            .into_iter()
-            .map(|(a, n)| json!({"ip": a.to_string(), "packets": n}))
-            .collect(),
-    )
+    Value::Array(top.entries().into_iter().map(|(a, n)| json!({"ip": a.to_string(), "packets": n})).collect())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -713,22 +589,11 @@ fn observation(
     let spec = &SPECS[i];
     let mut ev = Map::new();
     let sources = h.peers_in.estimate();
-    let (top, total) = if spec.actor {
-        (&h.top_dst, h.pkts_out)
-    } else {
-        (&h.top_src, h.pkts_in)
-    };
-    let dominant = top
-        .entries()
-        .first()
-        .filter(|(_, n)| u64::from(*n) * 2 > total)
-        .map(|(a, _)| *a);
+    let (top, total) = if spec.actor { (&h.top_dst, h.pkts_out) } else { (&h.top_src, h.pkts_in) };
+    let dominant = top.entries().first().filter(|(_, n)| u64::from(*n) * 2 > total).map(|(a, _)| *a);
     if spec.actor {
         ev.insert("top_destinations".into(), peers_json(&h.top_dst));
-        ev.insert(
-            "distinct_destinations".into(),
-            json!(h.peers_out.estimate()),
-        );
+        ev.insert("distinct_destinations".into(), json!(h.peers_out.estimate()));
         ev.insert("distinct_dst_ports".into(), json!(h.ports_out.estimate()));
         ev.insert("packets_out".into(), json!(h.pkts_out));
     } else {
@@ -745,9 +610,7 @@ fn observation(
     let who = |n: u64| -> String {
         match dominant {
             Some(d) => format!("mostly from {d}"),
-            None if n >= crate::track::sketch::DISTINCT_SATURATED => {
-                "from over 1,400 sources".into()
-            }
+            None if n >= crate::track::sketch::DISTINCT_SATURATED => "from over 1,400 sources".into(),
             None => format!("from about {n} sources"),
         }
     };
@@ -789,31 +652,16 @@ fn observation(
             )
         }
         AnomalyKind::VolumeSpike if spec.actor => {
-            format!(
-                "Volume spike: {host} sends {} (exfiltration or a DDoS source?)",
-                human(v, "bytes/s")
-            )
+            format!("Volume spike: {host} sends {} (exfiltration or a DDoS source?)", human(v, "bytes/s"))
         }
-        AnomalyKind::VolumeSpike => format!(
-            "Volume spike: {host} receives {} {}",
-            human(v, "bytes/s"),
-            who(sources)
-        ),
+        AnomalyKind::VolumeSpike => {
+            format!("Volume spike: {host} receives {} {}", human(v, "bytes/s"), who(sources))
+        }
         _ => format!(
             "Fan-out spike: {host} talks to {v:.0} distinct peers in one second (worm, scanner or compromised host?)"
         ),
     };
-    SpikeObs {
-        ts: t,
-        host,
-        value: v,
-        threshold: line,
-        baseline,
-        dominant,
-        evidence: ev,
-        spec: i,
-        what,
-    }
+    SpikeObs { ts: t, host, value: v, threshold: line, baseline, dominant, evidence: ev, spec: i, what }
 }
 
 #[cfg(test)]
@@ -867,10 +715,7 @@ mod tests {
     fn learned_baseline_flags_a_sustained_rise_once_and_is_not_poisoned() {
         let cfg = cfg();
         let mut det = SpikeDetector::new(&cfg);
-        assert!(
-            run(&mut det, &cfg, 1, 600, normal).is_empty(),
-            "normal traffic is quiet"
-        );
+        assert!(run(&mut det, &cfg, 1, 600, normal).is_empty(), "normal traffic is quiet");
         // A single 8x interval is a burst, not a flood (answered, persistence 3/5).
         assert!(run(&mut det, &cfg, 601, 601, |_| udp_host(1_000)).is_empty());
         assert!(run(&mut det, &cfg, 602, 610, normal).is_empty());
@@ -882,20 +727,13 @@ mod tests {
         assert_eq!(starts[0].ts, Timestamp(613 * NANOS_PER_SEC));
         let b = starts[0].baseline.expect("judged against its own baseline");
         assert!(b.mean > 90.0 && b.mean < 150.0, "{b:?}");
-        assert_eq!(
-            starts[0].threshold, 500.0,
-            "the floor dominates a quiet host's line"
-        );
+        assert_eq!(starts[0].threshold, 500.0, "the floor dominates a quiet host's line");
         // Back to normal: the episode ends after the cool-down (60 s), and
         // the baseline still describes normal traffic.
         let ev = run(&mut det, &cfg, 641, 720, normal);
         assert_eq!(ev.iter().filter(|e| e.phase == Phase::End).count(), 1);
         let hb = &det.hosts[&X];
-        assert!(
-            hb.base[1].slow.mean < 150.0,
-            "baseline poisoned: {:?}",
-            hb.base[1]
-        );
+        assert!(hb.base[1].slow.mean < 150.0, "baseline poisoned: {:?}", hb.base[1]);
     }
 
     #[test]
@@ -911,25 +749,13 @@ mod tests {
 
     #[test]
     fn storm_shape_opens_at_once_and_allowlist_suppresses() {
-        let storm = |_| HostCounters {
-            udp_in: 900,
-            pkts_in: 900,
-            flows_in: 900,
-            ..HostCounters::default()
-        };
+        let storm = |_| HostCounters { udp_in: 900, pkts_in: 900, flows_in: 900, ..HostCounters::default() };
         let cfg = cfg();
         let mut det = SpikeDetector::new(&cfg);
         let ev = run(&mut det, &cfg, 1, 1, storm);
-        assert_eq!(
-            ev.len(),
-            1,
-            "hundreds of unanswered new flows need no persistence"
-        );
+        assert_eq!(ev.len(), 1, "hundreds of unanswered new flows need no persistence");
         let mut allowed = cfg.clone();
-        allowed.allow.push((
-            crate::config::Cidr::parse("10.0.0.0/24").unwrap(),
-            vec![AnomalyKind::UdpFlood],
-        ));
+        allowed.allow.push((crate::config::Cidr::parse("10.0.0.0/24").unwrap(), vec![AnomalyKind::UdpFlood]));
         let mut det = SpikeDetector::new(&allowed);
         assert!(run(&mut det, &allowed, 1, 5, storm).is_empty());
         assert!(det.allowlisted > 0);

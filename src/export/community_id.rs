@@ -47,17 +47,11 @@ pub fn community_id_seeded(t: &FlowTuple, seed: u16) -> String {
         h.update(&sp.to_be_bytes());
         h.update(&dp.to_be_bytes());
     }
-    format!(
-        "1:{}",
-        base64::engine::general_purpose::STANDARD.encode(h.digest().bytes())
-    )
+    format!("1:{}", base64::engine::general_purpose::STANDARD.encode(h.digest().bytes()))
 }
 
 fn has_ports(proto: u8) -> bool {
-    matches!(
-        proto,
-        ip_proto::TCP | ip_proto::UDP | 132 | ip_proto::ICMP | ip_proto::ICMPV6
-    )
+    matches!(proto, ip_proto::TCP | ip_proto::UDP | 132 | ip_proto::ICMP | ip_proto::ICMPV6)
 }
 
 /// Maps ICMP type/code to the spec's port equivalents and one-way flag.
@@ -96,20 +90,8 @@ fn icmp_ports(proto: u8, typ: u8, code: u8) -> (u16, u16, bool) {
 }
 
 /// Address helper for tests and callers holding `std` addresses.
-pub fn tuple(
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    sport: u16,
-    dport: u16,
-    proto: u8,
-) -> FlowTuple {
-    FlowTuple {
-        src: Addr::from(src),
-        dst: Addr::from(dst),
-        sport,
-        dport,
-        proto,
-    }
+pub fn tuple(src: std::net::IpAddr, dst: std::net::IpAddr, sport: u16, dport: u16, proto: u8) -> FlowTuple {
+    FlowTuple { src: Addr::from(src), dst: Addr::from(dst), sport, dport, proto }
 }
 
 #[cfg(test)]
@@ -119,40 +101,16 @@ mod tests {
     // Vectors from the spec's reference implementation test suite.
     #[test]
     fn spec_vectors() {
-        let t = tuple(
-            "128.232.110.120".parse().unwrap(),
-            "66.35.250.204".parse().unwrap(),
-            34855,
-            80,
-            6,
-        );
+        let t = tuple("128.232.110.120".parse().unwrap(), "66.35.250.204".parse().unwrap(), 34855, 80, 6);
         assert_eq!(community_id(&t), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
         // Direction does not matter.
-        let r = tuple(
-            "66.35.250.204".parse().unwrap(),
-            "128.232.110.120".parse().unwrap(),
-            80,
-            34855,
-            6,
-        );
+        let r = tuple("66.35.250.204".parse().unwrap(), "128.232.110.120".parse().unwrap(), 80, 34855, 6);
         assert_eq!(community_id(&r), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
         let seeded = community_id_seeded(&t, 1);
         assert_eq!(seeded, "1:3V71V58M3Ksw/yuFALMcW0LAHvc=");
-        let udp = tuple(
-            "192.168.1.52".parse().unwrap(),
-            "8.8.8.8".parse().unwrap(),
-            54585,
-            53,
-            17,
-        );
+        let udp = tuple("192.168.1.52".parse().unwrap(), "8.8.8.8".parse().unwrap(), 54585, 53, 17);
         assert_eq!(community_id(&udp), "1:d/FP5EW3wiY1vCndhwleRRKHowQ=");
-        let icmp = tuple(
-            "192.168.0.89".parse().unwrap(),
-            "192.168.0.1".parse().unwrap(),
-            8,
-            0,
-            1,
-        );
+        let icmp = tuple("192.168.0.89".parse().unwrap(), "192.168.0.1".parse().unwrap(), 8, 0, 1);
         assert_eq!(community_id(&icmp), "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=");
     }
 }

@@ -99,17 +99,7 @@ pub fn to_json_line(a: &Anomaly) -> String {
         community_id: flow.map(community_id),
         observed: a.observed,
         unit: a.unit,
-        baseline: a.baseline.map(
-            |Baseline {
-                 mean,
-                 stddev,
-                 samples,
-             }| BaselineOut {
-                mean,
-                stddev,
-                samples,
-            },
-        ),
+        baseline: a.baseline.map(|Baseline { mean, stddev, samples }| BaselineOut { mean, stddev, samples }),
         threshold: a.threshold,
         score: a.score,
         evidence: &a.evidence,
@@ -142,10 +132,7 @@ impl EventWriter {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|source| EventsError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| EventsError::Open { path: path.to_path_buf(), source })?;
             Box::new(f)
         };
         Ok(EventWriter::new(out))
@@ -153,12 +140,7 @@ impl EventWriter {
 
     /// Wraps any writer (tests use a `Vec<u8>`).
     pub fn new(out: Box<dyn Write + Send>) -> EventWriter {
-        EventWriter {
-            out: BufWriter::new(out),
-            by_kind: BTreeMap::new(),
-            starts: 0,
-            total: 0,
-        }
+        EventWriter { out: BufWriter::new(out), by_kind: BTreeMap::new(), starts: 0, total: 0 }
     }
 
     /// Writes and flushes one event.

@@ -54,60 +54,20 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     describe_counter!(PACKETS, metrics::Unit::Count, "Packets seen, by protocol.");
     describe_counter!(BYTES, metrics::Unit::Bytes, "Wire bytes seen, by protocol.");
-    describe_counter!(
-        DROPPED,
-        metrics::Unit::Count,
-        "Packets lost before analysis, by where."
-    );
-    describe_counter!(
-        DECODE_ANOMALIES,
-        metrics::Unit::Count,
-        "Decode anomalies, by reason."
-    );
+    describe_counter!(DROPPED, metrics::Unit::Count, "Packets lost before analysis, by where.");
+    describe_counter!(DECODE_ANOMALIES, metrics::Unit::Count, "Decode anomalies, by reason.");
     describe_gauge!(FLOWS_ACTIVE, metrics::Unit::Count, "Flows tracked now.");
     describe_counter!(FLOWS_CREATED, metrics::Unit::Count, "Flow records created.");
-    describe_counter!(
-        FLOWS_EVICTED,
-        metrics::Unit::Count,
-        "Flows evicted at the table cap."
-    );
-    describe_counter!(
-        FLOWS_EXPIRED,
-        metrics::Unit::Count,
-        "Flows ended by timeout, by reason."
-    );
-    describe_gauge!(
-        HOSTS,
-        metrics::Unit::Count,
-        "Distinct hosts in the last interval."
-    );
+    describe_counter!(FLOWS_EVICTED, metrics::Unit::Count, "Flows evicted at the table cap.");
+    describe_counter!(FLOWS_EXPIRED, metrics::Unit::Count, "Flows ended by timeout, by reason.");
+    describe_gauge!(HOSTS, metrics::Unit::Count, "Distinct hosts in the last interval.");
     describe_counter!(ANOMALIES, metrics::Unit::Count, "Anomaly episodes opened.");
-    describe_gauge!(
-        EPISODES_OPEN,
-        metrics::Unit::Count,
-        "Anomaly episodes open now."
-    );
-    describe_gauge!(
-        PACKET_TIME,
-        metrics::Unit::Seconds,
-        "Packet time of the last closed interval."
-    );
-    describe_gauge!(
-        BASELINE_HOSTS,
-        metrics::Unit::Count,
-        "Hosts with a learned baseline."
-    );
-    describe_gauge!(
-        BASELINE_WARMING,
-        metrics::Unit::Count,
-        "Hosts still in baseline warm-up."
-    );
+    describe_gauge!(EPISODES_OPEN, metrics::Unit::Count, "Anomaly episodes open now.");
+    describe_gauge!(PACKET_TIME, metrics::Unit::Seconds, "Packet time of the last closed interval.");
+    describe_gauge!(BASELINE_HOSTS, metrics::Unit::Count, "Hosts with a learned baseline.");
+    describe_gauge!(BASELINE_WARMING, metrics::Unit::Count, "Hosts still in baseline warm-up.");
     describe_gauge!(BUILD_INFO, "Build information.");
-    describe_gauge!(
-        START_TIME,
-        metrics::Unit::Seconds,
-        "Process start time since the Unix epoch."
-    );
+    describe_gauge!(START_TIME, metrics::Unit::Seconds, "Process start time since the Unix epoch.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -141,8 +101,7 @@ pub fn publish_baselines(hosts: usize, warming: usize) {
 
 /// Counts one opened episode.
 pub fn count_anomaly(category: &'static str, kind: &'static str, severity: &'static str) {
-    counter!(ANOMALIES, "category" => category, "kind" => kind, "severity" => severity)
-        .increment(1);
+    counter!(ANOMALIES, "category" => category, "kind" => kind, "severity" => severity).increment(1);
 }
 
 /// Publishes the capture side's cumulative counters (capture thread, per tick).

@@ -26,20 +26,16 @@ pub fn load(dir: &Path, interval_ns: u64) -> Result<Option<SpikeState>, String> 
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(format!(
-                "cannot read {}: {e}; starting without learned baselines",
-                path.display()
-            ));
+            return Err(format!("cannot read {}: {e}; starting without learned baselines", path.display()));
         }
     };
     let problem = match serde_json::from_str::<SpikeState>(&text) {
         Ok(st) if st.version == STATE_VERSION && st.interval_ns == interval_ns => {
             return Ok(Some(st));
         }
-        Ok(st) if st.version != STATE_VERSION => format!(
-            "schema version {} (this build reads {STATE_VERSION})",
-            st.version
-        ),
+        Ok(st) if st.version != STATE_VERSION => {
+            format!("schema version {} (this build reads {STATE_VERSION})", st.version)
+        }
         Ok(st) => format!(
             "learned at a {} ms interval (now {} ms)",
             st.interval_ns / 1_000_000,
@@ -51,9 +47,7 @@ pub fn load(dir: &Path, interval_ns: u64) -> Result<Option<SpikeState>, String> 
     Err(format!(
         "{} is {problem}; moved it to {} and starting without learned baselines",
         path.display(),
-        aside
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|e| format!("nowhere ({e})"))
+        aside.map(|p| p.display().to_string()).unwrap_or_else(|e| format!("nowhere ({e})"))
     ))
 }
 
@@ -95,11 +89,7 @@ mod tests {
     fn save_load_and_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path(), 1_000_000_000).unwrap().is_none());
-        let st = SpikeState {
-            version: STATE_VERSION,
-            interval_ns: 1_000_000_000,
-            hosts: Vec::new(),
-        };
+        let st = SpikeState { version: STATE_VERSION, interval_ns: 1_000_000_000, hosts: Vec::new() };
         save(dir.path(), &st).unwrap();
         assert!(load(dir.path(), 1_000_000_000).unwrap().is_some());
         let e = load(dir.path(), 500_000_000).unwrap_err();

@@ -53,34 +53,15 @@ impl Side {
 impl FlowKey {
     /// The canonical key of `m`'s flow and which side sent `m`.
     pub fn of(m: &PacketMeta) -> (FlowKey, Side) {
-        let (sp, dp) = if m.has_ports() {
-            (m.sport, m.dport)
-        } else {
-            (0, 0)
-        };
+        // Fragments key on addresses alone, so a datagram's first fragment
+        // (which has ports) and the rest (which do not) meet in one shard.
+        let whole = m.frag & crate::decode::frag::IS_FRAGMENT == 0;
+        let (sp, dp) = if m.has_ports() && whole { (m.sport, m.dport) } else { (0, 0) };
         let proto = if m.is_ip() { m.proto } else { 0 };
         if (m.src, sp) <= (m.dst, dp) {
-            (
-                FlowKey {
-                    a: m.src,
-                    b: m.dst,
-                    port_a: sp,
-                    port_b: dp,
-                    proto,
-                },
-                Side::A,
-            )
+            (FlowKey { a: m.src, b: m.dst, port_a: sp, port_b: dp, proto }, Side::A)
         } else {
-            (
-                FlowKey {
-                    a: m.dst,
-                    b: m.src,
-                    port_a: dp,
-                    port_b: sp,
-                    proto,
-                },
-                Side::B,
-            )
+            (FlowKey { a: m.dst, b: m.src, port_a: dp, port_b: sp, proto }, Side::B)
         }
     }
 

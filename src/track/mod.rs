@@ -119,9 +119,8 @@ impl HostCounters {
 /// (US-CERT TA14-017A and later: chargen, QOTD, DNS, portmap, NTP, NetBIOS,
 /// SNMP, CLDAP, ISAKMP, MSSQL, SSDP, ARD, WS-Discovery, NAT-T, CoAP, Ubiquiti
 /// discovery, memcached).
-pub const REFLECTOR_PORTS: [u16; 17] = [
-    17, 19, 53, 111, 123, 137, 161, 389, 500, 1434, 1900, 3283, 3702, 4500, 5683, 10001, 11211,
-];
+pub const REFLECTOR_PORTS: [u16; 17] =
+    [17, 19, 53, 111, 123, 137, 161, 389, 500, 1434, 1900, 3283, 3702, 4500, 5683, 10001, 11211];
 
 /// A shard's cumulative counters (the host stage keeps the latest per shard).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -256,8 +255,7 @@ impl Shard {
         let unsolicited_udp = m.proto == ip_proto::UDP
             && touch.orig == side
             && ((m.has_ports() && REFLECTOR_PORTS.contains(&m.sport)) || m.frag_offset > 0);
-        let unsolicited_synack =
-            flags & syn_ack == syn_ack && touch.peer_flags & tcp_flags::SYN == 0;
+        let unsolicited_synack = flags & syn_ack == syn_ack && touch.peer_flags & tcp_flags::SYN == 0;
         let amp = (unsolicited_udp || unsolicited_synack) && is_unicast(&m.dst);
         let wire = u64::from(m.wire_len);
         let (src, dst, proto, dport) = (m.src, m.dst, m.proto, m.dport);

@@ -111,10 +111,8 @@ impl TopK {
 
     /// Non-empty slots, heaviest first (ties by address, for determinism).
     pub fn entries(&self) -> Vec<(Addr, u32)> {
-        let mut v: Vec<(Addr, u32)> = (0..TOPK)
-            .filter(|&i| self.counts[i] > 0)
-            .map(|i| (self.addrs[i], self.counts[i]))
-            .collect();
+        let mut v: Vec<(Addr, u32)> =
+            (0..TOPK).filter(|&i| self.counts[i] > 0).map(|i| (self.addrs[i], self.counts[i])).collect();
         v.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
         v
     }

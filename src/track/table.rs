@@ -175,16 +175,10 @@ impl FlowTable {
             index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
-            lists: [List {
-                head: NIL,
-                tail: NIL,
-            }; CLASS_COUNT],
+            lists: [List { head: NIL, tail: NIL }; CLASS_COUNT],
             // A per-process random seed: spoofed keys cannot be chosen to collide.
             hasher: foldhash::fast::RandomState::default(),
-            limits: TableLimits {
-                max_flows: limits.max_flows.max(1),
-                ..limits
-            },
+            limits: TableLimits { max_flows: limits.max_flows.max(1), ..limits },
             stats: TableStats::default(),
         }
     }
@@ -210,9 +204,7 @@ impl FlowTable {
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
-        self.index
-            .find(h, |&i| slots[i as usize].key == *key)
-            .map(|&i| &slots[i as usize])
+        self.index.find(h, |&i| slots[i as usize].key == *key).map(|&i| &slots[i as usize])
     }
 
     /// Accounts packet `m` (already keyed) to its flow, creating it if needed.
@@ -230,9 +222,7 @@ impl FlowTable {
         let h = self.hasher.hash_one(key);
         let found = {
             let slots = &self.slots;
-            self.index
-                .find(h, |&i| slots[i as usize].key == key)
-                .copied()
+            self.index.find(h, |&i| slots[i as usize].key == key).copied()
         };
         let (idx, created) = match found {
             Some(i) if now.since(self.slots[i as usize].first) < self.limits.active => (i, false),
@@ -287,13 +277,7 @@ impl FlowTable {
             self.slots[idx as usize].class = class;
             self.push_tail(idx);
         }
-        Touch {
-            created,
-            before,
-            after,
-            orig,
-            peer_flags,
-        }
+        Touch { created, before, after, orig, peer_flags }
     }
 
     /// Ends every flow idle past its class timeout at `now`.
@@ -427,9 +411,7 @@ impl Flow {
 fn class_of(key: &FlowKey, state: ConnState) -> TimeoutClass {
     match key.proto {
         ip_proto::TCP => match state {
-            ConnState::None | ConnState::SynSent | ConnState::SynAckSeen => {
-                TimeoutClass::TcpEmbryonic
-            }
+            ConnState::None | ConnState::SynSent | ConnState::SynAckSeen => TimeoutClass::TcpEmbryonic,
             ConnState::Established | ConnState::Midstream | ConnState::HalfClosed => {
                 TimeoutClass::TcpEstablished
             }
@@ -499,14 +481,8 @@ mod tests {
         use tcp_flags::*;
         let mut t = FlowTable::new(TableLimits::default());
         assert!(feed(&mut t, &seg(2, 1, 5000, 80, SYN, 1)).created);
-        assert_eq!(
-            feed(&mut t, &seg(1, 2, 80, 5000, SYN | ACK, 1)).after,
-            ConnState::SynAckSeen
-        );
-        assert_eq!(
-            feed(&mut t, &seg(2, 1, 5000, 80, ACK, 1)).after,
-            ConnState::Established
-        );
+        assert_eq!(feed(&mut t, &seg(1, 2, 80, 5000, SYN | ACK, 1)).after, ConnState::SynAckSeen);
+        assert_eq!(feed(&mut t, &seg(2, 1, 5000, 80, ACK, 1)).after, ConnState::Established);
         feed(&mut t, &seg(2, 1, 5000, 80, FIN | ACK, 2));
         let last = feed(&mut t, &seg(1, 2, 80, 5000, FIN | ACK, 2));
         assert_eq!(last.after, ConnState::Closed);
@@ -530,29 +506,16 @@ mod tests {
         assert_eq!(tc.orig, FlowKey::of(&seg(1, 2, 80, 5000, 0, 0)).1.other());
         let mut t = FlowTable::new(TableLimits::default());
         feed(&mut t, &seg(2, 1, 5000, 81, SYN, 1));
-        assert_eq!(
-            feed(&mut t, &seg(1, 2, 81, 5000, RST | ACK, 1)).after,
-            ConnState::Rejected
-        );
+        assert_eq!(feed(&mut t, &seg(1, 2, 81, 5000, RST | ACK, 1)).after, ConnState::Rejected);
     }
 
     #[test]
     fn cap_evicts_most_idle_and_counts() {
-        let limits = TableLimits {
-            max_flows: 100,
-            ..TableLimits::default()
-        };
+        let limits = TableLimits { max_flows: 100, ..TableLimits::default() };
         let mut t = FlowTable::new(limits);
         let mut evicted = 0;
         for i in 0..1000u32 {
-            let m = seg(
-                (i % 250) as u8,
-                1,
-                (i / 250) as u16 + 1000,
-                80,
-                tcp_flags::SYN,
-                u64::from(i),
-            );
+            let m = seg((i % 250) as u8, 1, (i / 250) as u16 + 1000, 80, tcp_flags::SYN, u64::from(i));
             let (k, s) = FlowKey::of(&m);
             t.touch(&m, k, s, &mut |_, r| {
                 assert_eq!(r, EndReason::Evicted);
@@ -571,10 +534,7 @@ mod tests {
 
     #[test]
     fn active_timeout_splits() {
-        let limits = TableLimits {
-            active: 10 * NANOS_PER_SEC,
-            ..TableLimits::default()
-        };
+        let limits = TableLimits { active: 10 * NANOS_PER_SEC, ..TableLimits::default() };
         let mut t = FlowTable::new(limits);
         let mut reasons = Vec::new();
         for s in 0..25 {
@@ -589,10 +549,6 @@ mod tests {
 
     #[test]
     fn flow_is_small() {
-        assert!(
-            std::mem::size_of::<Flow>() <= 112,
-            "{}",
-            std::mem::size_of::<Flow>()
-        );
+        assert!(std::mem::size_of::<Flow>() <= 112, "{}", std::mem::size_of::<Flow>());
     }
 }

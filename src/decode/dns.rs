@@ -1,0 +1,176 @@
+//! Just enough DNS to judge a query name: length, labels, entropy, type,
+//! and hashes of the name and of its parent domain. No allocation; every
+//! read is bounds-checked; compression pointers end the name.
+
+use std::hash::{BuildHasher, Hasher};
+
+/// `DnsInfo::flags` bit: the message parsed as DNS.
+pub const DNS_VALID: u8 = 0x1;
+/// `DnsInfo::flags` bit: it is a response (QR set).
+pub const DNS_RESPONSE: u8 = 0x2;
+
+/// What the first question of a DNS message says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsInfo {
+    /// Bits: [`DNS_VALID`], [`DNS_RESPONSE`].
+    pub flags: u8,
+    /// Response code (low 4 bits of the flags word).
+    pub rcode: u8,
+    /// Question type (1 A, 10 NULL, 16 TXT, 28 AAAA…).
+    pub qtype: u16,
+    /// Name length in presentation form, without the final dot (capped at 255).
+    pub name_len: u8,
+    /// Number of labels.
+    pub labels: u8,
+    /// Longest label.
+    pub longest_label: u8,
+    /// Shannon entropy of the name's characters, in tenths of a bit per character.
+    pub entropy_x10: u8,
+    /// Hash of the whole name, case-folded.
+    pub name_hash: u32,
+    /// Hash of the parent domain (the last two labels), case-folded.
+    pub parent_hash: u32,
+}
+
+impl DnsInfo {
+    /// True when the payload parsed as a DNS message.
+    pub fn is_valid(&self) -> bool {
+        self.flags & DNS_VALID != 0
+    }
+}
+
+/// Parses a DNS message's header and first question; `None` if it is not DNS.
+pub fn parse(msg: &[u8]) -> Option<DnsInfo> {
+    let h = msg.get(..12)?;
+    let flags = u16::from_be_bytes([h[2], h[3]]);
+    let opcode = (flags >> 11) & 0xf;
+    let qdcount = u16::from_be_bytes([h[4], h[5]]);
+    // Real resolvers send exactly one question; opcodes above 6 are unassigned.
+    if opcode > 6 || qdcount != 1 {
+        return None;
+    }
+    let mut pos = 12;
+    let mut name_len: usize = 0;
+    let mut labels: u8 = 0;
+    let mut longest: u8 = 0;
+    let mut hist = [0u16; 64];
+    let mut total_chars: u32 = 0;
+    // Rolling hashes: of the whole name, and of the name from each label on
+    // (kept for the last two labels to form the parent).
+    let mut starts = [0usize; 2];
+    loop {
+        let len = *msg.get(pos)? as usize;
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        if len & 0xc0 != 0 || len > 63 {
+            return None; // compression or extended label types in a question: not ours
+        }
+        let label = msg.get(pos + 1..pos + 1 + len)?;
+        starts = [starts[1], pos];
+        for &c in label {
+            hist[(c.to_ascii_lowercase() & 0x3f) as usize] += 1;
+            total_chars += 1;
+        }
+        labels = labels.saturating_add(1);
+        longest = longest.max(len as u8);
+        name_len += len + usize::from(name_len > 0);
+        if name_len > 255 {
+            return None;
+        }
+        pos += 1 + len;
+    }
+    let q = msg.get(pos..pos + 4)?;
+    let qtype = u16::from_be_bytes([q[0], q[1]]);
+    let qclass = u16::from_be_bytes([q[2], q[3]]) & 0x7fff;
+    if !matches!(qclass, 1 | 3 | 4 | 254 | 255) {
+        return None;
+    }
+    let entropy = if total_chars == 0 {
+        0.0
+    } else {
+        let n = total_chars as f32;
+        hist.iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = f32::from(c) / n;
+                -p * p.log2()
+            })
+            .sum::<f32>()
+    };
+    let name_end = pos;
+    let parent_from = if labels >= 2 { starts[0] } else { 12 };
+    Some(DnsInfo {
+        flags: DNS_VALID | if flags & 0x8000 != 0 { DNS_RESPONSE } else { 0 },
+        rcode: (flags & 0xf) as u8,
+        qtype,
+        name_len: name_len.min(255) as u8,
+        labels,
+        longest_label: longest,
+        entropy_x10: (entropy * 10.0).round().clamp(0.0, 255.0) as u8,
+        name_hash: hash_labels(msg.get(12..name_end).unwrap_or(&[])),
+        parent_hash: hash_labels(msg.get(parent_from..name_end).unwrap_or(&[])),
+    })
+}
+
+/// Case-insensitive hash of wire-format labels.
+fn hash_labels(wire: &[u8]) -> u32 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x646e_7321).build_hasher();
+    for &b in wire {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.push(0);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn parses_a_query() {
+        let d = parse(&query("www.example.com", 1)).unwrap();
+        assert!(d.is_valid());
+        assert_eq!((d.qtype, d.name_len, d.labels, d.longest_label), (1, 15, 3, 7));
+        let e = parse(&query("mail.Example.COM", 1)).unwrap();
+        assert_eq!(d.parent_hash, e.parent_hash, "parent is case-insensitive");
+        assert_ne!(d.name_hash, e.name_hash);
+        assert!(d.entropy_x10 > 20 && d.entropy_x10 < 40, "{}", d.entropy_x10);
+    }
+
+    #[test]
+    fn tunnel_names_look_different() {
+        let t = parse(&query(
+            "a3f9c0e1b7d24c8e9f01ab23cd45ef67890a1b2c3d4e5f60718293a4b5c6.t.example.org",
+            10,
+        ))
+        .unwrap();
+        assert_eq!(t.qtype, 10);
+        assert!(t.longest_label >= 60);
+        assert!(t.entropy_x10 >= 38, "{}", t.entropy_x10);
+    }
+
+    #[test]
+    fn rejects_non_dns() {
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_none());
+        assert!(parse(&[0; 5]).is_none());
+        let mut q = query("example.com", 1);
+        q[5] = 2; // two questions
+        assert!(parse(&q).is_none());
+        let mut q = query("example.com", 1);
+        q[12] = 0xc0; // pointer in a question
+        assert!(parse(&q).is_none());
+    }
+}
