@@ -152,11 +152,9 @@ mod tests {
 
     #[test]
     fn tunnel_names_look_different() {
-        let t = parse(&query(
-            "a3f9c0e1b7d24c8e9f01ab23cd45ef67890a1b2c3d4e5f60718293a4b5c6.t.example.org",
-            10,
-        ))
-        .unwrap();
+        let t =
+            parse(&query("a3f9c0e1b7d24c8e9f01ab23cd45ef67890a1b2c3d4e5f60718293a4b5c6.t.example.org", 10))
+                .unwrap();
         assert_eq!(t.qtype, 10);
         assert!(t.longest_label >= 60);
         assert!(t.entropy_x10 >= 38, "{}", t.entropy_x10);

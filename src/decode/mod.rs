@@ -377,7 +377,9 @@ fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wir
             if !is_fragment && (payload.len() as u64) < u64::from(hdr_min) {
                 m.anomalies |= anomaly::TRUNCATED_L4;
             }
-            m.payload_len = l4_wire.saturating_sub(if first_fragment { hdr_min } else { 0 });
+            // For a fragment, payload_len is the fragment's data length (what
+            // reassembly checks need); otherwise the application payload.
+            m.payload_len = if is_fragment { l4_wire } else { l4_wire.saturating_sub(hdr_min) };
         }
     }
 }

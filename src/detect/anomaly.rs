@@ -48,10 +48,42 @@ pub enum AnomalyKind {
     VolumeSpike,
     /// One host suddenly talks to far more peers than usual.
     FanoutSpike,
+    /// TCP or UDP to or from port 0, which no service uses.
+    PortZero,
+    /// IP header fields no conforming stack sends (IHL < 5, lengths that
+    /// contradict the packet, malformed options, reserved bit, TTL 0…).
+    IpHeaderAnomaly,
+    /// A source address that cannot send (multicast, broadcast, loopback,
+    /// unspecified outside DHCP/neighbour discovery).
+    InvalidSource,
+    /// Fragment tricks: tiny first fragments, overlaps (teardrop), datagrams
+    /// reassembling past 65,535 bytes.
+    IpFragmentAbuse,
+    /// IPv6 extension-header abuse: routing header type 0, repeated or
+    /// misplaced headers, unknown options (covert channels).
+    Ipv6ExtHeaderAbuse,
+    /// ICMP misuse: redirects, Packet Too Big below the minimum MTU, oversized echoes.
+    IcmpMisuse,
+    /// Echo traffic whose payloads carry data (sizes vary, large).
+    IcmpTunnel,
+    /// ARP replies that rebind an address to another MAC, or one MAC claiming many addresses.
+    ArpSpoof,
+    /// IPv6 router advertisements for a router address from a second MAC, or killing routes.
+    RogueRouterAdvert,
+    /// DNS queries carrying data: long, high-entropy names under one domain, TXT/NULL volume.
+    DnsTunnel,
+    /// A well-known port carrying something else (non-DNS on UDP 53).
+    ProtocolPortMismatch,
+    /// One source probing many ports of one host, mostly failing.
+    PortScan,
+    /// One source probing one port (or ICMP/ARP) across many hosts.
+    HostScan,
+    /// Many sources together probing many ports of one host.
+    DistributedScan,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 8] = [
+pub const ALL_KINDS: [AnomalyKind; 22] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -60,6 +92,20 @@ pub const ALL_KINDS: [AnomalyKind; 8] = [
     AnomalyKind::Amplification,
     AnomalyKind::VolumeSpike,
     AnomalyKind::FanoutSpike,
+    AnomalyKind::PortZero,
+    AnomalyKind::IpHeaderAnomaly,
+    AnomalyKind::InvalidSource,
+    AnomalyKind::IpFragmentAbuse,
+    AnomalyKind::Ipv6ExtHeaderAbuse,
+    AnomalyKind::IcmpMisuse,
+    AnomalyKind::IcmpTunnel,
+    AnomalyKind::ArpSpoof,
+    AnomalyKind::RogueRouterAdvert,
+    AnomalyKind::DnsTunnel,
+    AnomalyKind::ProtocolPortMismatch,
+    AnomalyKind::PortScan,
+    AnomalyKind::HostScan,
+    AnomalyKind::DistributedScan,
 ];
 
 impl AnomalyKind {
@@ -74,6 +120,20 @@ impl AnomalyKind {
             AnomalyKind::Amplification => "amplification",
             AnomalyKind::VolumeSpike => "volume_spike",
             AnomalyKind::FanoutSpike => "fanout_spike",
+            AnomalyKind::PortZero => "port_zero",
+            AnomalyKind::IpHeaderAnomaly => "ip_header_anomaly",
+            AnomalyKind::InvalidSource => "invalid_source",
+            AnomalyKind::IpFragmentAbuse => "ip_fragment_abuse",
+            AnomalyKind::Ipv6ExtHeaderAbuse => "ipv6_ext_header_abuse",
+            AnomalyKind::IcmpMisuse => "icmp_misuse",
+            AnomalyKind::IcmpTunnel => "icmp_tunnel",
+            AnomalyKind::ArpSpoof => "arp_spoof",
+            AnomalyKind::RogueRouterAdvert => "rogue_router_advert",
+            AnomalyKind::DnsTunnel => "dns_tunnel",
+            AnomalyKind::ProtocolPortMismatch => "protocol_port_mismatch",
+            AnomalyKind::PortScan => "port_scan",
+            AnomalyKind::HostScan => "host_scan",
+            AnomalyKind::DistributedScan => "distributed_scan",
         }
     }
 
@@ -85,13 +145,14 @@ impl AnomalyKind {
     /// The method that reports this kind.
     pub fn category(self) -> Category {
         match self {
-            AnomalyKind::TcpInvalidFlags | AnomalyKind::Land => Category::Misuse,
             AnomalyKind::SynFlood
             | AnomalyKind::UdpFlood
             | AnomalyKind::IcmpFlood
             | AnomalyKind::Amplification
             | AnomalyKind::VolumeSpike
             | AnomalyKind::FanoutSpike => Category::Spike,
+            AnomalyKind::PortScan | AnomalyKind::HostScan | AnomalyKind::DistributedScan => Category::Scan,
+            _ => Category::Misuse,
         }
     }
 }

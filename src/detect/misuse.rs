@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use super::anomaly::{Anomaly, AnomalyKind, FlowTuple, Phase, Severity};
 use super::episode::{EpisodeKey, EpisodeState};
-use crate::decode::{PacketMeta, ip_proto, tcp_flags};
+use crate::decode::{PacketMeta, anomaly, ip_proto, tcp_flags};
 use crate::time::Timestamp;
 
 /// Invalid TCP flag combinations, one bit each (the `detail` of a hit).
@@ -90,6 +90,135 @@ pub fn invalid_tcp_flags(flags: u16) -> u32 {
     combo::PSH_URG_NO_ACK
 }
 
+/// Decode anomalies that are protocol violations by the sender (not capture artefacts).
+pub const HEADER_ANOMALIES: u32 = anomaly::IPV4_BAD_IHL
+    | anomaly::IPV4_BAD_TOTAL_LEN
+    | anomaly::IPV4_BAD_OPTIONS
+    | anomaly::IPV4_RESERVED_FLAG
+    | anomaly::IPV6_BAD_PAYLOAD_LEN
+    | anomaly::TTL_ZERO
+    | anomaly::TCP_BAD_OFFSET
+    | anomaly::UDP_BAD_LEN;
+
+/// `invalid_source` detail bits.
+pub mod bad_source {
+    /// Multicast source.
+    pub const MULTICAST: u32 = 1;
+    /// Broadcast source.
+    pub const BROADCAST: u32 = 2;
+    /// Loopback source seen on a wire.
+    pub const LOOPBACK: u32 = 4;
+    /// Unspecified source outside DHCP and neighbour discovery.
+    pub const UNSPECIFIED: u32 = 8;
+    /// Names in bit order.
+    pub const NAMES: [(u32, &str); 4] = [
+        (MULTICAST, "multicast"),
+        (BROADCAST, "broadcast"),
+        (LOOPBACK, "loopback"),
+        (UNSPECIFIED, "unspecified"),
+    ];
+}
+
+fn invalid_source(m: &PacketMeta) -> u32 {
+    use std::net::IpAddr;
+    match m.src.ip() {
+        IpAddr::V4(a) => {
+            if a.is_multicast() {
+                bad_source::MULTICAST
+            } else if a.is_broadcast() {
+                bad_source::BROADCAST
+            } else if a.is_loopback() && !m.dst.ip().is_loopback() {
+                bad_source::LOOPBACK
+            } else if a.is_unspecified()
+                && !(m.proto == ip_proto::UDP && m.sport == 68 && m.dport == 67)
+                && m.proto != 2
+            {
+                // DHCP clients and IGMP reports may use 0.0.0.0 (RFC 2131, RFC 2236).
+                bad_source::UNSPECIFIED
+            } else {
+                0
+            }
+        }
+        IpAddr::V6(a) => {
+            if a.is_multicast() {
+                bad_source::MULTICAST
+            } else if a.is_loopback() && !m.dst.ip().is_loopback() {
+                bad_source::LOOPBACK
+            } else if a.is_unspecified()
+                && !(m.proto == ip_proto::ICMPV6 && matches!(m.icmp_type, 131 | 133 | 135 | 143))
+            {
+                // Router and neighbour solicitation (DAD) and MLD reports may use :: (RFC 4861, RFC 3810).
+                bad_source::UNSPECIFIED
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// `icmp_misuse` detail bits.
+pub mod icmp_bad {
+    /// ICMP/ICMPv6 redirect.
+    pub const REDIRECT: u32 = 1;
+    /// Packet Too Big / fragmentation needed with an MTU below the protocol minimum.
+    pub const SMALL_MTU: u32 = 2;
+    /// Echo request reassembling to more than 10,000 bytes.
+    pub const OVERSIZED_ECHO: u32 = 4;
+    /// Names in bit order.
+    pub const NAMES: [(u32, &str); 3] =
+        [(REDIRECT, "redirect"), (SMALL_MTU, "too_big_small_mtu"), (OVERSIZED_ECHO, "oversized_echo")];
+}
+
+fn icmp_misuse(m: &PacketMeta) -> u32 {
+    if !m.has_icmp() {
+        return 0;
+    }
+    match (m.proto, m.icmp_type, m.icmp_code) {
+        (ip_proto::ICMP, 5, _) | (ip_proto::ICMPV6, 137, _) => icmp_bad::REDIRECT,
+        // IPv6 links carry at least 1,280 bytes (RFC 8200): a smaller PTB
+        // only serves to force atomic fragments (RFC 8021).
+        (ip_proto::ICMPV6, 2, 0) if m.icmp_rest < 1280 => icmp_bad::SMALL_MTU,
+        // IPv4 needs 68 (RFC 791); 0 is the pre-RFC 1191 "no MTU given".
+        (ip_proto::ICMP, 3, 4) if (1..68).contains(&(m.icmp_rest & 0xffff)) => icmp_bad::SMALL_MTU,
+        _ => 0,
+    }
+}
+
+/// `ip_fragment_abuse` detail bits.
+pub mod frag_bad {
+    /// First fragment too small to hold the transport header (RFC 1858).
+    pub const TINY: u32 = 1;
+    /// Fragments overlapping (teardrop, evasion).
+    pub const OVERLAP: u32 = 2;
+    /// Reassembles past 65,535 bytes (ping of death).
+    pub const OVERSIZE: u32 = 4;
+    /// Names in bit order.
+    pub const NAMES: [(u32, &str); 3] =
+        [(TINY, "tiny_first_fragment"), (OVERLAP, "overlap"), (OVERSIZE, "oversized")];
+}
+
+/// Names of the detail bits of `kind`, for evidence and messages.
+pub fn detail_names(kind: AnomalyKind, detail: u32) -> Vec<&'static str> {
+    let table: &[(u32, &str)] = match kind {
+        AnomalyKind::TcpInvalidFlags => &combo::NAMES,
+        AnomalyKind::IpHeaderAnomaly => &anomaly::NAMES,
+        AnomalyKind::InvalidSource => &bad_source::NAMES,
+        AnomalyKind::Ipv6ExtHeaderAbuse => &[
+            (crate::decode::v6ext::RH0 as u32, "routing_header_type_0"),
+            (crate::decode::v6ext::REPEATED as u32, "repeated_header"),
+            (crate::decode::v6ext::HBH_NOT_FIRST as u32, "hop_by_hop_not_first"),
+            (crate::decode::v6ext::UNKNOWN_OPTION as u32, "unknown_option"),
+            (crate::decode::v6ext::TOO_MANY as u32, "too_many_headers"),
+        ],
+        AnomalyKind::IcmpMisuse => &icmp_bad::NAMES,
+        AnomalyKind::IpFragmentAbuse => &frag_bad::NAMES,
+        AnomalyKind::PortZero => &[(1, "tcp"), (2, "udp")],
+        AnomalyKind::ProtocolPortMismatch => &[(1, "non_dns_on_udp_53")],
+        _ => &[],
+    };
+    table.iter().filter(|(b, _)| detail & b != 0).map(|(_, n)| *n).collect()
+}
+
 /// Key of a hit aggregate: the episode it feeds.
 pub type HitKey = EpisodeKey;
 
@@ -164,16 +293,48 @@ impl HitTable {
                 self.hit(AnomalyKind::TcpInvalidFlags, m, bad);
             }
         }
+        let ports = m.has_ports() && matches!(m.proto, ip_proto::TCP | ip_proto::UDP);
         // LAND: a packet addressed to its own sender, same port. Ports must
         // have been read; port-less protocols cannot be LAND-shaped this way.
-        if m.src == m.dst
-            && m.has_ports()
-            && m.sport == m.dport
-            && matches!(m.proto, ip_proto::TCP | ip_proto::UDP)
-            && !m.src.ip().is_unspecified()
-        {
+        if ports && m.src == m.dst && m.sport == m.dport && !m.src.ip().is_unspecified() {
             self.hit(AnomalyKind::Land, m, 0);
         }
+        if ports && (m.sport == 0 || m.dport == 0) {
+            self.hit(AnomalyKind::PortZero, m, if m.proto == ip_proto::TCP { 1 } else { 2 });
+        }
+        let header = m.anomalies & HEADER_ANOMALIES;
+        if header != 0 {
+            self.hit(AnomalyKind::IpHeaderAnomaly, m, header);
+        }
+        let bad_src = invalid_source(m);
+        if bad_src != 0 {
+            self.hit(AnomalyKind::InvalidSource, m, bad_src);
+        }
+        if m.v6ext != 0 {
+            self.hit(AnomalyKind::Ipv6ExtHeaderAbuse, m, u32::from(m.v6ext));
+        }
+        let icmp = icmp_misuse(m);
+        if icmp != 0 {
+            self.hit(AnomalyKind::IcmpMisuse, m, icmp);
+        }
+        // Something that is not DNS on UDP port 53: tunnels and C2 hide
+        // there because port 53 is open everywhere. Judged only on packets
+        // captured whole, so a short snap length cannot fake it.
+        if m.proto == ip_proto::UDP
+            && m.has_ports()
+            && (m.dport == 53 || m.sport == 53)
+            && m.frag & crate::decode::frag::IS_FRAGMENT == 0
+            && m.cap_len >= m.wire_len
+            && m.payload_len > 0
+            && !m.dns.is_valid()
+        {
+            self.hit(AnomalyKind::ProtocolPortMismatch, m, 1);
+        }
+    }
+
+    /// Records a finding made outside the per-packet rules (fragment tracking).
+    pub fn record(&mut self, kind: AnomalyKind, m: &PacketMeta, detail: u32) {
+        self.hit(kind, m, detail);
     }
 
     fn hit(&mut self, kind: AnomalyKind, m: &PacketMeta, detail: u32) {
@@ -230,36 +391,76 @@ impl EpisodeState for MisuseEpisode {
         ev.insert("first_seen".into(), json!(t.first.to_string()));
         ev.insert("last_seen".into(), json!(t.last.to_string()));
         ev.insert("single_flow".into(), json!(!t.many_flows));
+        let names = detail_names(key.kind, t.detail);
+        let joined = names.join(", ");
+        if !names.is_empty() {
+            let key_name = if key.kind == AnomalyKind::TcpInvalidFlags { "flag_sets" } else { "reasons" };
+            ev.insert(key_name.into(), json!(names));
+        }
+        let n = t.count;
+        let pl = if n == 1 { "" } else { "s" };
+        let (src, dst) = (key.src, key.dst);
         let (severity, message) = match key.kind {
             AnomalyKind::TcpInvalidFlags => {
-                let names: Vec<Value> =
-                    combo::NAMES.iter().filter(|(b, _)| t.detail & b != 0).map(|(_, n)| json!(n)).collect();
-                let joined: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
-                let joined = joined.join(", ");
-                ev.insert("flag_sets".into(), Value::Array(names));
                 ev.insert("sample_flags".into(), json!(tcp_flags::describe(t.sample_flags)));
-                let sev = if t.count >= 100 { Severity::High } else { Severity::Medium };
-                let msg = format!(
-                    "{} sent {} TCP segment{} with impossible flag sets ({}) to {}: no conforming stack does this; typical of stealth scans and OS fingerprinting",
-                    key.src,
-                    t.count,
-                    if t.count == 1 { "" } else { "s" },
-                    joined,
-                    key.dst
-                );
-                (sev, msg)
+                let sev = if n >= 100 { Severity::High } else { Severity::Medium };
+                (
+                    sev,
+                    format!(
+                        "{src} sent {n} TCP segment{pl} with impossible flag sets ({joined}) to {dst}: no conforming stack does this; typical of stealth scans and OS fingerprinting"
+                    ),
+                )
             }
-            // Land; no other kind is ever hit by these rules.
-            _ => {
-                let msg = format!(
-                    "{} received {} packet{} claiming to come from itself on the same port ({}): a LAND attack, which can lock up vulnerable stacks",
-                    key.dst,
-                    t.count,
-                    if t.count == 1 { "" } else { "s" },
+            AnomalyKind::Land => (
+                Severity::High,
+                format!(
+                    "{dst} received {n} packet{pl} claiming to come from itself on the same port ({}): a LAND attack, which can lock up vulnerable stacks",
                     t.sample.sport
-                );
-                (Severity::High, msg)
-            }
+                ),
+            ),
+            AnomalyKind::PortZero => (
+                Severity::Medium,
+                format!(
+                    "{src} sent {n} packet{pl} to or from port 0 ({joined}) toward {dst}: no service uses port 0; scanners and fingerprinting tools do"
+                ),
+            ),
+            AnomalyKind::IpHeaderAnomaly => (
+                Severity::Medium,
+                format!(
+                    "{src} sent {n} packet{pl} with malformed IP headers ({joined}) to {dst}: crafted packets, used for evasion, fingerprinting or crashing parsers"
+                ),
+            ),
+            AnomalyKind::InvalidSource => (
+                Severity::High,
+                format!(
+                    "{n} packet{pl} to {dst} carry the source address {src} ({joined}), which cannot send: spoofed traffic (smurf-style reflection or evasion)"
+                ),
+            ),
+            AnomalyKind::Ipv6ExtHeaderAbuse => (
+                Severity::Medium,
+                format!(
+                    "{src} sent {n} IPv6 packet{pl} to {dst} with abusive extension headers ({joined}): source routing, firewall evasion or a covert channel"
+                ),
+            ),
+            AnomalyKind::IcmpMisuse => (
+                Severity::Medium,
+                format!(
+                    "{src} sent {n} ICMP message{pl} to {dst} that rewrite how it routes or fragments ({joined}): check whether {src} is a legitimate router"
+                ),
+            ),
+            AnomalyKind::IpFragmentAbuse => (
+                Severity::High,
+                format!(
+                    "{src} sent {n} malicious IP fragment{pl} to {dst} ({joined}): reassembly attacks crash stacks and evade inspection"
+                ),
+            ),
+            AnomalyKind::ProtocolPortMismatch => (
+                Severity::Medium,
+                format!(
+                    "{n} datagram{pl} between {src} and {dst} on UDP port 53 are not DNS: something is using the DNS port as a tunnel or covert channel"
+                ),
+            ),
+            _ => (Severity::Medium, format!("{src} -> {dst}: {n} packet{pl} ({joined})")),
         };
         Anomaly {
             ts,

@@ -9,6 +9,7 @@
 pub mod anomaly;
 pub mod baseline;
 pub mod episode;
+pub mod fragments;
 pub mod misuse;
 pub mod spike;
 

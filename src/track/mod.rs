@@ -209,6 +209,7 @@ pub struct Shard {
     hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
     max_hosts: usize,
     hits: HitTable,
+    frags: crate::detect::fragments::FragTracker,
     stats: ShardStats,
 }
 
@@ -221,6 +222,7 @@ impl Shard {
             hosts: HashMap::with_hasher(Default::default()),
             max_hosts: cfg.max_hosts,
             hits: HitTable::new(cfg.max_hits),
+            frags: crate::detect::fragments::FragTracker::new(4096),
             stats: ShardStats::default(),
         }
     }
@@ -242,6 +244,9 @@ impl Shard {
         self.hits.inspect(m);
         if !m.is_ip() {
             return;
+        }
+        if m.frag & crate::decode::frag::IS_FRAGMENT != 0 {
+            self.frags.observe(m, &mut self.hits);
         }
         let (key, side) = FlowKey::of(m);
         let touch = self.table.touch(m, key, side, &mut |_, _| {});
@@ -331,6 +336,7 @@ impl Shard {
         self.stats.flows_open = self.table.len() as u64;
         self.stats.flow_table_bytes = self.table.memory_bytes() as u64;
         self.stats.hit_overflow = self.hits.overflow;
+        self.frags.expire(t);
         let mut hits = Vec::new();
         self.hits.drain_into(&mut hits);
         ShardReport {
