@@ -63,7 +63,8 @@ cleanup() {
   done
   rm -rf "$TMP"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 inA() { ip netns exec "$NSA" "$@"; }
 inB() { ip netns exec "$NSB" "$@"; }
@@ -121,7 +122,7 @@ while time.time() < end:
     for s in ready:
         s.recv(65535)
 EOF
-inB "$PY" "$TMP/sink.py" &
+ip netns exec "$NSB" "$PY" "$TMP/sink.py" &   # $! is the python itself
 PIDS+=($!)
 
 # scapy recipes, each sends explicit Ethernet frames out of nvlabA's veth
@@ -274,7 +275,7 @@ cap_start() { # name
   ip netns exec "$NSB" tcpdump -i "$IFB" -s 0 -n -U -Z root -c 2000 -w "$f" 2>"$log" &
   CAP_PID=$!
   PIDS+=("$CAP_PID")
-  for _ in $(seq 50); do grep -q 'listening on' "$log" && break; sleep 0.1; done
+  for _ in $(seq 50); do grep -qs 'listening on' "$log" && break; sleep 0.1; done
   grep -q 'listening on' "$log" || { cat "$log" >&2; exit 1; }
   sleep 0.5
 }
@@ -354,7 +355,7 @@ recipe arp_spoof; scapy arp_spoof; cap_stop
 # 15. benign: 30 HTTP GETs against python's http.server
 mkdir -p "$TMP/www"
 printf 'netvigil lab\n' >"$TMP/www/index.html"
-inB timeout 300 "$PY" -m http.server 8080 --bind "$IP_B" --directory "$TMP/www" >/dev/null 2>&1 &
+ip netns exec "$NSB" timeout 300 "$PY" -m http.server 8080 --bind "$IP_B" --directory "$TMP/www" >/dev/null 2>&1 &
 HTTP_PID=$!
 PIDS+=("$HTTP_PID")
 for _ in $(seq 50); do

@@ -61,6 +61,10 @@ pub struct Config {
     pub allow: Vec<AllowRule>,
     /// Per-network threshold overrides.
     pub hostgroup: Vec<HostGroup>,
+    /// Scan detection.
+    pub scan: crate::detect::scan::ScanConfig,
+    /// DNS and ICMP tunnel detection.
+    pub tunnel: crate::detect::tunnel::TunnelConfig,
 }
 
 /// `[spike]`: learned baselines and the statistical detectors.
@@ -531,6 +535,8 @@ impl Config {
                 .map(|g| (g.cidrs.iter().filter_map(|c| Cidr::parse(c)).collect(), g.clone()))
                 .collect(),
             interval_ns: self.interval_ns(),
+            scan: self.scan.clone(),
+            tunnel: self.tunnel.clone(),
         }
     }
 

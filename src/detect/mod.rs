@@ -10,8 +10,12 @@ pub mod anomaly;
 pub mod baseline;
 pub mod episode;
 pub mod fragments;
+pub mod l2watch;
 pub mod misuse;
+pub mod rules;
+pub mod scan;
 pub mod spike;
+pub mod tunnel;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +43,10 @@ pub struct DetectConfig {
     pub hostgroups: Vec<(Vec<crate::config::Cidr>, crate::config::HostGroup)>,
     /// Interval length in nanoseconds.
     pub interval_ns: u64,
+    /// Scan detectors.
+    pub scan: scan::ScanConfig,
+    /// Tunnel detectors.
+    pub tunnel: tunnel::TunnelConfig,
 }
 
 impl DetectConfig {
@@ -64,6 +72,7 @@ struct Pending {
     last: bool,
     hits: Vec<(HitKey, HitAgg)>,
     hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+    rules: crate::track::RuleAggs,
 }
 
 /// The single host-stage state machine.
@@ -74,6 +83,9 @@ pub struct HostStage {
     shard_stats: Vec<ShardStats>,
     misuse: Episodes<MisuseEpisode>,
     spike: spike::SpikeDetector,
+    scans: scan::ScanDetector,
+    tunnels: tunnel::TunnelDetector,
+    l2: l2watch::L2Watch,
     cfg: DetectConfig,
     finished: usize,
 }
@@ -88,6 +100,9 @@ impl HostStage {
             shard_stats: vec![ShardStats::default(); shards.max(1)],
             misuse: Episodes::new(cfg.misuse_episodes),
             spike: spike::SpikeDetector::new(&cfg),
+            scans: scan::ScanDetector::new(cfg.misuse_episodes, &cfg.scan),
+            tunnels: tunnel::TunnelDetector::new(cfg.misuse_episodes, &cfg.tunnel),
+            l2: l2watch::L2Watch::new(cfg.misuse_episodes),
             cfg,
             finished: 0,
         }
@@ -107,10 +122,12 @@ impl HostStage {
             last: false,
             hits: Vec::new(),
             hosts: HashMap::with_hasher(Default::default()),
+            rules: crate::track::RuleAggs::default(),
         });
         p.reports += 1;
         p.last |= r.last;
         p.hits.extend(r.hits);
+        p.rules.append(r.rules);
         for (a, h) in r.hosts {
             p.hosts.entry(a).or_default().merge(&h);
         }
@@ -146,22 +163,45 @@ impl HostStage {
             link.flows_out += h.flows_out;
         }
         self.interval.link = link;
+        if self.cfg.spike.enabled {
+            self.spike.on_interval(&self.interval, t, &self.cfg, out);
+        }
         if self.cfg.misuse_enabled {
             for (key, agg) in misuse::merge_hits(p.hits) {
-                if !self.cfg.allowed(&key.src, key.kind) {
+                // Redirects toward a host under a flood are the flood's
+                // backscatter (routers answering spoofed packets), not an attack of their own.
+                let backscatter = key.kind == AnomalyKind::IcmpMisuse
+                    && agg.detail == misuse::icmp_bad::REDIRECT
+                    && self.spike.flood_open(&key.dst);
+                if !backscatter && !self.cfg.allowed(&key.src, key.kind) {
                     self.misuse.observe(key, agg.first, &agg, out);
                 }
             }
         }
-        if self.cfg.spike.enabled {
-            self.spike.on_interval(&self.interval, t, &self.cfg, out);
+        let cfg = &self.cfg;
+        let allowed = |a: &Addr, k: AnomalyKind| cfg.allowed(a, k);
+        let r = p.rules;
+        if cfg.scan.enabled {
+            self.scans.on_interval(r.pairs, r.sweeps, t, &cfg.scan, &allowed, out);
+        }
+        if cfg.tunnel.enabled {
+            self.tunnels.on_interval(r.dns, r.echo, t, &cfg.tunnel, &allowed, out);
+        }
+        if cfg.misuse_enabled {
+            self.l2.on_interval(r.l2, t, &allowed, out);
         }
         if p.last {
             self.misuse.close_all(t, out);
             self.spike.close_all(t, out);
+            self.scans.close_all(t, out);
+            self.tunnels.close_all(t, out);
+            self.l2.close_all(t, out);
         } else {
             self.misuse.tick(t, out);
             self.spike.tick(t, out);
+            self.scans.tick(t, out);
+            self.tunnels.tick(t, out);
+            self.l2.tick(t, out);
         }
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     }
@@ -177,7 +217,11 @@ impl HostStage {
 
     /// Episodes open now, over all detectors.
     pub fn open_episodes(&self) -> usize {
-        self.misuse.open_count() + self.spike.open_count()
+        self.misuse.open_count()
+            + self.spike.open_count()
+            + self.scans.open_count()
+            + self.tunnels.open_count()
+            + self.l2.open_count()
     }
 
     /// The statistical detector (baselines, persistence of learned state).

@@ -248,6 +248,13 @@ impl SpikeDetector {
         self.episodes.open_count()
     }
 
+    /// True when a flood or amplification episode is open against `target`.
+    pub fn flood_open(&self, target: &Addr) -> bool {
+        FLOOD_KINDS
+            .iter()
+            .any(|k| self.episodes.is_open(&EpisodeKey { kind: *k, src: Addr::UNSPECIFIED, dst: *target }))
+    }
+
     /// Hosts with a baseline.
     pub fn hosts_tracked(&self) -> usize {
         self.hosts.len()

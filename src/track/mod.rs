@@ -174,6 +174,36 @@ impl ShardStats {
 /// Protocol label order of [`ShardStats::by_proto`].
 pub const PROTO_LABELS: [&str; 5] = ["tcp", "udp", "icmp", "other_ip", "non_ip"];
 
+/// Per-interval aggregates of the windowed rule detectors (scans, tunnels,
+/// address bindings), as one shard saw them.
+#[derive(Debug, Default)]
+pub struct RuleAggs {
+    /// Probes per (source, target).
+    pub pairs: crate::detect::scan::PairList,
+    /// Probes per (source, port, protocol).
+    pub sweeps: crate::detect::scan::SweepList,
+    /// DNS queries per (client, server, parent domain).
+    pub dns: crate::detect::tunnel::DnsList,
+    /// Echo requests per (sender, receiver).
+    pub echo: crate::detect::tunnel::EchoList,
+    /// ARP packets and router advertisements.
+    pub l2: Vec<crate::detect::l2watch::L2Obs>,
+}
+
+impl RuleAggs {
+    /// Appends another shard's aggregates (merged by key later).
+    pub fn append(&mut self, mut o: RuleAggs) {
+        self.pairs.append(&mut o.pairs);
+        self.sweeps.append(&mut o.sweeps);
+        self.dns.append(&mut o.dns);
+        self.echo.append(&mut o.echo);
+        self.l2.append(&mut o.l2);
+    }
+}
+
+/// Most ARP/RA observations a shard keeps per interval.
+const MAX_L2_OBS: usize = 4096;
+
 /// One shard's interval, handed to the host stage at a tick.
 #[derive(Debug)]
 pub struct ShardReport {
@@ -187,6 +217,8 @@ pub struct ShardReport {
     pub hosts: Vec<(Addr, HostCounters)>,
     /// Misuse hit aggregates of this interval.
     pub hits: Vec<(HitKey, HitAgg)>,
+    /// Scan, tunnel and binding aggregates of this interval.
+    pub rules: RuleAggs,
     /// Cumulative shard counters.
     pub stats: ShardStats,
 }
@@ -210,6 +242,9 @@ pub struct Shard {
     max_hosts: usize,
     hits: HitTable,
     frags: crate::detect::fragments::FragTracker,
+    probes: crate::detect::scan::ProbeTable,
+    tunnels: crate::detect::tunnel::TunnelTable,
+    l2: Vec<crate::detect::l2watch::L2Obs>,
     stats: ShardStats,
 }
 
@@ -223,6 +258,9 @@ impl Shard {
             max_hosts: cfg.max_hosts,
             hits: HitTable::new(cfg.max_hits),
             frags: crate::detect::fragments::FragTracker::new(4096),
+            probes: crate::detect::scan::ProbeTable::new(cfg.max_hosts),
+            tunnels: crate::detect::tunnel::TunnelTable::new(16_384),
+            l2: Vec::new(),
             stats: ShardStats::default(),
         }
     }
@@ -242,9 +280,20 @@ impl Shard {
         s.by_proto[p] += 1;
         s.bytes_by_proto[p] += u64::from(m.wire_len);
         self.hits.inspect(m);
+        if let Some(o) = crate::detect::l2watch::L2Obs::of(m) {
+            if self.l2.len() < MAX_L2_OBS {
+                self.l2.push(o);
+            } else {
+                self.stats.hit_overflow += 1;
+            }
+            if o.op == 1 && o.ip != o.target && !o.ip.ip().is_unspecified() {
+                self.probes.sweep(o.ip, o.target, 0, crate::detect::scan::PROTO_ARP);
+            }
+        }
         if !m.is_ip() {
             return;
         }
+        self.tunnels.inspect(m);
         if m.frag & crate::decode::frag::IS_FRAGMENT != 0 {
             self.frags.observe(m, &mut self.hits);
         }
@@ -304,10 +353,58 @@ impl Shard {
             self.host(key.endpoint(touch.orig).0, |h| h.flows_out += 1);
             self.host(key.endpoint(touch.orig.other()).0, |h| h.flows_in += 1);
         }
+        self.probe(m, &key, side, &touch);
         if matches!(touch.before, ConnState::SynAckSeen | ConnState::SynSent)
             && touch.after == ConnState::Established
         {
             self.host(key.endpoint(touch.orig.other()).0, |h| h.handshakes_in += 1);
+        }
+    }
+
+    /// Feeds the scan detector: connection attempts and what answered them.
+    fn probe(&mut self, m: &PacketMeta, key: &FlowKey, side: Side, touch: &table::Touch) {
+        use crate::detect::scan::Probe;
+        let opener = touch.orig == side;
+        match m.proto {
+            ip_proto::TCP if m.has_tcp_flags() && m.has_ports() => {
+                let f = m.tcp_flags;
+                if touch.created && opener {
+                    let how = if f & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN {
+                        Some(Probe::Syn)
+                    } else if crate::detect::misuse::invalid_tcp_flags(f) != 0 {
+                        Some(Probe::Stealth)
+                    } else {
+                        None
+                    };
+                    if let Some(how) = how {
+                        self.probes.probe(m.src, m.dst, m.dport, m.proto, how);
+                    }
+                }
+                if touch.after == ConnState::Established && touch.before != ConnState::Established {
+                    let (o, _) = key.endpoint(touch.orig);
+                    let (r, rp) = key.endpoint(touch.orig.other());
+                    self.probes.success(o, r, rp, ip_proto::TCP, true);
+                }
+            }
+            ip_proto::UDP if m.has_ports() => {
+                // A datagram from a service port to a high port is a response
+                // (reflection traffic, a late answer), not a probe.
+                let response_shaped =
+                    REFLECTOR_PORTS.contains(&m.sport) || (m.sport < 1024 && m.dport >= 1024);
+                if touch.created && opener && !response_shaped {
+                    self.probes.probe(m.src, m.dst, m.dport, m.proto, Probe::Udp);
+                } else if !opener && touch.sent == 1 {
+                    self.probes.success(m.dst, m.src, m.sport, ip_proto::UDP, false);
+                }
+            }
+            ip_proto::ICMP | ip_proto::ICMPV6 if m.has_icmp() => match (m.proto, m.icmp_type) {
+                (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128) => self.probes.sweep(m.src, m.dst, 0, m.proto),
+                (ip_proto::ICMP, 0) | (ip_proto::ICMPV6, 129) => {
+                    self.probes.success(m.dst, m.src, 0, m.proto, false)
+                }
+                _ => {}
+            },
+            _ => {}
         }
     }
 
@@ -339,12 +436,16 @@ impl Shard {
         self.frags.expire(t);
         let mut hits = Vec::new();
         self.hits.drain_into(&mut hits);
+        let (pairs, sweeps) = self.probes.drain();
+        let (dns, echo) = self.tunnels.drain();
+        let rules = RuleAggs { pairs, sweeps, dns, echo, l2: std::mem::take(&mut self.l2) };
         ShardReport {
             shard: self.id,
             tick: t,
             last,
             hosts: self.hosts.drain().collect(),
             hits,
+            rules,
             stats: self.stats,
         }
     }

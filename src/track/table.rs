@@ -135,6 +135,8 @@ pub struct Touch {
     pub orig: Side,
     /// TCP flags seen so far from the other side (before this packet).
     pub peer_flags: u16,
+    /// Packets this packet's sender has now sent in the flow (1 for its first).
+    pub sent: u32,
 }
 
 /// Counters kept by a table (cumulative).
@@ -271,13 +273,14 @@ impl FlowTable {
         let after = f.state;
         let orig = f.orig;
         let peer_flags = f.flags[side.other().idx()];
+        let sent = f.pkts[s];
         let class = class_of(&f.key, after);
         if class != f.class || !created {
             self.unlink(idx);
             self.slots[idx as usize].class = class;
             self.push_tail(idx);
         }
-        Touch { created, before, after, orig, peer_flags }
+        Touch { created, before, after, orig, peer_flags, sent }
     }
 
     /// Ends every flow idle past its class timeout at `now`.

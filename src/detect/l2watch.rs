@@ -1,0 +1,304 @@
+//! Address-binding watch: ARP spoofing and rogue IPv6 router advertisements.
+//!
+//! Shards pass ARP packets and router advertisements through as compact
+//! observations; the host stage keeps the IP→MAC bindings (bounded) and
+//! flags replies that rebind a live address, or one MAC claiming several
+//! addresses without being asked.
+
+use hashbrown::HashMap;
+use serde_json::{Map, json};
+
+use super::anomaly::{Anomaly, AnomalyKind, Severity};
+use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::rules::{RuleEpisode, RuleObs};
+use crate::decode::{Addr, L3, PacketMeta, ip_proto};
+use crate::time::{NANOS_PER_SEC, Timestamp};
+
+/// A binding is trusted for this long after it was last seen.
+const BINDING_TTL: u64 = 600 * NANOS_PER_SEC;
+/// A reply within this long of a matching request was asked for.
+const SOLICIT_WINDOW: u64 = 5 * NANOS_PER_SEC;
+/// Most bindings and pending requests remembered.
+const MAX_ENTRIES: usize = 65_536;
+
+/// What an ARP packet or a router advertisement said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct L2Obs {
+    /// When.
+    pub ts: Timestamp,
+    /// 1 ARP request, 2 ARP reply, 134 router advertisement.
+    pub op: u16,
+    /// Claimed address (ARP sender IP, or the router's link-local address).
+    pub ip: Addr,
+    /// Claimed MAC (ARP sender hardware address, or the frame's source MAC).
+    pub mac: [u8; 6],
+    /// ARP target IP (whom the reply is for).
+    pub target: Addr,
+    /// RA router lifetime in seconds (0 withdraws the default route).
+    pub lifetime: u16,
+}
+
+impl L2Obs {
+    /// The observation in `m`, if it is ARP or an ICMPv6 router advertisement.
+    pub fn of(m: &PacketMeta) -> Option<L2Obs> {
+        if m.l3 == L3::Arp && matches!(m.arp_op, 1 | 2) {
+            return Some(L2Obs {
+                ts: m.ts,
+                op: m.arp_op,
+                ip: m.src,
+                mac: m.arp_sha,
+                target: m.dst,
+                lifetime: 0,
+            });
+        }
+        if m.proto == ip_proto::ICMPV6 && m.has_icmp() && m.icmp_type == 134 {
+            let lifetime = (m.icmp_rest & 0xffff) as u16;
+            return Some(L2Obs { ts: m.ts, op: 134, ip: m.src, mac: m.src_mac, target: m.dst, lifetime });
+        }
+        None
+    }
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// Addresses one MAC has spoken for (ARP senders), and the first one it
+/// claimed in a reply nobody asked for.
+#[derive(Clone, Debug, Default)]
+struct Claims {
+    ips: Vec<Addr>,
+    unasked: Option<(Addr, Addr)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Binding {
+    mac: [u8; 6],
+    seen: Timestamp,
+}
+
+/// The host-stage binding watch.
+pub struct L2Watch {
+    arp: HashMap<Addr, Binding, foldhash::fast::FixedState>,
+    routers: HashMap<Addr, Binding, foldhash::fast::FixedState>,
+    pending: HashMap<(Addr, Addr), Timestamp, foldhash::fast::FixedState>,
+    claims: HashMap<[u8; 6], Claims, foldhash::fast::FixedState>,
+    episodes: Episodes<RuleEpisode>,
+}
+
+impl L2Watch {
+    /// No bindings known.
+    pub fn new(policy: EpisodePolicy) -> L2Watch {
+        L2Watch {
+            arp: HashMap::with_hasher(Default::default()),
+            routers: HashMap::with_hasher(Default::default()),
+            pending: HashMap::with_hasher(Default::default()),
+            claims: HashMap::with_hasher(Default::default()),
+            episodes: Episodes::new(policy),
+        }
+    }
+
+    /// Episodes open now.
+    pub fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    /// Processes one interval's observations in time order.
+    pub fn on_interval(
+        &mut self,
+        mut obs: Vec<L2Obs>,
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        obs.sort();
+        for o in obs {
+            match o.op {
+                // A gratuitous request announces a binding like a reply does.
+                1 if o.ip == o.target => self.arp_reply(&o, true, t, allowed, out),
+                1 => self.arp_request(&o, t, allowed, out),
+                2 => {
+                    let asked = self
+                        .pending
+                        .get(&(o.target, o.ip))
+                        .is_some_and(|ts| o.ts.since(*ts) <= SOLICIT_WINDOW);
+                    self.arp_reply(&o, asked, t, allowed, out)
+                }
+                _ => self.router_advert(&o, t, allowed, out),
+            }
+        }
+        if self.pending.len() > MAX_ENTRIES {
+            self.pending.retain(|_, ts| t.since(*ts) < SOLICIT_WINDOW);
+        }
+        if self.arp.len() > MAX_ENTRIES {
+            self.arp.retain(|_, b| t.since(b.seen) < BINDING_TTL);
+        }
+        if self.claims.len() > MAX_ENTRIES {
+            self.claims.clear();
+        }
+    }
+
+    fn arp_request(
+        &mut self,
+        o: &L2Obs,
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        if o.ip.ip().is_unspecified() {
+            return; // ARP probe (RFC 5227): claims nothing yet
+        }
+        self.pending.insert((o.ip, o.target), o.ts);
+        let previous = self.arp.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+        let mut reasons = Vec::new();
+        if previous.is_some_and(|b| b.mac != o.mac && o.ts.since(b.seen) < BINDING_TTL) {
+            reasons.push("rebinds_live_address");
+        }
+        if self.claim(o, false) {
+            reasons.push("one_mac_claims_several_addresses_unasked");
+        }
+        self.flag(o, previous, reasons, t, allowed, out);
+    }
+
+    /// Records that `o.mac` spoke for `o.ip`; true when the MAC now claims
+    /// several addresses and at least one in a reply nobody asked for.
+    fn claim(&mut self, o: &L2Obs, unasked_reply: bool) -> bool {
+        let c = self.claims.entry(o.mac).or_default();
+        if !c.ips.contains(&o.ip) && c.ips.len() < 8 {
+            c.ips.push(o.ip);
+        }
+        if unasked_reply && c.unasked.is_none() {
+            c.unasked = Some((o.ip, o.target));
+        }
+        c.ips.len() >= 2 && c.unasked.is_some()
+    }
+
+    fn arp_reply(
+        &mut self,
+        o: &L2Obs,
+        solicited: bool,
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let previous = self.arp.get(&o.ip).copied();
+        let mut reasons = Vec::new();
+        if let Some(b) = previous {
+            if b.mac != o.mac && o.ts.since(b.seen) < BINDING_TTL {
+                reasons.push("rebinds_live_address");
+            }
+        }
+        if self.claim(o, !solicited) {
+            reasons.push("one_mac_claims_several_addresses_unasked");
+        }
+        self.arp.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+        self.flag(o, previous, reasons, t, allowed, out);
+    }
+
+    fn flag(
+        &mut self,
+        o: &L2Obs,
+        previous: Option<Binding>,
+        reasons: Vec<&'static str>,
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        // The episode is about the address being stolen: the one claimed
+        // unasked if there was one, else the one rebound.
+        let (ip, target) = self.claims.get(&o.mac).and_then(|c| c.unasked).unwrap_or((o.ip, o.target));
+        if reasons.is_empty() || allowed(&ip, AnomalyKind::ArpSpoof) {
+            return;
+        }
+        let claims: Vec<String> = self
+            .claims
+            .get(&o.mac)
+            .map(|c| c.ips.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        let mut ev = Map::new();
+        ev.insert("claimed_ip".into(), json!(ip.to_string()));
+        ev.insert("claiming_mac".into(), json!(mac_str(&o.mac)));
+        if let Some(b) = previous {
+            ev.insert("previous_mac".into(), json!(mac_str(&b.mac)));
+        }
+        ev.insert("addresses_claimed_by_mac".into(), json!(claims));
+        ev.insert("reasons".into(), json!(reasons));
+        let was = previous.map(|b| format!(" (was {})", mac_str(&b.mac))).unwrap_or_default();
+        let obs = RuleObs {
+            ts: t,
+            observed: 1.0,
+            threshold: 1.0,
+            unit: "spoofed replies",
+            severity: Severity::High,
+            src: Some(ip),
+            dst: Some(target),
+            evidence: ev,
+            message: format!(
+                "MAC {} told {target} that {ip} is at {}{was} ({}): ARP spoofing, the first step of a man-in-the-middle",
+                mac_str(&o.mac),
+                mac_str(&o.mac),
+                reasons.join(", ")
+            ),
+        };
+        self.episodes.observe(EpisodeKey { kind: AnomalyKind::ArpSpoof, src: ip, dst: target }, t, &obs, out);
+    }
+
+    fn router_advert(
+        &mut self,
+        o: &L2Obs,
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let previous = self.routers.get(&o.ip).copied();
+        let Some(b) = previous else {
+            self.routers.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+            return;
+        };
+        if b.mac == o.mac {
+            self.routers.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+            return;
+        }
+        // The same router address from a second MAC: one of them is lying.
+        // The known binding is kept, so the impostor keeps being flagged.
+        if allowed(&o.ip, AnomalyKind::RogueRouterAdvert) || o.ts.since(b.seen) >= BINDING_TTL {
+            self.routers.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+            return;
+        }
+        let mut ev = Map::new();
+        ev.insert("router".into(), json!(o.ip.to_string()));
+        ev.insert("advertising_mac".into(), json!(mac_str(&o.mac)));
+        ev.insert("known_mac".into(), json!(mac_str(&b.mac)));
+        ev.insert("router_lifetime".into(), json!(o.lifetime));
+        let what =
+            if o.lifetime == 0 { "withdrawing the default route (lifetime 0)" } else { "advertising itself" };
+        let obs = RuleObs {
+            ts: t,
+            observed: 1.0,
+            threshold: 1.0,
+            unit: "router advertisements",
+            severity: Severity::High,
+            src: Some(o.ip),
+            dst: Some(o.target),
+            evidence: ev,
+            message: format!(
+                "MAC {} sent router advertisements as {} {what}, but that router is at {}: a rogue or spoofed IPv6 router",
+                mac_str(&o.mac),
+                o.ip,
+                mac_str(&b.mac)
+            ),
+        };
+        let key = EpisodeKey { kind: AnomalyKind::RogueRouterAdvert, src: o.ip, dst: Addr::UNSPECIFIED };
+        self.episodes.observe(key, t, &obs, out);
+    }
+
+    /// Rate-limited updates and cool-down ends.
+    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.tick(t, out);
+    }
+
+    /// Ends every open episode.
+    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.close_all(t, out);
+    }
+}

@@ -1,0 +1,502 @@
+//! Scan detection: vertical (port), horizontal (host) and distributed scans.
+//!
+//! Counting is the way Zeek's scan policy and Snort's port_scan do it:
+//! distinct targets of *connection attempts*, within a window of packet
+//! time, and only when attempts mostly fail. Shards aggregate probes per
+//! interval (a flow's first packet from its originator: a bare SYN, a
+//! stealth NULL/FIN/Xmas probe, a new UDP flow, an ICMP echo request, an ARP
+//! who-has) and the successes that answer them; the host stage keeps
+//! tumbling windows and decides.
+
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+
+use super::anomaly::{Anomaly, AnomalyKind, Severity};
+use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::rules::{RuleEpisode, RuleObs};
+use crate::decode::Addr;
+use crate::time::{NANOS_PER_SEC, Timestamp};
+use crate::track::Distinct;
+
+/// Ports one source must probe on a host to count as sharing a distributed scan.
+const SHARE_PORTS: u64 = 5;
+
+/// Pseudo-protocol number for ARP sweeps.
+pub const PROTO_ARP: u8 = 0;
+
+/// How a probe was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A bare SYN opening a flow.
+    Syn,
+    /// A NULL/FIN/Xmas-style segment opening a flow.
+    Stealth,
+    /// A datagram opening a UDP flow.
+    Udp,
+}
+
+/// Probes from one source to one host within an interval (or window).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairAgg {
+    /// Distinct destination ports probed.
+    pub ports: Distinct,
+    /// Probes sent.
+    pub probes: u32,
+    /// Of which bare SYNs.
+    pub syn: u32,
+    /// Of which stealth probes.
+    pub stealth: u32,
+    /// Of which UDP.
+    pub udp: u32,
+    /// Connections that completed (TCP handshake).
+    pub established: u32,
+    /// UDP flows the target answered.
+    pub answered: u32,
+    /// Lowest port probed.
+    pub low_port: u16,
+    /// Highest port probed.
+    pub high_port: u16,
+}
+
+impl PairAgg {
+    fn merge(&mut self, o: &PairAgg) {
+        if self.probes == 0 {
+            self.low_port = o.low_port;
+            self.high_port = o.high_port;
+        } else if o.probes > 0 {
+            self.low_port = self.low_port.min(o.low_port);
+            self.high_port = self.high_port.max(o.high_port);
+        }
+        self.ports.merge(&o.ports);
+        self.probes += o.probes;
+        self.syn += o.syn;
+        self.stealth += o.stealth;
+        self.udp += o.udp;
+        self.established += o.established;
+        self.answered += o.answered;
+    }
+}
+
+/// Probes from one source to one port (or ICMP echo / ARP) across hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepAgg {
+    /// Distinct hosts probed.
+    pub dsts: Distinct,
+    /// Probes sent.
+    pub probes: u32,
+    /// Successes (handshakes, UDP answers).
+    pub ok: u32,
+}
+
+impl SweepAgg {
+    fn merge(&mut self, o: &SweepAgg) {
+        self.dsts.merge(&o.dsts);
+        self.probes += o.probes;
+        self.ok += o.ok;
+    }
+}
+
+/// Key of a sweep aggregate: source, port, protocol (ICMP echo: port 0; ARP: [`PROTO_ARP`]).
+pub type SweepKey = (Addr, u16, u8);
+
+/// Probe aggregates by (source, target).
+pub type PairList = Vec<((Addr, Addr), PairAgg)>;
+/// Probe aggregates by sweep key.
+pub type SweepList = Vec<(SweepKey, SweepAgg)>;
+
+/// Per-shard, per-interval probe aggregates (capped).
+pub struct ProbeTable {
+    pairs: HashMap<(Addr, Addr), PairAgg, foldhash::fast::FixedState>,
+    sweeps: HashMap<SweepKey, SweepAgg, foldhash::fast::FixedState>,
+    cap: usize,
+    /// Probes not recorded because the table was full.
+    pub overflow: u64,
+}
+
+impl ProbeTable {
+    /// Holds at most `cap` pairs and `cap` sweeps per interval.
+    pub fn new(cap: usize) -> ProbeTable {
+        ProbeTable {
+            pairs: HashMap::with_hasher(Default::default()),
+            sweeps: HashMap::with_hasher(Default::default()),
+            cap,
+            overflow: 0,
+        }
+    }
+
+    /// Records a TCP/UDP probe from `src` to `dst:port`.
+    pub fn probe(&mut self, src: Addr, dst: Addr, port: u16, proto: u8, how: Probe) {
+        let cap = self.cap;
+        if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
+            if p.probes == 0 {
+                p.low_port = port;
+                p.high_port = port;
+            }
+            p.low_port = p.low_port.min(port);
+            p.high_port = p.high_port.max(port);
+            p.ports.insert_port(port);
+            p.probes += 1;
+            match how {
+                Probe::Syn => p.syn += 1,
+                Probe::Stealth => p.stealth += 1,
+                Probe::Udp => p.udp += 1,
+            }
+        }
+        self.sweep(src, dst, port, proto);
+    }
+
+    /// Records a probe of `dst` on a sweep key (ICMP echo, ARP, or a port).
+    pub fn sweep(&mut self, src: Addr, dst: Addr, port: u16, proto: u8) {
+        let cap = self.cap;
+        if let Some(s) = entry(&mut self.sweeps, (src, port, proto), cap, &mut self.overflow) {
+            s.dsts.insert_addr(&dst);
+            s.probes += 1;
+        }
+    }
+
+    /// Records that `dst:port` answered `src` (handshake or UDP reply).
+    pub fn success(&mut self, src: Addr, dst: Addr, port: u16, proto: u8, established: bool) {
+        let cap = self.cap;
+        if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
+            if established {
+                p.established += 1;
+            } else {
+                p.answered += 1;
+            }
+        }
+        if let Some(s) = entry(&mut self.sweeps, (src, port, proto), cap, &mut self.overflow) {
+            s.ok += 1;
+        }
+    }
+
+    /// Moves this interval's aggregates out.
+    pub fn drain(&mut self) -> (PairList, SweepList) {
+        (self.pairs.drain().collect(), self.sweeps.drain().collect())
+    }
+}
+
+fn entry<'a, K: std::hash::Hash + Eq, V: Default>(
+    map: &'a mut HashMap<K, V, foldhash::fast::FixedState>,
+    k: K,
+    cap: usize,
+    overflow: &mut u64,
+) -> Option<&'a mut V> {
+    if !map.contains_key(&k) && map.len() >= cap {
+        *overflow += 1;
+        return None;
+    }
+    Some(map.entry(k).or_default())
+}
+
+/// `[scan]`: thresholds of the scan detectors.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Run the scan detectors.
+    pub enabled: bool,
+    /// Window in seconds of packet time over which distinct targets are counted.
+    pub window: u64,
+    /// Distinct ports of one host, mostly failing, that make a port scan.
+    pub ports: u64,
+    /// Distinct hosts on one port (or pinged), that make a host scan.
+    pub hosts: u64,
+    /// Distinct hosts ARPed for that make an ARP sweep (routers ARP for many).
+    pub arp_hosts: u64,
+    /// Distinct ports of one host, probed by several sources, for a distributed scan.
+    pub distributed_ports: u64,
+    /// Sources needed for a distributed scan.
+    pub distributed_sources: u64,
+    /// Largest fraction of probes that may succeed for it to still be a scan.
+    pub max_success: f64,
+    /// Most (source, target) windows remembered.
+    pub max_tracked: usize,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        // Zeek's scan policy: 15 ports or 25 hosts within 5 minutes.
+        ScanConfig {
+            enabled: true,
+            window: 300,
+            ports: 15,
+            hosts: 25,
+            arp_hosts: 50,
+            distributed_ports: 100,
+            distributed_sources: 5,
+            max_success: 0.5,
+            max_tracked: 131_072,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Win<T> {
+    start: Timestamp,
+    agg: T,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct DstAgg {
+    sources: Distinct,
+    ports: Distinct,
+    probes: u32,
+    ok: u32,
+    source_count: u32,
+}
+
+/// The host-stage scan detector.
+pub struct ScanDetector {
+    pairs: HashMap<(Addr, Addr), Win<PairAgg>, foldhash::fast::FixedState>,
+    sweeps: HashMap<SweepKey, Win<SweepAgg>, foldhash::fast::FixedState>,
+    dsts: HashMap<Addr, Win<DstAgg>, foldhash::fast::FixedState>,
+    episodes: Episodes<RuleEpisode>,
+    /// Windows dropped to stay under `max_tracked`.
+    pub forgotten: u64,
+}
+
+impl ScanDetector {
+    /// No history. Episodes last at least a window past the last probe.
+    pub fn new(policy: EpisodePolicy, cfg: &ScanConfig) -> ScanDetector {
+        let policy = EpisodePolicy { cooldown: policy.cooldown.max(cfg.window * NANOS_PER_SEC), ..policy };
+        ScanDetector {
+            pairs: HashMap::with_hasher(Default::default()),
+            sweeps: HashMap::with_hasher(Default::default()),
+            dsts: HashMap::with_hasher(Default::default()),
+            episodes: Episodes::new(policy),
+            forgotten: 0,
+        }
+    }
+
+    /// Episodes open now.
+    pub fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    /// Folds in one merged interval of probes and judges what changed.
+    pub fn on_interval(
+        &mut self,
+        mut pairs: PairList,
+        mut sweeps: SweepList,
+        t: Timestamp,
+        cfg: &ScanConfig,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let window = cfg.window.saturating_mul(NANOS_PER_SEC);
+        pairs.sort_by_key(|(k, _)| *k);
+        sweeps.sort_by_key(|(k, _)| *k);
+        // Merge shard parts of the same key first (they arrive adjacent after sorting).
+        let pairs = merge_sorted(pairs, PairAgg::merge);
+        let sweeps = merge_sorted(sweeps, SweepAgg::merge);
+        self.bound(cfg.max_tracked, t, window);
+        for ((src, dst), agg) in pairs {
+            let w = roll(&mut self.pairs, (src, dst), t, window);
+            let fresh_pair = w.agg.probes == 0;
+            w.agg.merge(&agg);
+            let p = w.agg;
+            let start = w.start;
+            let failing = failing(p.probes, p.established + p.answered, cfg.max_success);
+            if agg.probes > 0 {
+                let d = roll(&mut self.dsts, dst, t, window);
+                d.agg.sources.insert_addr(&src);
+                d.agg.source_count += u32::from(fresh_pair);
+                d.agg.ports.merge(&agg.ports);
+            }
+            let d = roll(&mut self.dsts, dst, t, window);
+            d.agg.probes += agg.probes;
+            d.agg.ok += agg.established + agg.answered;
+            let ports = p.ports.estimate();
+            let key = EpisodeKey { kind: AnomalyKind::PortScan, src, dst };
+            // Once open, continued probing keeps the episode alive across windows.
+            let ongoing = self.episodes.is_open(&key) && agg.probes > 0;
+            if (ongoing || ports >= cfg.ports && failing) && !allowed(&src, AnomalyKind::PortScan) {
+                let how = match (p.syn, p.stealth, p.udp) {
+                    (_, s, _) if s * 2 > p.probes => "stealth (NULL/FIN/Xmas)",
+                    (_, _, u) if u * 2 > p.probes => "UDP",
+                    _ => "TCP SYN",
+                };
+                let mut ev = Map::new();
+                ev.insert("distinct_ports".into(), json!(ports));
+                ev.insert("port_range".into(), json!([p.low_port, p.high_port]));
+                ev.insert("probes".into(), json!(p.probes));
+                ev.insert("probe_types".into(), json!({"syn": p.syn, "stealth": p.stealth, "udp": p.udp}));
+                ev.insert("connections_completed".into(), json!(p.established));
+                ev.insert("udp_answered".into(), json!(p.answered));
+                ev.insert("window_start".into(), json!(start.to_string()));
+                let obs = RuleObs {
+                    ts: t,
+                    observed: ports as f64,
+                    threshold: cfg.ports as f64,
+                    unit: "distinct ports",
+                    severity: if ports >= 1000 { Severity::High } else { Severity::Medium },
+                    src: Some(src),
+                    dst: Some(dst),
+                    evidence: ev,
+                    message: format!(
+                        "{src} probed {ports} distinct ports of {dst} (ports {}-{}) with {} {how} probes since {start}; {} completed: a port scan",
+                        p.low_port,
+                        p.high_port,
+                        p.probes,
+                        p.established + p.answered
+                    ),
+                };
+                self.episodes.observe(key, t, &obs, out);
+            }
+        }
+        for ((src, port, proto), agg) in sweeps {
+            let w = roll(&mut self.sweeps, (src, port, proto), t, window);
+            w.agg.merge(&agg);
+            let s = w.agg;
+            let start = w.start;
+            let hosts = s.dsts.estimate();
+            let (method, need, check_ok) = match proto {
+                PROTO_ARP => ("ARP who-has".to_string(), cfg.arp_hosts, false),
+                1 | 58 => ("ICMP echo".to_string(), cfg.hosts, false),
+                6 => (format!("TCP port {port}"), cfg.hosts, true),
+                17 => (format!("UDP port {port}"), cfg.hosts, true),
+                p => (format!("protocol {p}"), cfg.hosts, true),
+            };
+            // A ping or ARP sweep is a sweep whether or not hosts answer;
+            // for TCP/UDP a crawler that connects everywhere is not a scan.
+            let counts = !check_ok || failing(s.probes, s.ok, cfg.max_success);
+            let key = EpisodeKey { kind: AnomalyKind::HostScan, src, dst: Addr::UNSPECIFIED };
+            let ongoing = self.episodes.is_open(&key) && agg.probes > 0;
+            if (ongoing || hosts >= need && counts) && !allowed(&src, AnomalyKind::HostScan) {
+                let mut ev = Map::new();
+                ev.insert("distinct_hosts".into(), json!(hosts));
+                ev.insert("method".into(), json!(method));
+                ev.insert("probes".into(), json!(s.probes));
+                ev.insert("successes".into(), json!(s.ok));
+                ev.insert("window_start".into(), json!(start.to_string()));
+                let obs = RuleObs {
+                    ts: t,
+                    observed: hosts as f64,
+                    threshold: need as f64,
+                    unit: "distinct hosts",
+                    severity: Severity::Medium,
+                    src: Some(src),
+                    dst: None,
+                    evidence: ev,
+                    message: format!(
+                        "{src} swept {hosts} hosts with {method} ({} probes since {start}, {} answered): a host scan",
+                        s.probes, s.ok
+                    ),
+                };
+                self.episodes.observe(key, t, &obs, out);
+            }
+        }
+        let mut dsts: Vec<(Addr, Win<DstAgg>)> =
+            self.dsts.iter().filter(|(_, w)| w.agg.probes > 0).map(|(a, w)| (*a, *w)).collect();
+        dsts.sort_by_key(|(a, _)| *a);
+        for (dst, w) in dsts {
+            let d = w.agg;
+            let (ports, sources) = (d.ports.estimate(), d.sources.estimate());
+            let key = EpisodeKey { kind: AnomalyKind::DistributedScan, src: Addr::UNSPECIFIED, dst };
+            if ports < cfg.distributed_ports || sources < cfg.distributed_sources {
+                continue;
+            }
+            // Internet background radiation also reaches many ports from many
+            // sources, but each source tries one or two. A distributed scan
+            // splits a range: several sources each walk a share of it.
+            let sharing = self
+                .pairs
+                .iter()
+                .filter(|((_, d), w)| {
+                    *d == dst
+                        && w.agg.ports.estimate() >= SHARE_PORTS
+                        && failing(w.agg.probes, w.agg.established + w.agg.answered, cfg.max_success)
+                })
+                .count() as u64;
+            if sharing >= cfg.distributed_sources
+                && failing(d.probes, d.ok, cfg.max_success)
+                && !allowed(&dst, AnomalyKind::DistributedScan)
+            {
+                let mut ev = Map::new();
+                ev.insert("distinct_ports".into(), json!(ports));
+                ev.insert("distinct_sources".into(), json!(sources));
+                ev.insert("sources_walking_ranges".into(), json!(sharing));
+                ev.insert("probes".into(), json!(d.probes));
+                ev.insert("window_start".into(), json!(w.start.to_string()));
+                let obs = RuleObs {
+                    ts: t,
+                    observed: ports as f64,
+                    threshold: cfg.distributed_ports as f64,
+                    unit: "distinct ports",
+                    severity: Severity::Medium,
+                    src: None,
+                    dst: Some(dst),
+                    evidence: ev,
+                    message: format!(
+                        "{sources} sources together probed {ports} distinct ports of {dst} ({} probes, mostly failing): a distributed port scan",
+                        d.probes
+                    ),
+                };
+                self.episodes.observe(key, t, &obs, out);
+            }
+        }
+    }
+
+    /// Rate-limited updates and cool-down ends.
+    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.tick(t, out);
+    }
+
+    /// Ends every open episode.
+    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.close_all(t, out);
+    }
+
+    fn bound(&mut self, cap: usize, now: Timestamp, window: u64) {
+        for map_len in [self.pairs.len(), self.sweeps.len(), self.dsts.len()] {
+            if map_len < cap {
+                continue;
+            }
+            let before = self.pairs.len() + self.sweeps.len() + self.dsts.len();
+            // Expired windows go first; if that is not enough, everything
+            // older than half a window.
+            self.pairs.retain(|_, w| now.since(w.start) < window / 2);
+            self.sweeps.retain(|_, w| now.since(w.start) < window / 2);
+            self.dsts.retain(|_, w| now.since(w.start) < window / 2);
+            let after = self.pairs.len() + self.sweeps.len() + self.dsts.len();
+            self.forgotten += (before - after) as u64;
+            if self.pairs.len() >= cap || self.sweeps.len() >= cap || self.dsts.len() >= cap {
+                let n = self.pairs.len() + self.sweeps.len() + self.dsts.len();
+                self.pairs.clear();
+                self.sweeps.clear();
+                self.dsts.clear();
+                self.forgotten += n as u64;
+            }
+            break;
+        }
+    }
+}
+
+fn failing(probes: u32, ok: u32, max_success: f64) -> bool {
+    probes > 0 && f64::from(ok) <= max_success * f64::from(probes)
+}
+
+/// The window of `k`, restarted when it is older than `window`.
+fn roll<K: std::hash::Hash + Eq, T: Default>(
+    map: &mut HashMap<K, Win<T>, foldhash::fast::FixedState>,
+    k: K,
+    now: Timestamp,
+    window: u64,
+) -> &mut Win<T> {
+    let w = map.entry(k).or_insert_with(|| Win { start: now, agg: T::default() });
+    if now.since(w.start) >= window {
+        *w = Win { start: now, agg: T::default() };
+    }
+    w
+}
+
+fn merge_sorted<K: PartialEq + Copy, V>(v: Vec<(K, V)>, merge: fn(&mut V, &V)) -> Vec<(K, V)> {
+    let mut out: Vec<(K, V)> = Vec::with_capacity(v.len());
+    for (k, a) in v {
+        match out.last_mut() {
+            Some((lk, la)) if *lk == k => merge(la, &a),
+            _ => out.push((k, a)),
+        }
+    }
+    out
+}
