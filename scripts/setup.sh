@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what netvigil needs on Debian/Ubuntu, only when it is missing.
 #   scripts/setup.sh build   libpcap headers (to build)
-#   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3)
+#   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3, nmap)
 set -euo pipefail
 
 want=(libpcap-dev pkg-config)
 if [ "${1:-build}" = test ]; then
-  want+=(iproute2 iputils-ping curl python3 procps)
+  want+=(iproute2 iputils-ping curl python3 procps nmap)
 fi
 
 missing=()

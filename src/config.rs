@@ -473,6 +473,22 @@ impl Config {
                 )?;
             }
         }
+        let sc = &self.scan;
+        check((1..=86_400).contains(&sc.window), "scan.window", sc.window, "must be 1..=86400 seconds")?;
+        check(sc.ports >= 2, "scan.ports", sc.ports, "must be at least 2")?;
+        check(sc.hosts >= 2, "scan.hosts", sc.hosts, "must be at least 2")?;
+        check(sc.arp_hosts >= 2, "scan.arp_hosts", sc.arp_hosts, "must be at least 2")?;
+        check(
+            (0.0..=1.0).contains(&sc.max_success),
+            "scan.max_success",
+            sc.max_success,
+            "must be a fraction 0..=1",
+        )?;
+        check(sc.max_tracked >= 1, "scan.max_tracked", sc.max_tracked, "must be at least 1")?;
+        let tu = &self.tunnel;
+        check((1..=86_400).contains(&tu.window), "tunnel.window", tu.window, "must be 1..=86400 seconds")?;
+        check(tu.encoded_names >= 1, "tunnel.encoded_names", tu.encoded_names, "must be at least 1")?;
+        check(tu.icmp_echoes >= 1, "tunnel.icmp_echoes", tu.icmp_echoes, "must be at least 1")?;
         for g in &self.hostgroup {
             check(!g.cidrs.is_empty(), "hostgroup.cidrs", &g.name, "a host group needs at least one member")?;
             for c in &g.cidrs {

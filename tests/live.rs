@@ -222,3 +222,96 @@ fn live_capture_without_permission_is_one_clear_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("permission denied") && err.contains("CAP_NET_RAW"), "{err}");
 }
+
+fn events_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn live_nmap_scans_are_one_port_scan_episode_and_curl_is_quiet() {
+    if let Some(why) = skip_reason(&["ip", "nmap", "curl", "python3"]) {
+        say_skipped("live_nmap_scans_are_one_port_scan_episode_and_curl_is_quiet", &why);
+        return;
+    }
+    let mut lab = lab("n", 3);
+    let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Command::new("ip")
+        .args(["netns", "exec", &b, "python3", "-m", "http.server", "8080", "--bind", "10.213.3.2"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(server);
+
+    // Ordinary traffic first, watched by its own sensor: no episode at all.
+    let quiet = tempfile::tempdir().unwrap();
+    let mut sensor = start_sensor(&b, &b, quiet.path());
+    wait_for_log(quiet.path(), "capturing on");
+    let mut fetched = 0;
+    for _ in 0..100 {
+        if sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "curl",
+            "-sf",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "http://10.213.3.2:8080/",
+        ]) {
+            fetched += 1;
+            if fetched == 30 {
+                break;
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(fetched, 30);
+    assert!(stop(&mut sensor, "INT").success());
+    let ev = events_of(quiet.path());
+    assert!(ev.is_empty(), "30 HTTP fetches raised {ev:#?}");
+
+    // Then two nmap scans against the target while the sensor watches it.
+    let mut sensor = start_sensor(&b, &b, dir.path());
+    wait_for_log(dir.path(), "capturing on");
+    for scan in ["-sS", "-sX"] {
+        assert!(sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "nmap",
+            scan,
+            "-Pn",
+            "-n",
+            "-p",
+            "1-300",
+            "--max-rate",
+            "2000",
+            "--max-retries",
+            "1",
+            "10.213.3.2",
+        ]));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(stop(&mut sensor, "INT").success());
+    let ev = events_of(dir.path());
+    let scans: Vec<&serde_json::Value> =
+        ev.iter().filter(|e| e["kind"] == "port_scan" && e["phase"] == "start").collect();
+    assert_eq!(scans.len(), 1, "one episode for both scans: {ev:#?}");
+    assert_eq!(scans[0]["src_ip"], "10.213.3.1");
+    assert_eq!(scans[0]["dst_ip"], "10.213.3.2");
+    let end = ev.iter().find(|e| e["kind"] == "port_scan" && e["phase"] == "end").unwrap();
+    assert!(end["observed"].as_f64().unwrap() >= 250.0, "{end}");
+    assert!(ev.iter().any(|e| e["kind"] == "tcp_invalid_flags"), "the Xmas probes are invalid flags too");
+}

@@ -299,7 +299,9 @@ impl HitTable {
         if ports && m.src == m.dst && m.sport == m.dport && !m.src.ip().is_unspecified() {
             self.hit(AnomalyKind::Land, m, 0);
         }
-        if ports && (m.sport == 0 || m.dport == 0) {
+        // A RST from port 0 is the target refusing a port-0 probe: a reaction, not misuse.
+        let refusal = m.has_tcp_flags() && m.tcp_flags & tcp_flags::RST != 0;
+        if ports && (m.dport == 0 || (m.sport == 0 && !refusal)) {
             self.hit(AnomalyKind::PortZero, m, if m.proto == ip_proto::TCP { 1 } else { 2 });
         }
         let header = m.anomalies & HEADER_ANOMALIES;

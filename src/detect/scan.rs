@@ -500,3 +500,52 @@ fn merge_sorted<K: PartialEq + Copy, V>(v: Vec<(K, V)>, merge: fn(&mut V, &V)) -
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u8) -> Addr {
+        Addr::v4([198, 51, 100, i])
+    }
+
+    #[test]
+    fn many_sources_walking_ranges_are_a_distributed_scan_background_is_not() {
+        let target = Addr::v4([192, 0, 2, 1]);
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let cfg = ScanConfig::default();
+        // Ten sources, each probing 12 ports of a 120-port range: each below
+        // the port-scan line (15), together a distributed scan.
+        let mut pairs = Vec::new();
+        for s in 0..10u8 {
+            let mut a = PairAgg::default();
+            for p in 0..12u16 {
+                a.ports.insert_port(1000 + u16::from(s) * 12 + p);
+            }
+            a.probes = 12;
+            a.syn = 12;
+            a.low_port = 1000 + u16::from(s) * 12;
+            a.high_port = a.low_port + 11;
+            pairs.push(((addr(s), target), a));
+        }
+        let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
+        let mut out = Vec::new();
+        det.on_interval(pairs, Vec::new(), Timestamp::from_secs(10), &cfg, &never, &mut out);
+        let kinds: Vec<AnomalyKind> = out.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![AnomalyKind::DistributedScan], "{out:#?}");
+
+        // Background radiation: 150 sources, one port each.
+        let mut pairs = Vec::new();
+        for s in 0..150u8 {
+            let mut a = PairAgg::default();
+            a.ports.insert_port(2000 + u16::from(s));
+            a.probes = 1;
+            a.syn = 1;
+            pairs.push(((addr(s), target), a));
+        }
+        let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
+        let mut out = Vec::new();
+        det.on_interval(pairs, Vec::new(), Timestamp::from_secs(10), &cfg, &never, &mut out);
+        assert!(out.is_empty(), "{out:#?}");
+    }
+}
