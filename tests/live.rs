@@ -122,6 +122,36 @@ fn stop(child: &mut Child, signal: &str) -> std::process::ExitStatus {
     }
 }
 
+/// Starts `python3 -m http.server` on `ip:8080` in namespace `ns` (torn down with the lab).
+fn serve_http(lab: &mut Lab, ns: &str, ip: &str, dir: &std::path::Path) {
+    let server = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-m", "http.server", "8080", "--bind", ip])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(server);
+}
+
+/// Fetches `http://ip:8080/` from namespace `ns` `n` times (retrying while the
+/// server starts, bounded); returns how many fetches succeeded.
+fn fetch(ns: &str, ip: &str, n: usize) -> usize {
+    let url = format!("http://{ip}:8080/");
+    let mut fetched = 0;
+    for _ in 0..(n + 50) {
+        if sh(&["ip", "netns", "exec", ns, "curl", "-sf", "-m", "5", "-o", "/dev/null", &url]) {
+            fetched += 1;
+            if fetched == n {
+                break;
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(100)); // server still starting
+        }
+    }
+    fetched
+}
+
 #[test]
 fn live_capture_sees_real_traffic_between_namespaces() {
     if let Some(why) = skip_reason(&["ip", "ping", "curl", "python3"]) {
@@ -131,41 +161,12 @@ fn live_capture_sees_real_traffic_between_namespaces() {
     let mut lab = lab("l", 1);
     let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
     let dir = tempfile::tempdir().unwrap();
-    let server = Command::new("ip")
-        .args(["netns", "exec", &b, "python3", "-m", "http.server", "8080", "--bind", "10.213.1.2"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.children.push(server);
+    serve_http(&mut lab, &b, "10.213.1.2", dir.path());
     let mut sensor = start_sensor(&a, &a, dir.path());
     wait_for_log(dir.path(), "capturing on");
 
     assert!(sh(&["ip", "netns", "exec", &a, "ping", "-c", "5", "-i", "0.2", "-W", "2", "10.213.1.2"]));
-    let mut fetched = 0;
-    for _ in 0..50 {
-        if sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &a,
-            "curl",
-            "-sf",
-            "-m",
-            "5",
-            "-o",
-            "/dev/null",
-            "http://10.213.1.2:8080/",
-        ]) {
-            fetched += 1;
-            if fetched == 3 {
-                break;
-            }
-        } else {
-            std::thread::sleep(Duration::from_millis(100)); // server still starting
-        }
-    }
+    let fetched = fetch(&a, "10.213.1.2", 3);
     assert_eq!(fetched, 3, "curl could not reach the HTTP server");
     std::thread::sleep(Duration::from_millis(500));
 
@@ -240,42 +241,13 @@ fn live_nmap_scans_are_one_port_scan_episode_and_curl_is_quiet() {
     let mut lab = lab("n", 3);
     let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
     let dir = tempfile::tempdir().unwrap();
-    let server = Command::new("ip")
-        .args(["netns", "exec", &b, "python3", "-m", "http.server", "8080", "--bind", "10.213.3.2"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.children.push(server);
+    serve_http(&mut lab, &b, "10.213.3.2", dir.path());
 
     // Ordinary traffic first, watched by its own sensor: no episode at all.
     let quiet = tempfile::tempdir().unwrap();
     let mut sensor = start_sensor(&b, &b, quiet.path());
     wait_for_log(quiet.path(), "capturing on");
-    let mut fetched = 0;
-    for _ in 0..100 {
-        if sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &a,
-            "curl",
-            "-sf",
-            "-m",
-            "5",
-            "-o",
-            "/dev/null",
-            "http://10.213.3.2:8080/",
-        ]) {
-            fetched += 1;
-            if fetched == 30 {
-                break;
-            }
-        } else {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let fetched = fetch(&a, "10.213.3.2", 30);
     assert_eq!(fetched, 30);
     assert!(stop(&mut sensor, "INT").success());
     let ev = events_of(quiet.path());
