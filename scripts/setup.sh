@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what netvigil needs on Debian/Ubuntu, only when it is missing.
 #   scripts/setup.sh build   libpcap headers (to build)
-#   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3, nmap)
+#   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3, nmap,
+#                            prometheus + promtool, systemd-analyze)
 set -euo pipefail
 
 want=(libpcap-dev pkg-config)
 if [ "${1:-build}" = test ]; then
-  want+=(iproute2 iputils-ping curl python3 procps nmap)
+  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd)
 fi
 
 missing=()

@@ -60,6 +60,9 @@ pub struct Common {
     /// Directory for learned state across runs.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// After the run, keep serving metrics this many seconds (so a scraper sees the final values).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub metrics_linger: u64,
     /// Also write the end-of-run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,

@@ -93,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
+            linger(&args.common);
             finish(summary, result, cli.quiet, args.common.summary_json.as_deref())
         }
         Command::Live(args) => {
@@ -113,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 lo.snaplen,
                 lo.buffer_mib
             );
+            netvigil::export::systemd::notify(&format!("READY=1\nSTATUS=capturing on {}", lo.interface));
             let source = Source::Live {
                 cap: Box::new(cap),
                 opts: lo,
@@ -168,6 +170,9 @@ fn prepare(
         tracing::info!("metrics on http://{addr}/metrics");
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("cannot install signal handler")?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while we are already stopping exits at once.
         signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
@@ -182,6 +187,8 @@ fn prepare(
             events,
             metrics: metrics_addr.is_some(),
             state_dir: common.state_dir.clone(),
+            reload: reload.clone(),
+            config_path: common.config.clone(),
         },
         stop,
     ))
@@ -202,6 +209,13 @@ fn watch_signals_breakloop(stop: Arc<AtomicBool>, breaker: Arc<Mutex<Option<pcap
             }
         }
     });
+}
+
+/// Keeps the process (and its metrics endpoint) alive after a replay.
+fn linger(common: &Common) {
+    if common.metrics_listen.is_some() && common.metrics_linger > 0 {
+        std::thread::sleep(std::time::Duration::from_secs(common.metrics_linger));
+    }
 }
 
 fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {

@@ -44,6 +44,10 @@ pub struct Options {
     pub metrics: bool,
     /// Where learned baselines are loaded from and saved to.
     pub state_dir: Option<PathBuf>,
+    /// Set by SIGHUP: reload the config file and reopen the events file.
+    pub reload: Arc<AtomicBool>,
+    /// The config file to reload from (built-in defaults when `None`).
+    pub config_path: Option<PathBuf>,
 }
 
 /// What a run did, for the summary and the tests.
@@ -71,6 +75,10 @@ pub struct Summary {
     pub baseline_restored: usize,
     /// Where the baselines were saved at the end, if they were.
     pub state_saved: Option<PathBuf>,
+    /// Pipeline latency per interval in microseconds: p50, p99, max.
+    pub latency_us: Option<(u64, u64, u64)>,
+    /// Configuration reloads: applied, rejected.
+    pub reloads: (u64, u64),
 }
 
 /// The capture thread's side of the pipeline: decode, shard, batch, tick.
@@ -143,7 +151,8 @@ impl Dispatcher {
                 // One tick however far time jumped: a gap of years is one
                 // long quiet interval, not millions of empty ones.
                 let boundary = t.floor_to(self.interval);
-                self.broadcast(|| ShardMsg::Tick(boundary));
+                let sent = Instant::now();
+                self.broadcast(|| ShardMsg::Tick(boundary, sent));
                 self.next_tick = Some(boundary.saturating_add(self.interval));
                 if self.publish {
                     metrics::publish_capture(&self.stats);
@@ -286,9 +295,16 @@ pub fn run(
     let mut writer = opts.events;
     let state_dir = opts.state_dir.clone();
     let save_every = cfg.spike.save_interval.saturating_mul(crate::time::NANOS_PER_SEC);
+    let ctl = HostControl {
+        publish,
+        live: opts.backpressure == Backpressure::DropNewest,
+        reload: opts.reload.clone(),
+        config_path: opts.config_path.clone(),
+        started,
+    };
     let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
         let persist = Persist { dir: state_dir, every: save_every, last: None, warned: false };
-        host_stage(host, report_rx, &mut writer, publish, &stop_host, persist)
+        host_stage(host, report_rx, &mut writer, &stop_host, persist, ctl)
     });
 
     let mut d = Dispatcher {
@@ -330,6 +346,8 @@ pub fn run(
                 summary.baseline_hosts = hs.baseline_hosts;
                 summary.baseline_restored = hs.restored;
                 summary.state_saved = hs.saved;
+                summary.latency_us = hs.latency_us;
+                summary.reloads = hs.reloads;
             }
             Err(_) => summary.events_error = Some("host stage crashed".into()),
         },
@@ -347,6 +365,17 @@ struct HostResult {
     baseline_hosts: usize,
     restored: usize,
     saved: Option<PathBuf>,
+    latency_us: Option<(u64, u64, u64)>,
+    reloads: (u64, u64),
+}
+
+/// What the host-stage thread needs besides its data.
+struct HostControl {
+    publish: bool,
+    live: bool,
+    reload: Arc<AtomicBool>,
+    config_path: Option<PathBuf>,
+    started: Instant,
 }
 
 /// Saving learned state from the host stage, on a packet-time timer.
@@ -410,15 +439,20 @@ fn host_stage(
     mut host: HostStage,
     rx: Receiver<ShardReport>,
     writer: &mut EventWriter,
-    publish: bool,
     stop: &AtomicBool,
     mut persist: Persist,
+    ctl: HostControl,
 ) -> HostResult {
     let mut out: Vec<Anomaly> = Vec::new();
     let mut error: Option<String> = None;
     let restored = persist.restore(&mut host);
     let mut saved = None;
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).ok();
+    let mut reloads = (0, 0);
+    let mut last_watchdog = Instant::now();
+    let mut clock_offset: Option<f64> = None;
     while let Ok(r) = rx.recv() {
+        let sent = r.sent;
         if !host.on_report(r, &mut out) {
             continue;
         }
@@ -432,7 +466,7 @@ fn host_stage(
             if error.is_some() {
                 continue;
             }
-            if publish && a.phase == crate::detect::Phase::Start {
+            if ctl.publish && a.phase == crate::detect::Phase::Start {
                 metrics::count_anomaly(a.category().as_str(), a.kind.as_str(), a.severity.as_str());
             }
             if let Err(e) = writer.write(&a) {
@@ -445,7 +479,11 @@ fn host_stage(
                 stop.store(true, Ordering::Relaxed);
             }
         }
-        if publish {
+        let lat = sent.map(|s| s.elapsed());
+        if let (Some(h), Some(l)) = (latency.as_mut(), lat) {
+            let _ = h.record((l.as_micros() as u64).max(1));
+        }
+        if ctl.publish {
             let sp = host.spike();
             metrics::publish_baselines(sp.hosts_tracked(), sp.hosts_warming(now, host.config()));
             let iv = host.last_interval();
@@ -455,11 +493,38 @@ fn host_stage(
                 host.open_episodes(),
                 iv.end.as_secs_f64(),
             );
+            // Lag behind the stream's own clock: live packet time is the wall
+            // clock; a replay's clock starts when its first interval closes.
+            let behind = crate::capture::live::wall_now().as_secs_f64() - iv.end.as_secs_f64();
+            let offset = *clock_offset.get_or_insert(if ctl.live { 0.0 } else { behind });
+            let lag = Some((behind - offset).max(0.0));
+            metrics::publish_timing(
+                lat.map(|l| l.as_secs_f64()).unwrap_or(0.0),
+                lag,
+                ctl.started.elapsed().as_secs_f64(),
+            );
+        }
+        if ctl.reload.swap(false, Ordering::Relaxed) {
+            match reload(&mut host, writer, ctl.config_path.as_deref()) {
+                Ok(()) => reloads.0 += 1,
+                Err(()) => reloads.1 += 1,
+            }
+            if ctl.publish {
+                metrics::count_reload(reloads.1 == 0);
+            }
+        }
+        if ctl.live && last_watchdog.elapsed() >= Duration::from_secs(1) {
+            // Proof of progress for systemd's watchdog: intervals still close.
+            crate::export::systemd::notify("WATCHDOG=1");
+            last_watchdog = Instant::now();
         }
         if host.all_finished() {
             break;
         }
     }
+    let latency_us = latency
+        .filter(|h| !h.is_empty())
+        .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()));
     HostResult {
         tracking: host.stats(),
         by_kind: writer.by_kind.clone(),
@@ -468,6 +533,34 @@ fn host_stage(
         baseline_hosts: host.spike().hosts_tracked(),
         restored,
         saved,
+        latency_us,
+        reloads,
+    }
+}
+
+/// SIGHUP: re-read the config (a bad one keeps the old and says why) and
+/// reopen the events file (logrotate).
+fn reload(host: &mut HostStage, writer: &mut EventWriter, path: Option<&std::path::Path>) -> Result<(), ()> {
+    if let Err(e) = writer.reopen() {
+        tracing::warn!("reload: {e}; events keep going to the old file");
+    }
+    let Some(path) = path else {
+        tracing::info!("reload: no --config given; defaults stay, events file reopened");
+        return Ok(());
+    };
+    match Config::load(path) {
+        Ok(cfg) => {
+            host.reload(cfg.detect_config());
+            tracing::warn!(
+                "reloaded {}: thresholds, allowlists and episode timing now in force (capture and flow-table settings need a restart)",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!("reload failed, keeping the previous configuration: {e}");
+            Err(())
+        }
     }
 }
 
@@ -511,6 +604,8 @@ impl Summary {
             "drops": {"kernel": c.kernel_drops, "interface": c.if_drops, "queue_full": c.queue_drops},
             "errors": c.errors,
             "events_error": self.events_error,
+            "reloads": {"applied": self.reloads.0, "rejected": self.reloads.1},
+            "latency_us": self.latency_us.map(|(a, b, c)| serde_json::json!({"p50": a, "p99": b, "max": c})),
             "baselines": {
                 "hosts": self.baseline_hosts,
                 "restored": self.baseline_restored,
@@ -585,6 +680,18 @@ impl Summary {
             self.baseline_restored,
             self.state_saved.as_ref().map(|p| format!(", saved to {}", p.display())).unwrap_or_default()
         );
+        if let Some((p50, p99, max)) = self.latency_us {
+            let _ = writeln!(
+                s,
+                "  latency      interval close to events: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                p50 as f64 / 1e3,
+                p99 as f64 / 1e3,
+                max as f64 / 1e3
+            );
+        }
+        if self.reloads != (0, 0) {
+            let _ = writeln!(s, "  reloads      {} applied, {} rejected", self.reloads.0, self.reloads.1);
+        }
         if let Some(e) = &self.events_error {
             let _ = writeln!(s, "  events       stopped: {e}");
         }

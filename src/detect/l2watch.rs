@@ -103,6 +103,11 @@ impl L2Watch {
         self.episodes.open_count()
     }
 
+    /// Takes new episode timing; bindings and open episodes stay.
+    pub fn reconfigure(&mut self, policy: EpisodePolicy) {
+        self.episodes.set_policy(policy);
+    }
+
     /// Processes one interval's observations in time order.
     pub fn on_interval(
         &mut self,

@@ -224,6 +224,18 @@ impl HostStage {
             + self.l2.open_count()
     }
 
+    /// Applies a new configuration (SIGHUP): thresholds, allowlists, host
+    /// groups and episode timing change from the next interval on; learned
+    /// baselines, windows and open episodes are kept.
+    pub fn reload(&mut self, cfg: DetectConfig) {
+        self.misuse.set_policy(cfg.misuse_episodes);
+        self.spike.reconfigure(&cfg);
+        self.scans.reconfigure(cfg.misuse_episodes, &cfg.scan);
+        self.tunnels.reconfigure(cfg.misuse_episodes, &cfg.tunnel);
+        self.l2.reconfigure(cfg.misuse_episodes);
+        self.cfg = cfg;
+    }
+
     /// The statistical detector (baselines, persistence of learned state).
     pub fn spike(&self) -> &spike::SpikeDetector {
         &self.spike

@@ -273,6 +273,14 @@ impl ScanDetector {
         self.episodes.open_count()
     }
 
+    /// Takes new episode timing; windows and open episodes stay.
+    pub fn reconfigure(&mut self, policy: EpisodePolicy, cfg: &ScanConfig) {
+        self.episodes.set_policy(EpisodePolicy {
+            cooldown: policy.cooldown.max(cfg.window * NANOS_PER_SEC),
+            ..policy
+        });
+    }
+
     /// Folds in one merged interval of probes and judges what changed.
     pub fn on_interval(
         &mut self,

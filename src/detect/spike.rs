@@ -248,6 +248,13 @@ impl SpikeDetector {
         self.episodes.open_count()
     }
 
+    /// Takes new half-lives and episode timing; learned baselines stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        let fresh = SpikeDetector::new(cfg);
+        self.alphas = fresh.alphas;
+        self.episodes.set_policy(cfg.misuse_episodes);
+    }
+
     /// True when a flood or amplification episode is open against `target`.
     pub fn flood_open(&self, target: &Addr) -> bool {
         FLOOD_KINDS

@@ -67,6 +67,14 @@ struct Record<'a> {
     message: &'a str,
 }
 
+fn open_append(path: &Path) -> Result<std::fs::File, EventsError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| EventsError::Open { path: path.to_path_buf(), source })
+}
+
 /// Name of an IP protocol as written in events.
 pub fn proto_name(p: u8) -> &'static str {
     match p {
@@ -114,6 +122,7 @@ pub fn to_json_line(a: &Anomaly) -> String {
 /// Writes events as JSON lines, flushed per line, and counts them.
 pub struct EventWriter {
     out: BufWriter<Box<dyn Write + Send>>,
+    path: Option<PathBuf>,
     /// Events written, by kind name.
     pub by_kind: BTreeMap<&'static str, u64>,
     /// Events written, by phase (start, update, end).
@@ -125,22 +134,26 @@ pub struct EventWriter {
 impl EventWriter {
     /// Opens `path` for appending, or stdout for `-`.
     pub fn open(path: &Path) -> Result<EventWriter, EventsError> {
-        let out: Box<dyn Write + Send> = if path == Path::new("-") {
-            Box::new(io::stdout())
-        } else {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| EventsError::Open { path: path.to_path_buf(), source })?;
-            Box::new(f)
-        };
-        Ok(EventWriter::new(out))
+        if path == Path::new("-") {
+            return Ok(EventWriter::new(Box::new(io::stdout())));
+        }
+        let mut w = EventWriter::new(Box::new(open_append(path)?));
+        w.path = Some(path.to_path_buf());
+        Ok(w)
+    }
+
+    /// Reopens the events file (after logrotate moved it: SIGHUP); a no-op on stdout.
+    pub fn reopen(&mut self) -> Result<(), EventsError> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        let f = open_append(&path)?;
+        let _ = self.out.flush();
+        self.out = BufWriter::new(Box::new(f));
+        Ok(())
     }
 
     /// Wraps any writer (tests use a `Vec<u8>`).
     pub fn new(out: Box<dyn Write + Send>) -> EventWriter {
-        EventWriter { out: BufWriter::new(out), by_kind: BTreeMap::new(), starts: 0, total: 0 }
+        EventWriter { out: BufWriter::new(out), path: None, by_kind: BTreeMap::new(), starts: 0, total: 0 }
     }
 
     /// Writes and flushes one event.

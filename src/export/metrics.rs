@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::capture::CaptureStats;
 use crate::decode::anomaly;
@@ -41,6 +41,14 @@ pub const PACKET_TIME: &str = "netvigil_packet_time_seconds";
 pub const BASELINE_HOSTS: &str = "netvigil_baseline_hosts";
 /// Hosts still in warm-up (judged by ceilings, not their own baseline).
 pub const BASELINE_WARMING: &str = "netvigil_baseline_hosts_warming";
+/// Wall time from the capture thread closing an interval to the host stage finishing it.
+pub const PIPELINE_LATENCY: &str = "netvigil_pipeline_latency_seconds";
+/// Wall clock minus the packet time of the last closed interval (live capture).
+pub const PACKET_TIME_LAG: &str = "netvigil_packet_time_lag_seconds";
+/// Seconds since the process started.
+pub const UPTIME: &str = "netvigil_uptime_seconds";
+/// Configuration reloads (SIGHUP), by result.
+pub const RELOADS: &str = "netvigil_config_reloads_total";
 /// Build information (value 1).
 pub const BUILD_INFO: &str = "netvigil_build_info";
 /// Process start time, Unix seconds.
@@ -48,8 +56,14 @@ pub const START_TIME: &str = "netvigil_start_time_seconds";
 
 /// Starts the Prometheus HTTP endpoint on `addr` and describes every metric.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
+    // Fixed buckets (not summaries) so several sensors aggregate in PromQL.
+    let latency = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let lag = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(PIPELINE_LATENCY.into()), &latency)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(PACKET_TIME_LAG.into()), &lag))
+        .map_err(|e| format!("cannot configure metrics: {e}"))?
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     describe_counter!(PACKETS, metrics::Unit::Count, "Packets seen, by protocol.");
@@ -66,9 +80,24 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
     describe_gauge!(PACKET_TIME, metrics::Unit::Seconds, "Packet time of the last closed interval.");
     describe_gauge!(BASELINE_HOSTS, metrics::Unit::Count, "Hosts with a learned baseline.");
     describe_gauge!(BASELINE_WARMING, metrics::Unit::Count, "Hosts still in baseline warm-up.");
+    describe_histogram!(
+        PIPELINE_LATENCY,
+        metrics::Unit::Seconds,
+        "Wall time from an interval's close in capture to its end in the host stage."
+    );
+    describe_histogram!(
+        PACKET_TIME_LAG,
+        metrics::Unit::Seconds,
+        "Wall clock minus packet time of the last closed interval (live)."
+    );
+    describe_gauge!(UPTIME, metrics::Unit::Seconds, "Seconds since the process started.");
+    describe_counter!(RELOADS, metrics::Unit::Count, "Configuration reloads by result.");
     describe_gauge!(BUILD_INFO, "Build information.");
     describe_gauge!(START_TIME, metrics::Unit::Seconds, "Process start time since the Unix epoch.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Series that exist from the start, so dashboards show 0, not "no data".
+    counter!(RELOADS, "result" => "ok").absolute(0);
+    counter!(RELOADS, "result" => "failed").absolute(0);
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -97,6 +126,20 @@ pub fn publish_tracking(s: &ShardStats, hosts: usize, open_episodes: usize, pack
 pub fn publish_baselines(hosts: usize, warming: usize) {
     gauge!(BASELINE_HOSTS).set(hosts as f64);
     gauge!(BASELINE_WARMING).set(warming as f64);
+}
+
+/// Records one interval's pipeline latency, live lag and the uptime.
+pub fn publish_timing(latency: f64, lag: Option<f64>, uptime: f64) {
+    histogram!(PIPELINE_LATENCY).record(latency);
+    if let Some(l) = lag {
+        histogram!(PACKET_TIME_LAG).record(l.max(0.0));
+    }
+    gauge!(UPTIME).set(uptime);
+}
+
+/// Counts a configuration reload.
+pub fn count_reload(ok: bool) {
+    counter!(RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
 /// Counts one opened episode.

@@ -4,5 +4,6 @@ pub mod community_id;
 pub mod events;
 pub mod metrics;
 pub mod state;
+pub mod systemd;
 
 pub use events::{EventWriter, EventsError};

@@ -25,7 +25,8 @@ pub enum ShardMsg {
     /// Decoded packets, in capture order.
     Batch(Vec<PacketMeta>),
     /// Every packet before this time has been sent: close the interval.
-    Tick(Timestamp),
+    /// The instant is when the capture thread sent it (for latency metrics only).
+    Tick(Timestamp, std::time::Instant),
     /// End of input at this packet time: report, end every flow, stop.
     Finish(Timestamp),
 }
@@ -221,6 +222,8 @@ pub struct ShardReport {
     pub rules: RuleAggs,
     /// Cumulative shard counters.
     pub stats: ShardStats,
+    /// When the tick that closed this interval left the capture thread.
+    pub sent: Option<std::time::Instant>,
 }
 
 /// Per-shard settings.
@@ -447,6 +450,7 @@ impl Shard {
             hits,
             rules,
             stats: self.stats,
+            sent: None,
         }
     }
 }
@@ -482,9 +486,11 @@ pub fn run_shard(
                 b.clear();
                 let _ = recycle.try_send(b);
             }
-            ShardMsg::Tick(t) => {
+            ShardMsg::Tick(t, sent) => {
                 last_t = t;
-                if reports.send(shard.tick(t, false)).is_err() {
+                let mut r = shard.tick(t, false);
+                r.sent = Some(sent);
+                if reports.send(r).is_err() {
                     return;
                 }
             }
