@@ -273,14 +273,17 @@ pub fn run(
     let shard_cfg = cfg.shard_config(workers);
     let mut shard_txs = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
+    let mut give_back = Vec::with_capacity(workers);
     for id in 0..workers {
         let (tx, rx) = bounded::<ShardMsg>(depth);
         shard_txs.push(tx);
         let shard = Shard::new(id, shard_cfg);
         let (rtx, ctx) = (report_tx.clone(), recycle_tx.clone());
+        let (back_tx, back_rx) = bounded(2);
+        give_back.push(back_tx);
         let h = thread::Builder::new()
             .name(format!("netvigil-shard-{id}"))
-            .spawn(move || track::run_shard(shard, rx, rtx, ctx));
+            .spawn(move || track::run_shard(shard, rx, rtx, ctx, back_rx));
         match h {
             Ok(h) => handles.push(h),
             Err(e) => tracing::error!("cannot start shard thread: {e}"),
@@ -304,7 +307,7 @@ pub fn run(
     };
     let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
         let persist = Persist { dir: state_dir, every: save_every, last: None, warned: false };
-        host_stage(host, report_rx, &mut writer, &stop_host, persist, ctl)
+        host_stage(host, report_rx, &mut writer, &stop_host, persist, ctl, give_back)
     });
 
     let mut d = Dispatcher {
@@ -442,6 +445,7 @@ fn host_stage(
     stop: &AtomicBool,
     mut persist: Persist,
     ctl: HostControl,
+    give_back: Vec<Sender<Vec<(crate::decode::Addr, track::HostCounters)>>>,
 ) -> HostResult {
     let mut out: Vec<Anomaly> = Vec::new();
     let mut error: Option<String> = None;
@@ -453,7 +457,13 @@ fn host_stage(
     let mut clock_offset: Option<f64> = None;
     while let Ok(r) = rx.recv() {
         let sent = r.sent;
-        if !host.on_report(r, &mut out) {
+        let completed = host.on_report(r, &mut out);
+        for (shard, v) in host.take_returned() {
+            if let Some(tx) = give_back.get(shard) {
+                let _ = tx.try_send(v);
+            }
+        }
+        if !completed {
             continue;
         }
         let now = host.last_interval().end;

@@ -88,6 +88,8 @@ pub struct HostStage {
     l2: l2watch::L2Watch,
     cfg: DetectConfig,
     finished: usize,
+    spare_hosts: Option<HashMap<Addr, HostCounters, foldhash::fast::FixedState>>,
+    returned: Vec<(usize, Vec<(Addr, HostCounters)>)>,
 }
 
 impl HostStage {
@@ -105,6 +107,8 @@ impl HostStage {
             l2: l2watch::L2Watch::new(cfg.misuse_episodes),
             cfg,
             finished: 0,
+            spare_hosts: None,
+            returned: Vec::new(),
         }
     }
 
@@ -117,20 +121,25 @@ impl HostStage {
         if r.last {
             self.finished += 1;
         }
+        let spare = &mut self.spare_hosts;
         let p = self.pending.entry(r.tick).or_insert_with(|| Pending {
             reports: 0,
             last: false,
             hits: Vec::new(),
-            hosts: HashMap::with_hasher(Default::default()),
+            // A cleared map from an earlier interval: its pages are already
+            // resident, so a busy link does not fault in megabytes per second.
+            hosts: spare.take().unwrap_or_else(|| HashMap::with_hasher(Default::default())),
             rules: crate::track::RuleAggs::default(),
         });
         p.reports += 1;
         p.last |= r.last;
         p.hits.extend(r.hits);
         p.rules.append(r.rules);
-        for (a, h) in r.hosts {
+        let mut hosts = r.hosts;
+        for (a, h) in hosts.drain(..) {
             p.hosts.entry(a).or_default().merge(&h);
         }
+        self.returned.push((r.shard, hosts));
         let mut completed = false;
         // Intervals complete in order: each shard reports its ticks in order.
         while let Some(entry) = self.pending.first_entry() {
@@ -146,6 +155,11 @@ impl HostStage {
         completed
     }
 
+    /// Emptied host vectors to hand back to their shards, with the shard index.
+    pub fn take_returned(&mut self) -> impl Iterator<Item = (usize, Vec<(Addr, HostCounters)>)> + '_ {
+        self.returned.drain(..)
+    }
+
     /// True once every shard has sent its final report.
     pub fn all_finished(&self) -> bool {
         self.finished >= self.shards
@@ -154,7 +168,11 @@ impl HostStage {
     fn close_interval(&mut self, t: Timestamp, p: Pending, out: &mut Vec<Anomaly>) {
         let start = out.len();
         self.interval.end = t;
-        self.interval.hosts = p.hosts;
+        let mut old = std::mem::replace(&mut self.interval.hosts, p.hosts);
+        if self.spare_hosts.is_none() {
+            old.clear();
+            self.spare_hosts = Some(old);
+        }
         let mut link = HostCounters::default();
         for h in self.interval.hosts.values() {
             link.pkts_out += h.pkts_out;

@@ -182,11 +182,15 @@ fn entry<'a, K: std::hash::Hash + Eq, V: Default>(
     cap: usize,
     overflow: &mut u64,
 ) -> Option<&'a mut V> {
-    if !map.contains_key(&k) && map.len() >= cap {
-        *overflow += 1;
-        return None;
+    let full = map.len() >= cap;
+    match map.entry(k) {
+        hashbrown::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+        hashbrown::hash_map::Entry::Vacant(_) if full => {
+            *overflow += 1;
+            None
+        }
+        hashbrown::hash_map::Entry::Vacant(v) => Some(v.insert(V::default())),
     }
-    Some(map.entry(k).or_default())
 }
 
 /// `[scan]`: thresholds of the scan detectors.
@@ -298,7 +302,11 @@ impl ScanDetector {
         let pairs = merge_sorted(pairs, PairAgg::merge);
         let sweeps = merge_sorted(sweeps, SweepAgg::merge);
         self.bound(cfg.max_tracked, t, window);
+        let mut touched: Vec<Addr> = Vec::new();
         for ((src, dst), agg) in pairs {
+            if agg.probes > 0 {
+                touched.push(dst);
+            }
             let w = roll(&mut self.pairs, (src, dst), t, window);
             let fresh_pair = w.agg.probes == 0;
             w.agg.merge(&agg);
@@ -394,10 +402,11 @@ impl ScanDetector {
                 self.episodes.observe(key, t, &obs, out);
             }
         }
-        let mut dsts: Vec<(Addr, Win<DstAgg>)> =
-            self.dsts.iter().filter(|(_, w)| w.agg.probes > 0).map(|(a, w)| (*a, *w)).collect();
-        dsts.sort_by_key(|(a, _)| *a);
-        for (dst, w) in dsts {
+        // Only targets probed in this interval can have crossed a line.
+        touched.sort_unstable();
+        touched.dedup();
+        for dst in touched {
+            let Some(w) = self.dsts.get(&dst).copied() else { continue };
             let d = w.agg;
             let (ports, sources) = (d.ports.estimate(), d.sources.estimate());
             let key = EpisodeKey { kind: AnomalyKind::DistributedScan, src: Addr::UNSPECIFIED, dst };

@@ -7,7 +7,7 @@ use crate::decode::{Addr, PacketMeta, ip_proto};
 /// The endpoint that sorts lower is `a`; [`Side`] says which end sent a
 /// given packet. ICMP and other port-less protocols key on addresses alone,
 /// so one host pair is one "flow" per protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     /// The lower endpoint's address.
     pub a: Addr,
@@ -19,6 +19,17 @@ pub struct FlowKey {
     pub port_b: u16,
     /// IP protocol number.
     pub proto: u8,
+}
+
+impl std::hash::Hash for FlowKey {
+    /// Three words (two addresses, ports and protocol packed): the flow
+    /// table and the shard choice hash every packet's key.
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.a.0));
+        state.write_u128(u128::from_ne_bytes(self.b.0));
+        state.write_u64(u64::from(self.port_a) << 24 | u64::from(self.port_b) << 8 | u64::from(self.proto));
+    }
 }
 
 /// Which end of a [`FlowKey`] sent a packet.

@@ -249,6 +249,8 @@ pub struct Shard {
     tunnels: crate::detect::tunnel::TunnelTable,
     l2: Vec<crate::detect::l2watch::L2Obs>,
     stats: ShardStats,
+    /// Host vectors the host stage has emptied and handed back.
+    pub spare: Vec<Vec<(Addr, HostCounters)>>,
 }
 
 impl Shard {
@@ -265,6 +267,7 @@ impl Shard {
             tunnels: crate::detect::tunnel::TunnelTable::new(16_384),
             l2: Vec::new(),
             stats: ShardStats::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -446,7 +449,11 @@ impl Shard {
             shard: self.id,
             tick: t,
             last,
-            hosts: self.hosts.drain().collect(),
+            hosts: {
+                let mut v = self.spare.pop().unwrap_or_default();
+                v.extend(self.hosts.drain());
+                v
+            },
             hits,
             rules,
             stats: self.stats,
@@ -472,6 +479,7 @@ pub fn run_shard(
     rx: Receiver<ShardMsg>,
     reports: Sender<ShardReport>,
     recycle: Sender<Vec<PacketMeta>>,
+    returned: Receiver<Vec<(Addr, HostCounters)>>,
 ) {
     let mut last_t = Timestamp::ZERO;
     while let Ok(msg) = rx.recv() {
@@ -488,6 +496,9 @@ pub fn run_shard(
             }
             ShardMsg::Tick(t, sent) => {
                 last_t = t;
+                if let Ok(v) = returned.try_recv() {
+                    shard.spare.push(v);
+                }
                 let mut r = shard.tick(t, false);
                 r.sent = Some(sent);
                 if reports.send(r).is_err() {

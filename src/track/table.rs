@@ -302,12 +302,18 @@ impl FlowTable {
     /// Ends every flow (end of input), oldest first within each class.
     pub fn drain(&mut self, on_end: &mut impl FnMut(&Flow, EndReason)) {
         for c in 0..CLASS_COUNT {
-            while self.lists[c].head != NIL {
-                let head = self.lists[c].head;
-                on_end(&self.slots[head as usize], EndReason::Shutdown);
-                self.remove(head);
+            let mut i = self.lists[c].head;
+            while i != NIL {
+                let f = &self.slots[i as usize];
+                on_end(f, EndReason::Shutdown);
+                i = f.next;
             }
+            self.lists[c] = List { head: NIL, tail: NIL };
         }
+        // Everything goes at once: no per-flow hash lookups.
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
     }
 
     fn evict_one(&mut self, now: Timestamp, on_end: &mut impl FnMut(&Flow, EndReason)) {
