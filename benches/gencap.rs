@@ -1,7 +1,10 @@
 //! Writes a large synthetic capture for the end-to-end benchmark, the same
 //! bytes every time for the same arguments (a fixed-seed xorshift).
 //!
-//! `cargo run --release --example gencap -- OUT.pcap [PACKETS] [PPS]`
+//! `cargo run --release --example gencap -- OUT.pcap [PACKETS] [PPS] [mix|synflood]`
+//!
+//! `synflood` writes bare SYNs from random (spoofed) sources and ports to one
+//! target, the worst case for every table in the sensor.
 //!
 //! The mix follows what a flow sensor sees on a busy link (the reference
 //! capture of the performance issue: 5.4 M small packets, 1.3 M flows):
@@ -27,6 +30,18 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+fn write(sf: &mut pcap::Savefile, frame: &[u8], ts: u64) {
+    let header = pcap::PacketHeader {
+        ts: libc::timeval {
+            tv_sec: (ts / 1_000_000_000) as libc::time_t,
+            tv_usec: (ts % 1_000_000_000) as libc::suseconds_t,
+        },
+        caplen: frame.len() as u32,
+        len: frame.len() as u32,
+    };
+    sf.write(&pcap::Packet::new(&header, frame));
 }
 
 /// A DNS query (or its response header) for one of a few thousand names.
@@ -59,6 +74,23 @@ fn main() {
     let mut buf = Vec::with_capacity(2048);
     let start_ns: u64 = 1_700_000_000 * 1_000_000_000;
     let payload = vec![0x5au8; 1400];
+    if args.get(4).map(String::as_str) == Some("synflood") {
+        while written < total {
+            let src = (rng.next() as u32).to_be_bytes();
+            buf.clear();
+            PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(src, [192, 0, 2, 80], 64)
+                .tcp(1024 + rng.below(60_000) as u16, 80, rng.next() as u32, 64_240)
+                .syn()
+                .write(&mut buf, &[])
+                .unwrap();
+            write(&mut sf, &buf, start_ns + written * 1_000_000_000 / pps);
+            written += 1;
+        }
+        sf.flush().unwrap();
+        eprintln!("wrote {written} packets to {out}");
+        return;
+    }
     while written < total {
         let client = rng.below(65_536) as u32;
         let server = rng.below(4_096) as u32;
@@ -120,16 +152,7 @@ fn main() {
                 _ => eth.icmpv4_echo_request(1, seq as u16).write(&mut buf, body),
             };
             r.unwrap();
-            let ts = start_ns + written * 1_000_000_000 / pps;
-            let header = pcap::PacketHeader {
-                ts: libc::timeval {
-                    tv_sec: (ts / 1_000_000_000) as libc::time_t,
-                    tv_usec: (ts % 1_000_000_000) as libc::suseconds_t,
-                },
-                caplen: buf.len() as u32,
-                len: buf.len() as u32,
-            };
-            sf.write(&pcap::Packet::new(&header, &buf));
+            write(&mut sf, &buf, start_ns + written * 1_000_000_000 / pps);
             written += 1;
         }
     }
