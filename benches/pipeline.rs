@@ -1,0 +1,111 @@
+//! Host-stage interval merge, event serialisation, and a whole replay.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use netvigil::config::Config;
+use netvigil::decode::Addr;
+use netvigil::detect::HostStage;
+use netvigil::export::EventWriter;
+use netvigil::export::events::to_json_line;
+use netvigil::pipeline::{self, Backpressure, Options, Source};
+use netvigil::time::Timestamp;
+use netvigil::track::{HostCounters, ShardReport, ShardStats};
+
+fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport {
+    ShardReport {
+        shard,
+        tick: Timestamp::from_secs(tick),
+        last: false,
+        hosts: (0..hosts)
+            .map(|i| {
+                let mut h = HostCounters { pkts_in: 10, pkts_out: 10, bytes_in: 6000, bytes_out: 900, ..Default::default() };
+                h.peers_out.insert_addr(&Addr::v4([10, 0, 0, 1]));
+                (Addr::v4((i + 0x0a00_0000).to_be_bytes()), h)
+            })
+            .collect(),
+        hits: Vec::new(),
+        rules: Default::default(),
+        stats: ShardStats::default(),
+        sent: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = Config::default();
+    let mut g = c.benchmark_group("host_stage");
+    g.throughput(Throughput::Elements(2 * 10_000));
+    g.bench_function("merge_and_judge_2_shards_x_10k_hosts", |b| {
+        let mut stage = HostStage::new(2, cfg.detect_config());
+        let mut out = Vec::new();
+        let mut tick = 1_000_000u64;
+        b.iter_batched(
+            || {
+                tick += 1;
+                (report(0, tick, 10_000), report(1, tick, 10_000))
+            },
+            |(a, b2)| {
+                stage.on_report(a, &mut out);
+                stage.on_report(b2, &mut out);
+                out.clear();
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    let sample = netvigil::detect::Anomaly {
+        ts: Timestamp::from_secs(1_700_000_000),
+        phase: netvigil::detect::Phase::Start,
+        episode_id: "0123456789abcdef".into(),
+        kind: netvigil::detect::AnomalyKind::PortScan,
+        severity: netvigil::detect::Severity::Medium,
+        src: Some(Addr::v4([10, 0, 0, 1])),
+        dst: Some(Addr::v4([10, 0, 0, 2])),
+        flow: None,
+        observed: 1000.0,
+        unit: "distinct ports",
+        baseline: None,
+        threshold: 15.0,
+        score: 66.67,
+        evidence: serde_json::json!({"distinct_ports": 1000, "probes": 1002, "port_range": [1, 65389]})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        message: "10.0.0.1 probed 1000 distinct ports of 10.0.0.2: a port scan".into(),
+    };
+    let mut g = c.benchmark_group("events");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("serialise_one_event", |b| b.iter(|| to_json_line(std::hint::black_box(&sample))));
+    g.finish();
+
+    let file = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/captures/benign/chrissanders_http_espn.pcapng"));
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(956));
+    g.sample_size(20);
+    g.bench_function("replay_espn_956_packets", |b| {
+        b.iter(|| {
+            let opts = Options {
+                workers: 1,
+                backpressure: Backpressure::Block,
+                events: EventWriter::new(Box::new(std::io::sink())),
+                metrics: false,
+                state_dir: None,
+                reload: Arc::new(AtomicBool::new(false)),
+                config_path: None,
+            };
+            let source = Source::Replay {
+                paths: vec![file.clone()],
+                speed: netvigil::capture::replay::Speed::Max,
+                bpf: None,
+                progress: Box::new(|_| {}),
+            };
+            pipeline::run(source, &cfg, opts, Arc::new(AtomicBool::new(false)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
