@@ -20,7 +20,13 @@ fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport {
         last: false,
         hosts: (0..hosts)
             .map(|i| {
-                let mut h = HostCounters { pkts_in: 10, pkts_out: 10, bytes_in: 6000, bytes_out: 900, ..Default::default() };
+                let mut h = HostCounters {
+                    pkts_in: 10,
+                    pkts_out: 10,
+                    bytes_in: 6000,
+                    bytes_out: 900,
+                    ..Default::default()
+                };
                 h.peers_out.insert_addr(&Addr::v4([10, 0, 0, 1]));
                 (Addr::v4((i + 0x0a00_0000).to_be_bytes()), h)
             })
@@ -80,7 +86,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("serialise_one_event", |b| b.iter(|| to_json_line(std::hint::black_box(&sample))));
     g.finish();
 
-    let file = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/captures/benign/chrissanders_http_espn.pcapng"));
+    let file = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/captures/benign/chrissanders_http_espn.pcapng"
+    ));
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(956));
     g.sample_size(20);

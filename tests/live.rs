@@ -287,3 +287,41 @@ fn live_nmap_scans_are_one_port_scan_episode_and_curl_is_quiet() {
     assert!(end["observed"].as_f64().unwrap() >= 250.0, "{end}");
     assert!(ev.iter().any(|e| e["kind"] == "tcp_invalid_flags"), "the Xmas probes are invalid flags too");
 }
+
+#[test]
+fn interface_going_down_ends_capture_with_a_clear_error_and_a_summary() {
+    if let Some(why) = skip_reason(&["ip", "ping"]) {
+        say_skipped("interface_going_down_ends_capture_with_a_clear_error_and_a_summary", &why);
+        return;
+    }
+    let lab = lab("d", 4);
+    let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sensor = start_sensor(&b, &b, dir.path());
+    wait_for_log(dir.path(), "capturing on");
+    assert!(sh(&["ip", "netns", "exec", &a, "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.213.4.2"]));
+    assert!(sh(&["ip", "-n", &b, "link", "set", &b, "down"]));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = sensor.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    match status {
+        // libpcap reports the link going down: a runtime failure, summary kept.
+        Some(st) => {
+            assert_eq!(st.code(), Some(1), "{log}");
+            assert!(log.contains("went down") || log.contains("capture on"), "{log}");
+            assert!(log.contains("netvigil summary"), "{log}");
+        }
+        // Some kernels just go quiet (libpcap's poll never wakes): the
+        // sensor must still stop cleanly on request, summary written.
+        None => assert!(stop(&mut sensor, "TERM").success(), "{log}"),
+    }
+    assert!(dir.path().join("summary.json").exists());
+}

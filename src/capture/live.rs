@@ -81,6 +81,26 @@ fn live_err(o: &LiveOptions, e: pcap::Error) -> CaptureError {
     }
 }
 
+/// Watches the interface's operational state, so a dead span port is said
+/// out loud (libpcap often just goes quiet when a link drops).
+#[derive(Default)]
+struct LinkState {
+    down: bool,
+}
+
+impl LinkState {
+    fn check(&mut self, iface: &str) {
+        let Ok(state) = std::fs::read_to_string(format!("/sys/class/net/{iface}/operstate")) else { return };
+        let down = state.trim() == "down";
+        if down && !self.down {
+            tracing::warn!("interface {iface} is down: no traffic can be seen until it comes back");
+        } else if !down && self.down {
+            tracing::warn!("interface {iface} is up again");
+        }
+        self.down = down;
+    }
+}
+
 /// Wall-clock time as a packet timestamp (for idle ticks on a silent link).
 pub fn wall_now() -> Timestamp {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -107,6 +127,7 @@ pub fn run(
         );
     }
     let mut last_status = Instant::now();
+    let mut link_state = LinkState::default();
     let mut n: u64 = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -143,6 +164,7 @@ pub fn run(
             }
             sink.idle(wall_now());
             status(sink.stats());
+            link_state.check(&o.interface);
         }
     }
 }
