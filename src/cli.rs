@@ -94,4 +94,7 @@ pub struct LiveArgs {
     /// Do not put the interface in promiscuous mode.
     #[arg(long)]
     pub no_promisc: bool,
+    /// After opening the capture, drop root and run as this user (needs root to start).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }

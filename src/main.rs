@@ -45,6 +45,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<ConfigError>().is_some() {
         return EXIT_USAGE;
     }
+    if let Some(netvigil::capture::privileges::PrivilegeError::NoUser(_)) = e.downcast_ref() {
+        return EXIT_USAGE;
+    }
     if let Some(EventsError::Open { .. }) = e.downcast_ref::<EventsError>() {
         return EXIT_USAGE;
     }
@@ -106,6 +109,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bpf: args.common.bpf.clone(),
             };
             let mut cap = live::open(&lo)?;
+            if let Some(user) = &args.user {
+                let (uid, gid) = netvigil::capture::privileges::drop_to(user)?;
+                tracing::info!("capture open; now running as {user} (uid {uid}, gid {gid})");
+            }
             let breaker = Arc::new(Mutex::new(Some(cap.breakloop_handle())));
             watch_signals_breakloop(stop.clone(), breaker.clone());
             tracing::info!(

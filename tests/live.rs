@@ -83,8 +83,13 @@ fn lab(tag: &str, subnet: u8) -> Lab {
 }
 
 fn start_sensor(ns: &str, iface: &str, dir: &std::path::Path) -> Child {
+    start_sensor_with(ns, iface, dir, &[])
+}
+
+fn start_sensor_with(ns: &str, iface: &str, dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new("ip")
         .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_netvigil"), "live", "-v", "--interface", iface])
+        .args(extra)
         .args(["--metrics-listen", "127.0.0.1:0", "--workers", "2", "--events"])
         .arg(dir.join("events.jsonl"))
         .arg("--summary-json")
@@ -324,4 +329,53 @@ fn interface_going_down_ends_capture_with_a_clear_error_and_a_summary() {
         None => assert!(stop(&mut sensor, "TERM").success(), "{log}"),
     }
     assert!(dir.path().join("summary.json").exists());
+}
+
+#[test]
+fn live_capture_drops_root_after_opening_the_device() {
+    if let Some(why) = skip_reason(&["ip", "ping"]) {
+        say_skipped("live_capture_drops_root_after_opening_the_device", &why);
+        return;
+    }
+    let lab = lab("u", 5);
+    let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
+    let dir = tempfile::tempdir().unwrap();
+    // The summary is written by the unprivileged process: give it a writable place.
+    let out = tempfile::tempdir().unwrap();
+    assert!(sh(&["chmod", "777", out.path().to_str().unwrap()]));
+    let mut sensor = Command::new("ip")
+        .args(["netns", "exec", &b, env!("CARGO_BIN_EXE_netvigil"), "live", "-v", "--interface", &b])
+        .args(["--user", "nobody", "--metrics-listen", "127.0.0.1:0", "--summary-json"])
+        .arg(out.path().join("summary.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    wait_for_log(dir.path(), "now running as nobody");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sensor.id())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65534"), "{uid_line}");
+    assert!(sh(&["ip", "netns", "exec", &a, "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.213.5.2"]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(stop(&mut sensor, "INT").success());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap();
+    assert!(s["protocols"]["icmp"].as_u64().unwrap() >= 6, "still capturing after the drop: {s}");
+    let (c, err) = {
+        let o = Command::new(env!("CARGO_BIN_EXE_netvigil"))
+            .args([
+                "live",
+                "--interface",
+                "lo",
+                "--user",
+                "no-such-user-nv",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("no such user"), "{err}");
 }

@@ -6,6 +6,7 @@
 //! leaves it.
 
 pub mod live;
+pub mod privileges;
 pub mod replay;
 
 use std::collections::BTreeMap;
