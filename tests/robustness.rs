@@ -236,3 +236,12 @@ fn sigterm_mid_replay_flushes_events_and_saves_state() {
     assert!(starts >= 1 && starts == ends, "every episode ended on SIGTERM: {text}");
     assert!(state.join("baselines.json").exists(), "state saved on SIGTERM");
 }
+
+/// Regression (cargo-fuzz, savefile target): the same IPv6 extension-header
+/// over-read, reached through a whole savefile.
+#[test]
+fn fuzz_regression_savefile_ipv6_extension_overread() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/savefile-ipv6-ext-overread.pcap");
+    let out = run_bounded(&["replay".as_ref(), "-q".as_ref(), f.as_os_str()], Duration::from_secs(20));
+    assert!(matches!(out.status.code(), Some(0..=2)), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -14,7 +14,7 @@ pub mod dns;
 pub mod link;
 pub mod meta;
 
-use etherparse::{EtherType, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::Layer};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::Layer};
 
 pub use link::LinkType;
 pub use meta::{Addr, L3, PacketMeta, anomaly, frag, ip_proto, l4, tcp_flags, v6ext};
@@ -187,52 +187,9 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
                 m.anomalies |= anomaly::IPV6_BAD_PAYLOAD_LEN;
             }
             let exts = v6.extensions();
-            let mut seen: u8 = 0;
-            let mut dst_opts = 0;
-            let mut count = 0;
-            for ext in exts.clone() {
-                count += 1;
-                let bit = match &ext {
-                    Ipv6ExtensionSlice::HopByHop(h) => {
-                        if count > 1 {
-                            m.v6ext |= v6ext::HBH_NOT_FIRST;
-                        }
-                        if !ipv6_options_known(h.payload()) {
-                            m.v6ext |= v6ext::UNKNOWN_OPTION;
-                        }
-                        0x1
-                    }
-                    Ipv6ExtensionSlice::Routing(r) => {
-                        if r.slice().get(2) == Some(&0) {
-                            m.v6ext |= v6ext::RH0;
-                        }
-                        0x2
-                    }
-                    Ipv6ExtensionSlice::Fragment(f) => {
-                        m.frag_offset = u32::from(f.fragment_offset().value()) * 8;
-                        m.ip_id = f.identification();
-                        if f.more_fragments() {
-                            m.frag |= frag::MORE;
-                        }
-                        0x4
-                    }
-                    Ipv6ExtensionSlice::DestinationOptions(d) => {
-                        dst_opts += 1;
-                        if !ipv6_options_known(d.payload()) {
-                            m.v6ext |= v6ext::UNKNOWN_OPTION;
-                        }
-                        if dst_opts > 2 { 0x8 } else { 0 }
-                    }
-                    Ipv6ExtensionSlice::Authentication(_) => 0x10,
-                };
-                if bit != 0 && seen & bit != 0 || bit == 0x8 {
-                    m.v6ext |= v6ext::REPEATED;
-                }
-                seen |= bit;
-            }
-            if count > 8 {
-                m.v6ext |= v6ext::TOO_MANY;
-            }
+            // Our own bounds-checked walk: etherparse 0.21's extension
+            // iterator reads past a truncated header (found by cargo-fuzz).
+            walk_ipv6_extensions(m, ip, h.next_header().0);
             let payload = v6.payload();
             m.proto = payload.ip_number.0;
             let ext_len = u32::try_from(exts.slice().len()).unwrap_or(u32::MAX);
@@ -263,6 +220,70 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
             Layer::UdpHeader | Layer::Icmpv4 | Layer::Icmpv6 => anomaly::TRUNCATED_L4,
             _ => 0,
         };
+    }
+}
+
+/// Walks the IPv6 extension-header chain after the fixed header, recording
+/// fragment fields and abuse findings. Every read is bounds-checked; a chain
+/// cut short simply ends the walk.
+fn walk_ipv6_extensions(m: &mut PacketMeta, ip: &[u8], first: u8) {
+    let mut next = first;
+    let mut off = 40usize;
+    let mut seen: u8 = 0;
+    let mut dst_opts = 0;
+    let mut count = 0;
+    while matches!(next, 0 | 43 | 44 | 51 | 60) && count < 32 {
+        let Some(hdr) = ip.get(off..off + 2) else { break };
+        let len = match next {
+            44 => 8,
+            51 => (usize::from(hdr[1]) + 2) * 4,
+            _ => (usize::from(hdr[1]) + 1) * 8,
+        };
+        let Some(body) = ip.get(off..off + len) else { break };
+        count += 1;
+        let bit = match next {
+            0 => {
+                if count > 1 {
+                    m.v6ext |= v6ext::HBH_NOT_FIRST;
+                }
+                if !ipv6_options_known(body.get(2..).unwrap_or(&[])) {
+                    m.v6ext |= v6ext::UNKNOWN_OPTION;
+                }
+                0x1
+            }
+            43 => {
+                if body.get(2) == Some(&0) {
+                    m.v6ext |= v6ext::RH0;
+                }
+                0x2
+            }
+            44 => {
+                let fo = u16::from_be_bytes([body[2], body[3]]);
+                m.frag_offset = u32::from(fo >> 3) * 8;
+                if fo & 1 != 0 {
+                    m.frag |= frag::MORE;
+                }
+                m.ip_id = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                0x4
+            }
+            60 => {
+                dst_opts += 1;
+                if !ipv6_options_known(body.get(2..).unwrap_or(&[])) {
+                    m.v6ext |= v6ext::UNKNOWN_OPTION;
+                }
+                if dst_opts > 2 { 0x8 } else { 0 }
+            }
+            _ => 0x10,
+        };
+        if (bit != 0 && seen & bit != 0) || bit == 0x8 {
+            m.v6ext |= v6ext::REPEATED;
+        }
+        seen |= bit;
+        next = hdr[0];
+        off += len;
+    }
+    if count > 8 {
+        m.v6ext |= v6ext::TOO_MANY;
     }
 }
 

@@ -174,3 +174,34 @@ fn packet_meta_stays_compact() {
     // Three cache lines: a batch of 256 stays within L2.
     assert!(std::mem::size_of::<PacketMeta>() <= 192, "{}", std::mem::size_of::<PacketMeta>());
 }
+
+/// Regression (cargo-fuzz, decode target): a truncated IPv6 extension header
+/// made etherparse 0.21's extension iterator read out of bounds.
+#[test]
+fn fuzz_regression_ipv6_extension_overread() {
+    let data: &[u8] = include_bytes!("../../tests/data/fuzz/decode-ipv6-ext-overread.bin");
+    const DLTS: [i32; 12] = [0, 1, 9, 12, 14, 50, 101, 108, 113, 228, 229, 276];
+    let (&sel, frame) = data.split_first().unwrap();
+    let link = LinkType::from_dlt(DLTS[usize::from(sel) % DLTS.len()]);
+    let m = decode(link, T, frame.len() as u32, frame);
+    let mut hits = crate::detect::misuse::HitTable::new(16);
+    hits.inspect(&m);
+}
+
+#[test]
+fn ipv6_extension_walk_reads_fragment_and_routing_headers() {
+    // IPv6 + routing header type 0 + fragment header + 8 bytes of UDP.
+    let mut p = vec![0x60, 0, 0, 0, 0, 32, 43, 64];
+    p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(&[44, 0, 0, 0, 0, 0, 0, 0]); // routing, type 0, next = fragment
+    p.extend_from_slice(&[17, 0, 0x00, 0x11, 0, 0, 0x12, 0x34]); // offset 2 (16 bytes), MF, id 0x1234
+    p.extend_from_slice(&[0; 16]);
+    let m = decode(LinkType::RawIp, T, p.len() as u32, &p);
+    assert_ne!(m.v6ext & v6ext::RH0, 0);
+    assert_eq!((m.frag_offset, m.ip_id, m.proto), (16, 0x1234, ip_proto::UDP));
+    assert_ne!(m.frag & frag::MORE, 0);
+    // Cut inside the fragment header: the walk stops, nothing is read past the end.
+    let m = decode(LinkType::RawIp, T, 60, &p[..52]);
+    assert_eq!(m.frag_offset, 0);
+}
