@@ -574,6 +574,14 @@ fn reload(host: &mut HostStage, writer: &mut EventWriter, path: Option<&std::pat
     }
 }
 
+/// The process's peak resident set size (Linux `VmHWM`), if readable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 impl Summary {
     /// The summary as JSON, for scripts (`--summary-json`).
     pub fn to_json(&self) -> serde_json::Value {
@@ -616,6 +624,7 @@ impl Summary {
             "events_error": self.events_error,
             "reloads": {"applied": self.reloads.0, "rejected": self.reloads.1},
             "latency_us": self.latency_us.map(|(a, b, c)| serde_json::json!({"p50": a, "p99": b, "max": c})),
+            "peak_rss_bytes": peak_rss_bytes(),
             "baselines": {
                 "hosts": self.baseline_hosts,
                 "restored": self.baseline_restored,
@@ -675,6 +684,9 @@ impl Summary {
             if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
             self.events_written
         );
+        if let Some(rss) = peak_rss_bytes() {
+            let _ = writeln!(s, "  memory       peak RSS {:.1} MB", rss as f64 / 1e6);
+        }
         let _ = writeln!(
             s,
             "  drops        kernel {} interface {} queue {}",

@@ -128,6 +128,7 @@ pub fn run(
     }
     let mut last_status = Instant::now();
     let mut link_state = LinkState::default();
+    let mut last_stat = pcap::Stat { received: 0, dropped: 0, if_dropped: 0 };
     let mut n: u64 = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -157,10 +158,13 @@ pub fn run(
         if (idle || n & 1023 == 0) && last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
             if let Ok(s) = cap.stats() {
+                // libpcap's counters are 32-bit and wrap on a busy link:
+                // accumulate deltas into 64-bit totals.
                 let st = sink.stats();
-                st.received = u64::from(s.received);
-                st.kernel_drops = u64::from(s.dropped);
-                st.if_drops = u64::from(s.if_dropped);
+                st.received += u64::from(s.received.wrapping_sub(last_stat.received));
+                st.kernel_drops += u64::from(s.dropped.wrapping_sub(last_stat.dropped));
+                st.if_drops += u64::from(s.if_dropped.wrapping_sub(last_stat.if_dropped));
+                last_stat = s;
             }
             sink.idle(wall_now());
             status(sink.stats());

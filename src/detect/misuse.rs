@@ -239,6 +239,8 @@ pub struct HitAgg {
     pub many_flows: bool,
     /// OR of kind-specific detail bits (e.g. [`combo`]).
     pub detail: u32,
+    /// Distinct sources folded into this aggregate (1 unless spread over many).
+    pub sources: u32,
 }
 
 impl HitAgg {
@@ -251,6 +253,7 @@ impl HitAgg {
             sample_flags: m.tcp_flags,
             many_flows: false,
             detail,
+            sources: 1,
         }
     }
 
@@ -260,6 +263,7 @@ impl HitAgg {
         self.last = self.last.max(o.last);
         self.many_flows |= o.many_flows || o.sample != self.sample;
         self.detail |= o.detail;
+        self.sources = self.sources.max(o.sources);
         if (o.first, o.sample, o.sample_flags) < (self.first, self.sample, self.sample_flags) {
             self.first = o.first;
             self.sample = o.sample;
@@ -365,6 +369,44 @@ pub fn merge_hits(parts: impl IntoIterator<Item = (HitKey, HitAgg)>) -> BTreeMap
     merged
 }
 
+/// Sources of one kind toward one target in one interval beyond which they
+/// are folded into a single target episode: spoofed packets come from
+/// thousands of addresses, and one episode per address is an alert storm.
+pub const SPREAD_SOURCES: usize = 8;
+
+/// Folds hits of one kind toward one target from many sources into one
+/// aggregate keyed by the target alone (source unspecified). Applies when an
+/// interval has more than [`SPREAD_SOURCES`] sources, or when such an
+/// aggregate episode is already open.
+pub fn spread_over_sources(
+    merged: BTreeMap<HitKey, HitAgg>,
+    open: &dyn Fn(&HitKey) -> bool,
+) -> Vec<(HitKey, HitAgg)> {
+    let mut groups: BTreeMap<(AnomalyKind, crate::decode::Addr), Vec<(HitKey, HitAgg)>> = BTreeMap::new();
+    for (k, a) in merged {
+        groups.entry((k.kind, k.dst)).or_default().push((k, a));
+    }
+    let mut out = Vec::new();
+    for ((kind, dst), members) in groups {
+        let wide = EpisodeKey { kind, src: crate::decode::Addr::UNSPECIFIED, dst };
+        if members.len() > SPREAD_SOURCES || open(&wide) {
+            let n = members.len() as u32;
+            let mut it = members.into_iter();
+            if let Some((_, mut acc)) = it.next() {
+                for (_, a) in it {
+                    acc.merge(&a);
+                }
+                acc.sources = acc.sources.max(n);
+                acc.many_flows = true;
+                out.push((wide, acc));
+            }
+        } else {
+            out.extend(members);
+        }
+    }
+    out
+}
+
 /// Running state of one misuse episode.
 #[derive(Clone, Debug)]
 pub struct MisuseEpisode {
@@ -402,6 +444,12 @@ impl EpisodeState for MisuseEpisode {
         let n = t.count;
         let pl = if n == 1 { "" } else { "s" };
         let (src, dst) = (key.src, key.dst);
+        let spread = src == crate::decode::Addr::UNSPECIFIED;
+        if spread {
+            ev.insert("sources".into(), json!(t.sources));
+        }
+        let src =
+            if spread { format!("{} sources (spoofed or distributed)", t.sources) } else { src.to_string() };
         let (severity, message) = match key.kind {
             AnomalyKind::TcpInvalidFlags => {
                 ev.insert("sample_flags".into(), json!(tcp_flags::describe(t.sample_flags)));
@@ -435,7 +483,7 @@ impl EpisodeState for MisuseEpisode {
             AnomalyKind::InvalidSource => (
                 Severity::High,
                 format!(
-                    "{n} packet{pl} to {dst} carry the source address {src} ({joined}), which cannot send: spoofed traffic (smurf-style reflection or evasion)"
+                    "{n} packet{pl} to {dst} carry source addresses that cannot send ({joined}; from {src}): spoofed traffic (smurf-style reflection or evasion)"
                 ),
             ),
             AnomalyKind::Ipv6ExtHeaderAbuse => (
@@ -470,7 +518,7 @@ impl EpisodeState for MisuseEpisode {
             episode_id: id.to_string(),
             kind: key.kind,
             severity,
-            src: Some(key.src),
+            src: super::rules::some_addr(key.src),
             dst: Some(key.dst),
             flow: (!t.many_flows).then_some(t.sample),
             observed: t.count as f64,

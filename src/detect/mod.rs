@@ -25,7 +25,7 @@ use crate::decode::Addr;
 use crate::time::Timestamp;
 use crate::track::{HostCounters, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
-use episode::{EpisodePolicy, Episodes};
+use episode::{EpisodeKey, EpisodePolicy, Episodes};
 use misuse::{HitAgg, HitKey, MisuseEpisode};
 
 /// Detector settings the host stage needs.
@@ -185,13 +185,16 @@ impl HostStage {
             self.spike.on_interval(&self.interval, t, &self.cfg, out);
         }
         if self.cfg.misuse_enabled {
-            for (key, agg) in misuse::merge_hits(p.hits) {
+            let merged =
+                misuse::merge_hits(p.hits.into_iter().filter(|(k, _)| !self.cfg.allowed(&k.src, k.kind)));
+            let misuse_open = |k: &EpisodeKey| self.misuse.is_open(k);
+            for (key, agg) in misuse::spread_over_sources(merged, &misuse_open) {
                 // Redirects toward a host under a flood are the flood's
                 // backscatter (routers answering spoofed packets), not an attack of their own.
                 let backscatter = key.kind == AnomalyKind::IcmpMisuse
                     && agg.detail == misuse::icmp_bad::REDIRECT
                     && self.spike.flood_open(&key.dst);
-                if !backscatter && !self.cfg.allowed(&key.src, key.kind) {
+                if !backscatter {
                     self.misuse.observe(key, agg.first, &agg, out);
                 }
             }
