@@ -65,6 +65,8 @@ pub struct Config {
     pub scan: crate::detect::scan::ScanConfig,
     /// DNS and ICMP tunnel detection.
     pub tunnel: crate::detect::tunnel::TunnelConfig,
+    /// The behaviour model (machine learning).
+    pub ml: crate::detect::ml::MlConfig,
 }
 
 /// `[spike]`: learned baselines and the statistical detectors.
@@ -489,6 +491,12 @@ impl Config {
         check((1..=86_400).contains(&tu.window), "tunnel.window", tu.window, "must be 1..=86400 seconds")?;
         check(tu.encoded_names >= 1, "tunnel.encoded_names", tu.encoded_names, "must be at least 1")?;
         check(tu.icmp_echoes >= 1, "tunnel.icmp_echoes", tu.icmp_echoes, "must be at least 1")?;
+        let ml = &self.ml;
+        check((1..=256).contains(&ml.trees), "ml.trees", ml.trees, "must be 1..=256")?;
+        check((1..=16).contains(&ml.depth), "ml.depth", ml.depth, "must be 1..=16")?;
+        check(ml.window >= 16, "ml.window", ml.window, "must be at least 16")?;
+        check(ml.training >= 16, "ml.training", ml.training, "must be at least 16")?;
+        check((0.5..1.0).contains(&ml.quantile), "ml.quantile", ml.quantile, "must be in [0.5, 1)")?;
         for g in &self.hostgroup {
             check(!g.cidrs.is_empty(), "hostgroup.cidrs", &g.name, "a host group needs at least one member")?;
             for c in &g.cidrs {
@@ -553,6 +561,7 @@ impl Config {
             interval_ns: self.interval_ns(),
             scan: self.scan.clone(),
             tunnel: self.tunnel.clone(),
+            ml: self.ml.clone(),
         }
     }
 

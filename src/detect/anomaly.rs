@@ -80,10 +80,12 @@ pub enum AnomalyKind {
     HostScan,
     /// Many sources together probing many ports of one host.
     DistributedScan,
+    /// A host whose behaviour the learned model has never seen.
+    BehaviourOutlier,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 22] = [
+pub const ALL_KINDS: [AnomalyKind; 23] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -106,6 +108,7 @@ pub const ALL_KINDS: [AnomalyKind; 22] = [
     AnomalyKind::PortScan,
     AnomalyKind::HostScan,
     AnomalyKind::DistributedScan,
+    AnomalyKind::BehaviourOutlier,
 ];
 
 impl AnomalyKind {
@@ -134,6 +137,7 @@ impl AnomalyKind {
             AnomalyKind::PortScan => "port_scan",
             AnomalyKind::HostScan => "host_scan",
             AnomalyKind::DistributedScan => "distributed_scan",
+            AnomalyKind::BehaviourOutlier => "behaviour_outlier",
         }
     }
 
@@ -152,6 +156,7 @@ impl AnomalyKind {
             | AnomalyKind::VolumeSpike
             | AnomalyKind::FanoutSpike => Category::Spike,
             AnomalyKind::PortScan | AnomalyKind::HostScan | AnomalyKind::DistributedScan => Category::Scan,
+            AnomalyKind::BehaviourOutlier => Category::Ml,
             _ => Category::Misuse,
         }
     }

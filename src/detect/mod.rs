@@ -12,6 +12,7 @@ pub mod episode;
 pub mod fragments;
 pub mod l2watch;
 pub mod misuse;
+pub mod ml;
 pub mod rules;
 pub mod scan;
 pub mod spike;
@@ -47,6 +48,8 @@ pub struct DetectConfig {
     pub scan: scan::ScanConfig,
     /// Tunnel detectors.
     pub tunnel: tunnel::TunnelConfig,
+    /// The behaviour model.
+    pub ml: ml::MlConfig,
 }
 
 impl DetectConfig {
@@ -86,6 +89,7 @@ pub struct HostStage {
     scans: scan::ScanDetector,
     tunnels: tunnel::TunnelDetector,
     l2: l2watch::L2Watch,
+    ml: ml::BehaviourModel,
     cfg: DetectConfig,
     finished: usize,
     spare_hosts: Option<HashMap<Addr, HostCounters, foldhash::fast::FixedState>>,
@@ -105,6 +109,7 @@ impl HostStage {
             scans: scan::ScanDetector::new(cfg.misuse_episodes, &cfg.scan),
             tunnels: tunnel::TunnelDetector::new(cfg.misuse_episodes, &cfg.tunnel),
             l2: l2watch::L2Watch::new(cfg.misuse_episodes),
+            ml: ml::BehaviourModel::new(&cfg.ml, cfg.misuse_episodes),
             cfg,
             finished: 0,
             spare_hosts: None,
@@ -211,18 +216,23 @@ impl HostStage {
         if cfg.misuse_enabled {
             self.l2.on_interval(r.l2, t, &allowed, out);
         }
+        if cfg.ml.enabled {
+            self.ml.on_interval(&self.interval, t, &allowed, out);
+        }
         if p.last {
             self.misuse.close_all(t, out);
             self.spike.close_all(t, out);
             self.scans.close_all(t, out);
             self.tunnels.close_all(t, out);
             self.l2.close_all(t, out);
+            self.ml.close_all(t, out);
         } else {
             self.misuse.tick(t, out);
             self.spike.tick(t, out);
             self.scans.tick(t, out);
             self.tunnels.tick(t, out);
             self.l2.tick(t, out);
+            self.ml.tick(t, out);
         }
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     }
@@ -243,6 +253,7 @@ impl HostStage {
             + self.scans.open_count()
             + self.tunnels.open_count()
             + self.l2.open_count()
+            + self.ml.open_count()
     }
 
     /// Applies a new configuration (SIGHUP): thresholds, allowlists, host

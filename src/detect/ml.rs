@@ -1,0 +1,428 @@
+//! Machine learning: streaming Half-Space Trees over per-host behaviour.
+//!
+//! Each closed interval, every host with traffic becomes a feature vector
+//! (log-scaled rates, fan-out, answer ratios). An ensemble of Half-Space
+//! Trees (Tan, Ting & Liu, IJCAI 2011) learns where normal vectors fall;
+//! a vector landing where little mass was seen scores high. HST is chosen
+//! for a sensor: constant memory (the trees are fixed at start), O(trees ×
+//! depth) per update, no floating-point training loop, deterministic with a
+//! fixed seed, and it adapts by swapping reference and latest mass windows.
+//!
+//! The threshold is calibrated per deployment: after a training period the
+//! line is set above a high quantile of the training scores, with a margin,
+//! so there is no magic constant to guess. Vectors over the line do not
+//! teach the model. Each event names the features furthest from what the
+//! model has seen, in plain words.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+
+use super::HostInterval;
+use super::anomaly::{Anomaly, AnomalyKind, Severity};
+use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::rules::{RuleEpisode, RuleObs};
+use crate::decode::Addr;
+use crate::time::Timestamp;
+use crate::track::HostCounters;
+
+/// Number of features per host-interval.
+pub const FEATURES: usize = 12;
+
+/// Features in words, for explanations.
+pub const FEATURE_NAMES: [&str; FEATURES] = [
+    "outbound packets/s",
+    "inbound packets/s",
+    "outbound bytes/s",
+    "inbound bytes/s",
+    "new outbound flows/s",
+    "new inbound flows/s",
+    "connection attempts/s",
+    "distinct peers contacted",
+    "distinct ports contacted",
+    "distinct sources",
+    "share of inbound UDP",
+    "share of inbound ICMP",
+];
+
+/// log1p of the largest count we scale for (10⁸): features land in [0, 1].
+const LOG_MAX: f64 = 18.5;
+/// How many leading features are log-scaled counts (the rest are shares).
+const COUNTS: usize = 10;
+
+/// The feature vector of one host in one interval, each in [0, 1].
+pub fn features(h: &HostCounters) -> [f64; FEATURES] {
+    let c = |v: u64| ((v as f64).ln_1p() / LOG_MAX).min(1.0);
+    let share = |part: u64, all: u64| if all == 0 { 0.0 } else { part as f64 / all as f64 };
+    [
+        c(h.pkts_out),
+        c(h.pkts_in),
+        c(h.bytes_out),
+        c(h.bytes_in),
+        c(h.flows_out),
+        c(h.flows_in),
+        c(h.syn_out),
+        c(h.peers_out.estimate()),
+        c(h.ports_out.estimate()),
+        c(h.peers_in.estimate()),
+        share(h.udp_in, h.pkts_in),
+        share(h.icmp_in, h.pkts_in),
+    ]
+}
+
+/// `[ml]`: the behaviour model.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlConfig {
+    /// Run the model (off by default until tuned on your traffic).
+    pub enabled: bool,
+    /// Trees in the ensemble.
+    pub trees: usize,
+    /// Depth of each tree (nodes = 2^(depth+1) - 1).
+    pub depth: u32,
+    /// Host-intervals per mass window (reference and latest swap after this many).
+    pub window: u64,
+    /// Host-intervals learned before any verdict; the threshold is set from them.
+    pub training: usize,
+    /// Quantile of training scores the threshold sits above.
+    pub quantile: f64,
+    /// Packets a host needs in an interval to be scored.
+    pub min_packets: u64,
+}
+
+impl Default for MlConfig {
+    fn default() -> Self {
+        MlConfig {
+            enabled: false,
+            trees: 25,
+            depth: 10,
+            window: 512,
+            training: 4096,
+            quantile: 0.999,
+            min_packets: 10,
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One Half-Space Tree: fixed random splits, two mass profiles.
+struct Tree {
+    dim: Vec<u8>,
+    split: Vec<f64>,
+    reference: Vec<u32>,
+    latest: Vec<u32>,
+}
+
+impl Tree {
+    fn new(depth: u32, rng: &mut Rng) -> Tree {
+        // Work space per dimension: a random interval that surely covers
+        // [0, 1] (the construction of Tan et al.), then halved at each level.
+        let mut lo = [0.0; FEATURES];
+        let mut hi = [0.0; FEATURES];
+        for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+            let s = rng.unit();
+            let half = 2.0 * s.max(1.0 - s);
+            *l = s - half;
+            *h = s + half;
+        }
+        let inner = (1usize << depth) - 1;
+        let mut t = Tree {
+            dim: vec![0; inner],
+            split: vec![0.0; inner],
+            reference: vec![0; 2 * inner + 1],
+            latest: vec![0; 2 * inner + 1],
+        };
+        t.build(0, lo, hi, rng);
+        t
+    }
+
+    fn build(&mut self, node: usize, lo: [f64; FEATURES], hi: [f64; FEATURES], rng: &mut Rng) {
+        if node >= self.dim.len() {
+            return;
+        }
+        let d = (rng.next() % FEATURES as u64) as usize;
+        let mid = (lo[d] + hi[d]) / 2.0;
+        self.dim[node] = d as u8;
+        self.split[node] = mid;
+        let (mut lhi, mut rlo) = (hi, lo);
+        lhi[d] = mid;
+        rlo[d] = mid;
+        self.build(2 * node + 1, lo, lhi, rng);
+        self.build(2 * node + 2, rlo, hi, rng);
+    }
+
+    /// Mass-weighted score of `x` against the reference profile.
+    fn score(&self, x: &[f64; FEATURES]) -> f64 {
+        let mut node = 0;
+        let mut depth = 0;
+        let mut s = 0.0;
+        loop {
+            s += f64::from(self.reference[node]) * f64::from(1u32 << depth.min(31));
+            if node >= self.dim.len() {
+                return s;
+            }
+            node =
+                if x[usize::from(self.dim[node])] < self.split[node] { 2 * node + 1 } else { 2 * node + 2 };
+            depth += 1;
+        }
+    }
+
+    fn learn(&mut self, x: &[f64; FEATURES]) {
+        let mut node = 0;
+        loop {
+            self.latest[node] = self.latest[node].saturating_add(1);
+            if node >= self.dim.len() {
+                return;
+            }
+            node =
+                if x[usize::from(self.dim[node])] < self.split[node] { 2 * node + 1 } else { 2 * node + 2 };
+        }
+    }
+
+    fn swap(&mut self) {
+        std::mem::swap(&mut self.reference, &mut self.latest);
+        self.latest.iter_mut().for_each(|m| *m = 0);
+    }
+}
+
+/// The ensemble, its calibration and its episodes.
+pub struct BehaviourModel {
+    trees: Vec<Tree>,
+    seen: u64,
+    windows: u64,
+    calibration: Vec<f64>,
+    threshold: Option<f64>,
+    mean: [f64; FEATURES],
+    var: [f64; FEATURES],
+    episodes: Episodes<RuleEpisode>,
+    cfg: MlConfig,
+}
+
+impl BehaviourModel {
+    /// A fresh model (fixed seed: the same traffic gives the same scores).
+    pub fn new(cfg: &MlConfig, policy: EpisodePolicy) -> BehaviourModel {
+        let mut rng = Rng(0x4853_5400_0000_0001);
+        let depth = cfg.depth.clamp(1, 16);
+        BehaviourModel {
+            trees: (0..cfg.trees.max(1)).map(|_| Tree::new(depth, &mut rng)).collect(),
+            seen: 0,
+            windows: 0,
+            calibration: Vec::new(),
+            threshold: None,
+            mean: [0.0; FEATURES],
+            var: [0.0; FEATURES],
+            episodes: Episodes::new(policy),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Anomaly score in (0, 1]: 1 / (1 + mean mass score); high = unusual.
+    pub fn score(&self, x: &[f64; FEATURES]) -> f64 {
+        let s: f64 = self.trees.iter().map(|t| t.score(x)).sum::<f64>() / self.trees.len() as f64;
+        1.0 / (1.0 + s / self.cfg.window.max(1) as f64)
+    }
+
+    /// The calibrated line, once training is over.
+    pub fn threshold(&self) -> Option<f64> {
+        self.threshold
+    }
+
+    /// Episodes open now.
+    pub fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    fn learn(&mut self, x: &[f64; FEATURES]) {
+        for t in &mut self.trees {
+            t.learn(x);
+        }
+        self.seen += 1;
+        // Running per-feature moments, for explanations only.
+        let a = 1.0 / (self.seen.min(10_000) as f64);
+        for ((xd, mean), var) in x.iter().zip(self.mean.iter_mut()).zip(self.var.iter_mut()) {
+            let diff = xd - *mean;
+            *mean += a * diff;
+            *var = (1.0 - a) * (*var + a * diff * diff);
+        }
+        if self.seen % self.cfg.window.max(1) == 0 {
+            for t in &mut self.trees {
+                t.swap();
+            }
+            self.windows += 1;
+        }
+    }
+
+    /// Scores and learns one merged interval; outliers open episodes.
+    pub fn on_interval(
+        &mut self,
+        iv: &HostInterval,
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let mut hosts: Vec<(&Addr, &HostCounters)> =
+            iv.hosts.iter().filter(|(_, h)| h.pkts_in + h.pkts_out >= self.cfg.min_packets).collect();
+        hosts.sort_by_key(|(a, _)| **a);
+        for (a, h) in hosts {
+            let x = features(h);
+            // Scores mean something once one reference window exists.
+            let score = (self.windows > 0).then(|| self.score(&x));
+            match (score, self.threshold) {
+                (Some(s), None) => {
+                    self.calibration.push(s);
+                    if self.calibration.len() >= self.cfg.training {
+                        self.threshold = Some(calibrate(&mut self.calibration, self.cfg.quantile));
+                        self.calibration = Vec::new();
+                    }
+                    self.learn(&x);
+                }
+                (Some(s), Some(line)) if s > line => {
+                    if !allowed(a, AnomalyKind::BehaviourOutlier) {
+                        let obs = self.observation(*a, &x, s, line, t);
+                        let key = EpisodeKey {
+                            kind: AnomalyKind::BehaviourOutlier,
+                            src: *a,
+                            dst: Addr::UNSPECIFIED,
+                        };
+                        self.episodes.observe(key, t, &obs, out);
+                    }
+                    // Outliers never teach the model.
+                }
+                _ => self.learn(&x),
+            }
+        }
+    }
+
+    fn observation(&self, host: Addr, x: &[f64; FEATURES], score: f64, line: f64, t: Timestamp) -> RuleObs {
+        // The features furthest from what was learned, in standard deviations.
+        let mut dev: Vec<(f64, usize)> =
+            (0..FEATURES).map(|d| ((x[d] - self.mean[d]) / self.var[d].sqrt().max(0.02), d)).collect();
+        dev.sort_by(|p, q| q.0.abs().total_cmp(&p.0.abs()).then(p.1.cmp(&q.1)));
+        let words: Vec<String> = dev
+            .iter()
+            .take(3)
+            .map(|&(z, d)| {
+                if d < COUNTS {
+                    let now = (x[d] * LOG_MAX).exp_m1();
+                    let usual = (self.mean[d] * LOG_MAX).exp_m1().max(1.0);
+                    format!("{} {:.0}x usual ({:.0} vs {:.0})", FEATURE_NAMES[d], now / usual, now, usual)
+                } else {
+                    format!("{} {:.0}% ({:+.1} sd)", FEATURE_NAMES[d], x[d] * 100.0, z)
+                }
+            })
+            .collect();
+        let mut ev = Map::new();
+        ev.insert("top_features".into(), json!(words));
+        ev.insert(
+            "model".into(),
+            json!({"trees": self.trees.len(), "depth": self.cfg.depth, "samples": self.seen}),
+        );
+        RuleObs {
+            ts: t,
+            observed: (score * 1000.0).round() / 1000.0,
+            threshold: (line * 1000.0).round() / 1000.0,
+            unit: "anomaly score",
+            severity: if score > line + (1.0 - line) / 2.0 { Severity::High } else { Severity::Medium },
+            src: Some(host),
+            dst: None,
+            evidence: ev,
+            message: format!("{host} behaves unlike anything learned: {}", words.join(", ")),
+        }
+    }
+
+    /// Rate-limited updates and cool-down ends.
+    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.tick(t, out);
+    }
+
+    /// Ends every open episode.
+    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
+        self.episodes.close_all(t, out);
+    }
+}
+
+/// The line above `quantile` of the training scores, with a margin of half
+/// the distance from the median to that quantile.
+fn calibrate(scores: &mut [f64], quantile: f64) -> f64 {
+    scores.sort_by(f64::total_cmp);
+    let at = |q: f64| scores[((scores.len() - 1) as f64 * q).round() as usize];
+    let (median, high) = (at(0.5), at(quantile.clamp(0.5, 1.0)));
+    (high + (high - median) * 0.5).min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normal(i: u64) -> HostCounters {
+        let j = i * 7919 % 97;
+        let mut h = HostCounters {
+            pkts_out: 80 + j,
+            pkts_in: 90 + j,
+            bytes_out: 9_000 + j * 50,
+            bytes_in: 60_000 + j * 300,
+            flows_out: 3 + j % 4,
+            syn_out: 3 + j % 4,
+            udp_in: 5,
+            ..HostCounters::default()
+        };
+        for p in 0..(2 + j % 3) {
+            h.peers_out.insert_addr(&Addr::v4([1, 1, 1, p as u8]));
+            h.ports_out.insert_port(443 + p as u16);
+        }
+        h
+    }
+
+    #[test]
+    fn learns_normal_calibrates_and_flags_a_scanner() {
+        let cfg = MlConfig { enabled: true, window: 256, training: 1024, ..MlConfig::default() };
+        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let mut out = Vec::new();
+        for i in 0..3000u64 {
+            let mut iv = HostInterval::default();
+            iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
+            m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
+        }
+        assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
+        let line = m.threshold().expect("calibrated after training");
+        assert!(line > 0.0 && line <= 1.0);
+        // A host that suddenly contacts hundreds of peers on hundreds of ports.
+        let mut scan = normal(1);
+        scan.pkts_out = 5000;
+        scan.syn_out = 4900;
+        scan.flows_out = 4900;
+        for p in 0..600u16 {
+            scan.peers_out.insert_addr(&Addr::v4([9, 9, (p >> 8) as u8, p as u8]));
+            scan.ports_out.insert_port(p);
+        }
+        let x = features(&scan);
+        assert!(m.score(&x) > line, "score {} line {line}", m.score(&x));
+        let mut iv = HostInterval::default();
+        iv.hosts.insert(Addr::v4([10, 0, 0, 99]), scan);
+        m.on_interval(&iv, Timestamp::from_secs(3001), &never, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, AnomalyKind::BehaviourOutlier);
+        let msg = &out[0].message;
+        assert!(msg.contains("usual"), "{msg}");
+        // Deterministic: a second model on the same data gives the same score.
+        let mut m2 = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        for i in 0..3000u64 {
+            let mut iv = HostInterval::default();
+            iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
+            m2.on_interval(&iv, Timestamp::from_secs(i), &never, &mut Vec::new());
+        }
+        assert_eq!(m2.score(&x), m.score(&x));
+    }
+}
