@@ -1,15 +1,12 @@
 //! Host-stage interval merge, event serialisation, and a whole replay.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use netvigil::config::Config;
 use netvigil::decode::Addr;
 use netvigil::detect::HostStage;
 use netvigil::export::EventWriter;
 use netvigil::export::events::to_json_line;
-use netvigil::pipeline::{self, Backpressure, Options, Source};
+use netvigil::pipeline;
 use netvigil::time::Timestamp;
 use netvigil::track::{HostCounters, ShardReport, ShardStats};
 
@@ -95,22 +92,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("replay_espn_956_packets", |b| {
         b.iter(|| {
-            let opts = Options {
-                workers: 1,
-                backpressure: Backpressure::Block,
-                events: EventWriter::new(Box::new(std::io::sink())),
-                metrics: false,
-                state_dir: None,
-                reload: Arc::new(AtomicBool::new(false)),
-                config_path: None,
-            };
-            let source = Source::Replay {
-                paths: vec![file.clone()],
-                speed: netvigil::capture::replay::Speed::Max,
-                bpf: None,
-                progress: Box::new(|_| {}),
-            };
-            pipeline::run(source, &cfg, opts, Arc::new(AtomicBool::new(false)))
+            pipeline::replay_files(vec![file.clone()], &cfg, 1, EventWriter::new(Box::new(std::io::sink())))
         })
     });
     g.finish();

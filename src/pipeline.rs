@@ -255,6 +255,27 @@ pub enum Source {
     },
 }
 
+/// Replays savefiles at full speed into `events`, without metrics, state or
+/// signals: the in-process entry for benchmarks and fuzzing.
+pub fn replay_files(paths: Vec<PathBuf>, cfg: &Config, workers: usize, events: EventWriter) -> Summary {
+    let opts = Options {
+        workers,
+        backpressure: Backpressure::Block,
+        events,
+        metrics: false,
+        state_dir: None,
+        reload: Arc::new(AtomicBool::new(false)),
+        config_path: None,
+    };
+    let source = Source::Replay {
+        paths,
+        speed: crate::capture::replay::Speed::Max,
+        bpf: None,
+        progress: Box::new(|_| {}),
+    };
+    run(source, cfg, opts, Arc::new(AtomicBool::new(false))).0
+}
+
 /// Runs the whole pipeline over `source` until it ends or `stop` is set.
 ///
 /// Returns the summary even when the capture failed part-way (the error is

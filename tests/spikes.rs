@@ -2,14 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{cap, read_pcap, write_pcap};
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn cap(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(rel)
-}
 
 fn replay(files: &[PathBuf], extra: &[&str]) -> (Vec<Value>, Value, i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -91,30 +90,6 @@ fn benign_captures_raise_no_spike() {
         let (events, _, _, _) = replay(&[cap(f)], &[]);
         assert!(spike_starts(&events).is_empty(), "{f}: {:#?}", spike_starts(&events));
     }
-}
-
-/// Writes `frames` (timestamp in µs, bytes) as an Ethernet pcap.
-fn write_pcap(path: &Path, frames: &[(i64, Vec<u8>, u32)]) {
-    let dead = pcap::Capture::dead_with_precision(pcap::Linktype::ETHERNET, pcap::Precision::Micro).unwrap();
-    let mut sf = dead.savefile(path).unwrap();
-    for (us, data, len) in frames {
-        let header = pcap::PacketHeader {
-            ts: libc::timeval { tv_sec: us / 1_000_000, tv_usec: us % 1_000_000 },
-            caplen: data.len() as u32,
-            len: *len,
-        };
-        sf.write(&pcap::Packet::new(&header, data));
-    }
-    sf.flush().unwrap();
-}
-
-fn read_pcap(path: &Path) -> Vec<(i64, Vec<u8>, u32)> {
-    let mut c = pcap::Capture::from_file(path).unwrap();
-    let mut v = Vec::new();
-    while let Ok(p) = c.next_packet() {
-        v.push((p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec, p.data.to_vec(), p.header.len));
-    }
-    v
 }
 
 #[test]

@@ -2,13 +2,10 @@
 //! host stage, events. Must end (no panic, no hang) whatever the bytes.
 #![no_main]
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
 use libfuzzer_sys::fuzz_target;
 use netvigil::config::Config;
 use netvigil::export::EventWriter;
-use netvigil::pipeline::{self, Backpressure, Options, Source};
+use netvigil::pipeline;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(dir) = std::env::temp_dir().canonicalize() else { return };
@@ -16,21 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    let opts = Options {
-        workers: 2,
-        backpressure: Backpressure::Block,
-        events: EventWriter::new(Box::new(std::io::sink())),
-        metrics: false,
-        state_dir: None,
-        reload: Arc::new(AtomicBool::new(false)),
-        config_path: None,
-    };
-    let source = Source::Replay {
-        paths: vec![path.clone()],
-        speed: netvigil::capture::replay::Speed::Max,
-        bpf: None,
-        progress: Box::new(|_| {}),
-    };
-    let _ = pipeline::run(source, &Config::default(), opts, Arc::new(AtomicBool::new(false)));
+    let sink = EventWriter::new(Box::new(std::io::sink()));
+    let _ = pipeline::replay_files(vec![path.clone()], &Config::default(), 2, sink);
     let _ = std::fs::remove_file(&path);
 });

@@ -1,0 +1,35 @@
+//! Helpers shared by the integration tests: reading and writing savefiles.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+/// A bundled capture by its path under `captures/`.
+pub fn cap(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(rel)
+}
+
+/// Every frame of a savefile as (timestamp in µs, bytes, wire length).
+pub fn read_pcap(path: &Path) -> Vec<(i64, Vec<u8>, u32)> {
+    let mut c = pcap::Capture::from_file(path).unwrap();
+    let mut v = Vec::new();
+    while let Ok(p) = c.next_packet() {
+        v.push((p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec, p.data.to_vec(), p.header.len));
+    }
+    v
+}
+
+/// Writes frames (timestamp in µs, bytes, wire length) as an Ethernet pcap.
+pub fn write_pcap(path: &Path, frames: &[(i64, Vec<u8>, u32)]) {
+    let dead = pcap::Capture::dead_with_precision(pcap::Linktype::ETHERNET, pcap::Precision::Micro).unwrap();
+    let mut sf = dead.savefile(path).unwrap();
+    for (us, data, len) in frames {
+        let h = pcap::PacketHeader {
+            ts: libc::timeval { tv_sec: us / 1_000_000, tv_usec: us % 1_000_000 },
+            caplen: data.len() as u32,
+            len: *len,
+        };
+        sf.write(&pcap::Packet::new(&h, data));
+    }
+    sf.flush().unwrap();
+}
