@@ -12,6 +12,17 @@ use std::process::Command;
 /// Ten minutes of looped benign traffic, then `attack` (if any); returns the
 /// behaviour_outlier actors.
 fn outliers(dir: &Path, attack: Option<&str>) -> Vec<String> {
+    let out = replay_mixed(dir, attack, "1");
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "behaviour_outlier" && e["phase"] == "start")
+        .map(|e| e["src_ip"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The events (stdout) of replaying the lead-in plus `attack` with `workers`.
+fn replay_mixed(dir: &Path, attack: Option<&str>, workers: &str) -> Vec<u8> {
     let mut frames = Vec::new();
     let mut at = 1_000_000_000_000i64;
     for bg in ["benign/chrissanders_http_espn.pcapng", "benign/nfpuzzle_evidence03.pcap"] {
@@ -37,18 +48,22 @@ fn outliers(dir: &Path, attack: Option<&str>) -> Vec<String> {
     let cfg = dir.join("ml.toml");
     std::fs::write(&cfg, "[ml]\nenabled = true\ntraining = 512\nwindow = 256\nmin_packets = 5\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
-        .args(["replay", "-q", "-c"])
+        .args(["replay", "-q", "--workers", workers, "-c"])
         .arg(&cfg)
         .arg(&path)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["kind"] == "behaviour_outlier" && e["phase"] == "start")
-        .map(|e| e["src_ip"].as_str().unwrap_or("").to_string())
-        .collect()
+    out.stdout
+}
+
+#[test]
+fn model_scores_are_the_same_for_any_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = replay_mixed(dir.path(), Some("scans/pcaphunt_ps-tcp_syn.pcap"), "1");
+    let three = replay_mixed(dir.path(), Some("scans/pcaphunt_ps-tcp_syn.pcap"), "3");
+    assert!(String::from_utf8_lossy(&one).contains("behaviour_outlier"));
+    assert_eq!(String::from_utf8_lossy(&one), String::from_utf8_lossy(&three));
 }
 
 #[test]

@@ -26,7 +26,7 @@ use crate::time::Timestamp;
 use crate::track::HostCounters;
 
 /// Number of features per host-interval.
-pub const FEATURES: usize = 12;
+pub const FEATURES: usize = 15;
 
 /// Features in words, for explanations.
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -40,14 +40,17 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "distinct peers contacted",
     "distinct ports contacted",
     "distinct sources",
+    "DNS queries/s",
     "share of inbound UDP",
     "share of inbound ICMP",
+    "share of connection attempts to it left unanswered",
+    "share of its DNS names that look encoded",
 ];
 
 /// log1p of the largest count we scale for (10⁸): features land in [0, 1].
 const LOG_MAX: f64 = 18.5;
 /// How many leading features are log-scaled counts (the rest are shares).
-const COUNTS: usize = 10;
+const COUNTS: usize = 11;
 
 /// The feature vector of one host in one interval, each in [0, 1].
 pub fn features(h: &HostCounters) -> [f64; FEATURES] {
@@ -64,8 +67,11 @@ pub fn features(h: &HostCounters) -> [f64; FEATURES] {
         c(h.peers_out.estimate()),
         c(h.ports_out.estimate()),
         c(h.peers_in.estimate()),
+        c(h.dns_queries),
         share(h.udp_in, h.pkts_in),
         share(h.icmp_in, h.pkts_in),
+        share(h.syn_in.saturating_sub(h.handshakes_in), h.syn_in),
+        share(h.dns_encoded, h.dns_queries),
     ]
 }
 

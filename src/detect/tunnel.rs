@@ -20,6 +20,11 @@ const ENCODED_LABEL: u8 = 24;
 /// 3.3 bits per character: above English-like names (2.5–3.2), at or below
 /// hex (4.0) and base32 (≈4.5–5) encodings.
 const ENCODED_ENTROPY_X10: u8 = 33;
+/// True when a query name's longest label looks like encoded data.
+pub fn encoded_name(d: &crate::decode::dns::DnsInfo) -> bool {
+    d.longest_label >= ENCODED_LABEL && d.entropy_x10 >= ENCODED_ENTROPY_X10
+}
+
 /// Query types tunnels favour for their large answers.
 fn bulky(qtype: u16) -> bool {
     matches!(qtype, 10 | 16 | 5 | 15 | 255) // NULL, TXT, CNAME, MX, ANY
@@ -120,7 +125,7 @@ impl TunnelTable {
             let a = self.dns.entry(key).or_default();
             a.queries += 1;
             a.names.insert_hash(u64::from(d.name_hash) << 32 | u64::from(d.name_hash));
-            let encoded = d.longest_label >= ENCODED_LABEL && d.entropy_x10 >= ENCODED_ENTROPY_X10;
+            let encoded = encoded_name(d);
             a.encoded += u32::from(encoded);
             a.bulky += u32::from(bulky(d.qtype));
             a.name_bytes += u64::from(d.name_len);

@@ -70,6 +70,10 @@ pub struct HostCounters {
     pub amp_pkts_in: u64,
     /// Wire bytes of those packets.
     pub amp_bytes_in: u64,
+    /// DNS queries this host sent.
+    pub dns_queries: u64,
+    /// Of those, queries whose name looks like encoded data (long, random label).
+    pub dns_encoded: u64,
     /// Distinct sources talking to this host.
     pub peers_in: Distinct,
     /// Distinct destination ports hit on this host.
@@ -106,6 +110,8 @@ impl HostCounters {
         self.icmp_out += o.icmp_out;
         self.amp_pkts_in += o.amp_pkts_in;
         self.amp_bytes_in += o.amp_bytes_in;
+        self.dns_queries += o.dns_queries;
+        self.dns_encoded += o.dns_encoded;
         self.peers_in.merge(&o.peers_in);
         self.ports_in.merge(&o.ports_in);
         self.peers_out.merge(&o.peers_out);
@@ -320,7 +326,12 @@ impl Shard {
         let wire = u64::from(m.wire_len);
         let (src, dst, proto, dport) = (m.src, m.dst, m.proto, m.dport);
         let ports = m.has_ports();
+        let d = &m.dns;
+        let query = d.is_valid() && d.flags & crate::decode::dns::DNS_RESPONSE == 0;
+        let encoded = query && crate::detect::tunnel::encoded_name(d);
         self.host(src, |h| {
+            h.dns_queries += u64::from(query);
+            h.dns_encoded += u64::from(encoded);
             h.pkts_out += 1;
             h.bytes_out += wire;
             h.syn_out += u64::from(bare_syn);
