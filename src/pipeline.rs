@@ -415,7 +415,7 @@ impl Persist {
     fn restore(&self, host: &mut HostStage) -> usize {
         let Some(dir) = &self.dir else { return 0 };
         let interval = host.config().interval_ns;
-        match crate::export::state::load(dir, interval) {
+        let restored = match crate::export::state::load(dir, interval) {
             Ok(Some(st)) => {
                 let max = host.config().spike.max_hosts;
                 let n = host.spike_mut().restore(st, max);
@@ -427,7 +427,21 @@ impl Persist {
                 tracing::warn!("{e}");
                 0
             }
+        };
+        if host.config().ml.enabled {
+            match crate::export::state::load_model(dir) {
+                Ok(Some(st)) => {
+                    if host.ml_mut().restore(st) {
+                        tracing::info!("restored the behaviour model from {}", dir.display());
+                    } else {
+                        tracing::warn!("the saved behaviour model has another shape; it starts fresh");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
+        restored
     }
 
     /// Saves when due (or always when `force`); returns the file on success.
@@ -443,6 +457,11 @@ impl Persist {
         }
         self.last = Some(now);
         let st = host.spike().snapshot(host.config().interval_ns);
+        if host.config().ml.enabled {
+            if let Err(e) = crate::export::state::save_model(dir, &host.ml().snapshot()) {
+                tracing::warn!("cannot save the behaviour model to {}: {e}", dir.display());
+            }
+        }
         match crate::export::state::save(dir, &st) {
             Ok(()) => Some(crate::export::state::baselines_path(dir)),
             Err(e) => {

@@ -202,6 +202,32 @@ impl Tree {
     }
 }
 
+/// The learned model as saved in `--state-dir/model.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelState {
+    /// Schema version.
+    pub version: u32,
+    /// Trees and depth it was built with (the splits follow from the seed).
+    pub shape: (usize, u32),
+    /// Reference and latest masses per tree.
+    pub masses: Vec<(Vec<u32>, Vec<u32>)>,
+    /// Host-intervals learned.
+    pub seen: u64,
+    /// Completed mass windows.
+    pub windows: u64,
+    /// The calibrated line, if training is over.
+    pub threshold: Option<f64>,
+    /// Scores kept for calibration while training.
+    pub calibration: Vec<f64>,
+    /// Per-feature running means (explanations).
+    pub mean: Vec<f64>,
+    /// Per-feature running variances (explanations).
+    pub var: Vec<f64>,
+}
+
+/// Current [`ModelState::version`].
+pub const MODEL_VERSION: u32 = 1;
+
 /// The ensemble, its calibration and its episodes.
 pub struct BehaviourModel {
     trees: Vec<Tree>,
@@ -247,6 +273,48 @@ impl BehaviourModel {
     /// Episodes open now.
     pub fn open_count(&self) -> usize {
         self.episodes.open_count()
+    }
+
+    /// The learned state, for saving.
+    pub fn snapshot(&self) -> ModelState {
+        ModelState {
+            version: MODEL_VERSION,
+            shape: (self.trees.len(), self.cfg.depth),
+            masses: self.trees.iter().map(|t| (t.reference.clone(), t.latest.clone())).collect(),
+            seen: self.seen,
+            windows: self.windows,
+            threshold: self.threshold,
+            calibration: self.calibration.clone(),
+            mean: self.mean.to_vec(),
+            var: self.var.to_vec(),
+        }
+    }
+
+    /// Restores saved state; false (nothing changed) if it does not fit this model.
+    pub fn restore(&mut self, st: ModelState) -> bool {
+        let fits = st.version == MODEL_VERSION
+            && st.shape == (self.trees.len(), self.cfg.depth)
+            && st.mean.len() == FEATURES
+            && st.var.len() == FEATURES
+            && st
+                .masses
+                .iter()
+                .zip(&self.trees)
+                .all(|(m, t)| m.0.len() == t.reference.len() && m.1.len() == t.latest.len());
+        if !fits {
+            return false;
+        }
+        for (t, (r, l)) in self.trees.iter_mut().zip(st.masses) {
+            t.reference = r;
+            t.latest = l;
+        }
+        self.seen = st.seen;
+        self.windows = st.windows;
+        self.threshold = st.threshold;
+        self.calibration = st.calibration;
+        self.mean.copy_from_slice(&st.mean);
+        self.var.copy_from_slice(&st.var);
+        true
     }
 
     fn learn(&mut self, x: &[f64; FEATURES]) {
@@ -430,5 +498,14 @@ mod tests {
             m2.on_interval(&iv, Timestamp::from_secs(i), &never, &mut Vec::new());
         }
         assert_eq!(m2.score(&x), m.score(&x));
+        // Saved and restored, the model scores exactly as before.
+        let text = serde_json::to_string(&m.snapshot()).unwrap();
+        let mut m3 = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(m3.restore(serde_json::from_str(&text).unwrap()));
+        assert_eq!(m3.score(&x), m.score(&x));
+        assert_eq!(m3.threshold(), m.threshold());
+        let other = MlConfig { depth: 6, ..cfg.clone() };
+        let mut m4 = BehaviourModel::new(&other, EpisodePolicy::default());
+        assert!(!m4.restore(serde_json::from_str(&text).unwrap()), "a model of another shape is refused");
     }
 }

@@ -278,6 +278,16 @@ impl HostStage {
         &mut self.spike
     }
 
+    /// The behaviour model.
+    pub fn ml(&self) -> &ml::BehaviourModel {
+        &self.ml
+    }
+
+    /// Mutable access to the behaviour model (restoring saved state).
+    pub fn ml_mut(&mut self) -> &mut ml::BehaviourModel {
+        &mut self.ml
+    }
+
     /// The detector settings.
     pub fn config(&self) -> &DetectConfig {
         &self.cfg

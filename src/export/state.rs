@@ -62,16 +62,48 @@ fn set_aside(path: &Path) -> io::Result<PathBuf> {
     Err(io::Error::other("too many set-aside files"))
 }
 
+/// File name of the behaviour model inside `--state-dir`.
+pub const MODEL_FILE: &str = "model.json";
+
+/// Loads the saved behaviour model; `Ok(None)` when absent, `Err` (file set
+/// aside) when it does not parse.
+pub fn load_model(dir: &Path) -> Result<Option<crate::detect::ml::ModelState>, String> {
+    let path = dir.join(MODEL_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}; the model starts fresh", path.display())),
+    };
+    match serde_json::from_str(&text) {
+        Ok(st) => Ok(Some(st)),
+        Err(e) => {
+            let aside = set_aside(&path).map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
+            Err(format!(
+                "{} is corrupt ({e}); moved it to {aside} and the model starts fresh",
+                path.display()
+            ))
+        }
+    }
+}
+
+/// Saves the behaviour model atomically.
+pub fn save_model(dir: &Path, st: &crate::detect::ml::ModelState) -> io::Result<()> {
+    write_atomic(dir, MODEL_FILE, &serde_json::to_vec(st).map_err(io::Error::other)?)
+}
+
 /// Saves baselines atomically: write a temporary file, fsync it, rename it
 /// over the old one, fsync the directory. A crash leaves the old or the new
 /// file, never half of one.
 pub fn save(dir: &Path, st: &SpikeState) -> io::Result<()> {
-    let path = baselines_path(dir);
-    let tmp = dir.join(format!(".{BASELINES_FILE}.tmp"));
-    let text = serde_json::to_vec(st).map_err(io::Error::other)?;
+    write_atomic(dir, BASELINES_FILE, &serde_json::to_vec(st).map_err(io::Error::other)?)
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
     {
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, &path)?;
