@@ -98,3 +98,53 @@ fn model_flags_attackers_after_a_benign_lead_in_and_not_benign_hosts() {
     assert!(found * 2 >= cases.len(), "the model found only {found} of {} attacks", cases.len());
     assert_eq!(false_actors, 0, "hosts outside the attacks were flagged");
 }
+
+/// The wider evaluation table for the README and the issue (slow: run with
+/// `cargo test --release --test ml -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn ml_corpus_table() {
+    let dir = tempfile::tempdir().unwrap();
+    for (attack, actor, target) in [
+        ("scans/esnet_masscan_tcp_0_1000_20190821.pcap", "172.31.15.102", "198.124.152.15"),
+        ("scans/chrissanders_synscan.pcapng", "172.16.0.8", "64.13.134.52"),
+        ("scans/evilfingers_FIN_SCAN.pcap", "192.168.1.10", "192.168.1.25"),
+        ("scans/evilfingers_UDP_SCAN.pcap", "192.168.1.10", "192.168.1.25"),
+        ("scans/pcaphunt_hs-udpScan.pcap", "246.237.45.150", "-"),
+        ("scans/ppa_portscan.pcap", "10.100.25.14", "10.100.18.12"),
+        ("floods/stopddos_pkt.TCP.synflood.spoofed.pcap", "-", "10.10.10.10"),
+        ("floods/stopddos_amp.UDP.snmp.src161.pcapng", "-", "10.10.10.10"),
+        ("floods/suricata_denial6-5.pcap", "2001:db8:1::2", "2001:db8:1::1"),
+        ("misuse/dmachard_dnscat2.pcap", "192.168.1.17", "192.168.1.210"),
+        ("misuse/ndpi_icmp-tunnel.pcap", "192.168.154.131", "192.168.154.132"),
+    ] {
+        let got = outliers(dir.path(), Some(attack));
+        let hit = got.iter().any(|a| a == actor || a == target);
+        let others: Vec<&String> = got.iter().filter(|a| *a != actor && *a != target).collect();
+        eprintln!("ml-table | {attack} | {} | {others:?} |", if hit { "found" } else { "missed" });
+    }
+}
+
+/// Open problem, kept visible: traffic of a *different* benign network after
+/// the lead-in (1kxun's multicast discovery, LLMNR, SSDP) is novel to the
+/// model and gets flagged. The issue asks for learning on each capture's own
+/// first part; the corpus captures are too short for the training period.
+/// Run with `cargo test --release --test ml -- --ignored`.
+#[test]
+#[ignore]
+fn benign_captures_after_the_lead_in_raise_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "benign/chrissanders_http_espn.pcapng",
+        "benign/ndpi_1kxun.pcap",
+        "benign/nfpuzzle_evidence03.pcap",
+        "benign/suricata_pgsql-5000-query-results.pcap",
+        "benign/suricata_smb2-async-read.pcap",
+        "benign/zeek_smb3_multichannel.pcap",
+        "benign/zeek_ssh.pcap",
+    ] {
+        let got = outliers(dir.path(), Some(f));
+        eprintln!("ml-benign | {f} | {got:?}");
+        assert!(got.is_empty(), "{f}: {got:?}");
+    }
+}
