@@ -134,15 +134,7 @@ fn ml_corpus_table() {
 #[ignore]
 fn benign_captures_after_the_lead_in_raise_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    for f in [
-        "benign/chrissanders_http_espn.pcapng",
-        "benign/ndpi_1kxun.pcap",
-        "benign/nfpuzzle_evidence03.pcap",
-        "benign/suricata_pgsql-5000-query-results.pcap",
-        "benign/suricata_smb2-async-read.pcap",
-        "benign/zeek_smb3_multichannel.pcap",
-        "benign/zeek_ssh.pcap",
-    ] {
+    for f in common::BENIGN {
         let got = outliers(dir.path(), Some(f));
         eprintln!("ml-benign | {f} | {got:?}");
         assert!(got.is_empty(), "{f}: {got:?}");

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -189,16 +191,7 @@ fn host_scans_and_sweeps() {
 
 #[test]
 fn benign_traffic_raises_no_rule_episode() {
-    for f in [
-        "lab/benign_curl.pcap",
-        "benign/chrissanders_http_espn.pcapng",
-        "benign/ndpi_1kxun.pcap",
-        "benign/nfpuzzle_evidence03.pcap",
-        "benign/suricata_pgsql-5000-query-results.pcap",
-        "benign/suricata_smb2-async-read.pcap",
-        "benign/zeek_smb3_multichannel.pcap",
-        "benign/zeek_ssh.pcap",
-    ] {
+    for f in std::iter::once("lab/benign_curl.pcap").chain(common::BENIGN) {
         expect(f, &[]);
     }
 }

@@ -78,15 +78,7 @@ fn every_corpus_flood_is_one_episode_on_the_right_target_within_5s() {
 
 #[test]
 fn benign_captures_raise_no_spike() {
-    for f in [
-        "benign/chrissanders_http_espn.pcapng",
-        "benign/ndpi_1kxun.pcap",
-        "benign/nfpuzzle_evidence03.pcap",
-        "benign/suricata_pgsql-5000-query-results.pcap",
-        "benign/suricata_smb2-async-read.pcap",
-        "benign/zeek_smb3_multichannel.pcap",
-        "benign/zeek_ssh.pcap",
-    ] {
+    for f in common::BENIGN {
         let (events, _, _, _) = replay(&[cap(f)], &[]);
         assert!(spike_starts(&events).is_empty(), "{f}: {:#?}", spike_starts(&events));
     }

@@ -4,6 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// The seven benign captures of the corpus (no episode of any kind expected).
+pub const BENIGN: [&str; 7] = [
+    "benign/chrissanders_http_espn.pcapng",
+    "benign/ndpi_1kxun.pcap",
+    "benign/nfpuzzle_evidence03.pcap",
+    "benign/suricata_pgsql-5000-query-results.pcap",
+    "benign/suricata_smb2-async-read.pcap",
+    "benign/zeek_smb3_multichannel.pcap",
+    "benign/zeek_ssh.pcap",
+];
+
 /// A bundled capture by its path under `captures/`.
 pub fn cap(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(rel)
