@@ -245,7 +245,10 @@ fn finish(
     quiet: bool,
     json: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    if !quiet {
+    // A source that never opened (missing file, bad filter…) gets its one
+    // error line, not an empty summary in front of it.
+    let never_started = matches!(&result, Err(e) if e.is_usage()) && summary.capture.packets == 0;
+    if !quiet && !never_started {
         eprint!("{}", summary.render());
     }
     if let Some(path) = json {
