@@ -192,7 +192,7 @@ impl FrameSink for Dispatcher {
         match self.watermark {
             Some(w) if ts < w => {
                 if w.since(ts) > REBASE_NS {
-                    self.skew += w.since(ts);
+                    self.skew = self.skew.saturating_add(w.since(ts));
                 }
                 m.ts = w;
                 m.anomalies |= anomaly::TS_BACKWARDS;
@@ -447,12 +447,9 @@ impl Persist {
     /// Saves when due (or always when `force`); returns the file on success.
     fn maybe_save(&mut self, host: &HostStage, now: Timestamp, force: bool) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        let due = force || self.last.is_none_or(|l| now.since(l) >= self.every);
-        if self.last.is_none() && !force {
-            self.last = Some(now);
-            return None;
-        }
-        if !due {
+        // The timer starts at the first interval; shutdown always saves.
+        let last = *self.last.get_or_insert(now);
+        if !force && now.since(last) < self.every.max(1) {
             return None;
         }
         self.last = Some(now);
@@ -655,6 +652,7 @@ impl Summary {
                 "evicted": t.flows_evicted,
                 "table_bytes": t.flow_table_bytes,
             },
+            "capped": {"host_summaries": t.host_overflow, "rule_observations": t.hit_overflow},
             "decode_anomalies": decode,
             "unsupported_link_types": links,
             "episodes": self.episodes_by_kind,
@@ -703,6 +701,13 @@ impl Summary {
             "  flows        {} created, {} idle-expired, {} split (active timeout), {} evicted",
             t.flows_created, t.flows_idle, t.flows_active_timeout, t.flows_evicted
         );
+        if t.host_overflow + t.hit_overflow > 0 {
+            let _ = writeln!(
+                s,
+                "  capped       {} host summaries and {} rule observations turned away at per-interval caps",
+                t.host_overflow, t.hit_overflow
+            );
+        }
         let anomalies: Vec<String> = anomaly::NAMES
             .iter()
             .enumerate()

@@ -66,8 +66,6 @@ pub struct HostInterval {
     pub end: Timestamp,
     /// Per-host counters, merged over shards.
     pub hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
-    /// The whole link, summed over hosts' outbound side.
-    pub link: HostCounters,
 }
 
 struct Pending {
@@ -178,14 +176,6 @@ impl HostStage {
             old.clear();
             self.spare_hosts = Some(old);
         }
-        let mut link = HostCounters::default();
-        for h in self.interval.hosts.values() {
-            link.pkts_out += h.pkts_out;
-            link.bytes_out += h.bytes_out;
-            link.syn_out += h.syn_out;
-            link.flows_out += h.flows_out;
-        }
-        self.interval.link = link;
         if self.cfg.spike.enabled {
             self.spike.on_interval(&self.interval, t, &self.cfg, out);
         }

@@ -87,6 +87,29 @@ impl EpisodeState for RuleEpisode {
     }
 }
 
+/// A tumbling window of an aggregate, for the windowed rule detectors.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Win<T> {
+    /// When the window started (packet time).
+    pub start: Timestamp,
+    /// What it has accumulated.
+    pub agg: T,
+}
+
+/// The window of `k`, restarted when it is older than `window` ns.
+pub fn roll<K: std::hash::Hash + Eq, T: Default>(
+    map: &mut hashbrown::HashMap<K, Win<T>, foldhash::fast::FixedState>,
+    k: K,
+    now: Timestamp,
+    window: u64,
+) -> &mut Win<T> {
+    let w = map.entry(k).or_insert_with(|| Win { start: now, agg: T::default() });
+    if now.since(w.start) >= window {
+        *w = Win { start: now, agg: T::default() };
+    }
+    w
+}
+
 /// `Some(a)` unless `a` is the "nobody" placeholder of an episode key.
 pub fn some_addr(a: Addr) -> Option<Addr> {
     (a != Addr::UNSPECIFIED).then_some(a)

@@ -14,7 +14,7 @@ use serde_json::{Map, json};
 
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
-use super::rules::{RuleEpisode, RuleObs};
+use super::rules::{RuleEpisode, RuleObs, Win, roll};
 use crate::decode::Addr;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use crate::track::Distinct;
@@ -235,18 +235,11 @@ impl Default for ScanConfig {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Win<T> {
-    start: Timestamp,
-    agg: T,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
 struct DstAgg {
     sources: Distinct,
     ports: Distinct,
     probes: u32,
     ok: u32,
-    source_count: u32,
 }
 
 /// The host-stage scan detector.
@@ -308,7 +301,6 @@ impl ScanDetector {
                 touched.push(dst);
             }
             let w = roll(&mut self.pairs, (src, dst), t, window);
-            let fresh_pair = w.agg.probes == 0;
             w.agg.merge(&agg);
             let p = w.agg;
             let start = w.start;
@@ -316,7 +308,6 @@ impl ScanDetector {
             if agg.probes > 0 {
                 let d = roll(&mut self.dsts, dst, t, window);
                 d.agg.sources.insert_addr(&src);
-                d.agg.source_count += u32::from(fresh_pair);
                 d.agg.ports.merge(&agg.ports);
             }
             let d = roll(&mut self.dsts, dst, t, window);
@@ -464,47 +455,29 @@ impl ScanDetector {
         self.episodes.close_all(t, out);
     }
 
+    /// Keeps every window table under `cap`: when one is full, windows older
+    /// than half a window go; if that is not enough, all of them (counted).
     fn bound(&mut self, cap: usize, now: Timestamp, window: u64) {
-        for map_len in [self.pairs.len(), self.sweeps.len(), self.dsts.len()] {
-            if map_len < cap {
-                continue;
-            }
-            let before = self.pairs.len() + self.sweeps.len() + self.dsts.len();
-            // Expired windows go first; if that is not enough, everything
-            // older than half a window.
-            self.pairs.retain(|_, w| now.since(w.start) < window / 2);
-            self.sweeps.retain(|_, w| now.since(w.start) < window / 2);
-            self.dsts.retain(|_, w| now.since(w.start) < window / 2);
-            let after = self.pairs.len() + self.sweeps.len() + self.dsts.len();
-            self.forgotten += (before - after) as u64;
-            if self.pairs.len() >= cap || self.sweeps.len() >= cap || self.dsts.len() >= cap {
-                let n = self.pairs.len() + self.sweeps.len() + self.dsts.len();
-                self.pairs.clear();
-                self.sweeps.clear();
-                self.dsts.clear();
-                self.forgotten += n as u64;
-            }
-            break;
+        let total = |d: &Self| d.pairs.len() + d.sweeps.len() + d.dsts.len();
+        let full = |d: &Self| d.pairs.len() >= cap || d.sweeps.len() >= cap || d.dsts.len() >= cap;
+        if !full(self) {
+            return;
         }
+        let before = total(self);
+        self.pairs.retain(|_, w| now.since(w.start) < window / 2);
+        self.sweeps.retain(|_, w| now.since(w.start) < window / 2);
+        self.dsts.retain(|_, w| now.since(w.start) < window / 2);
+        if full(self) {
+            self.pairs.clear();
+            self.sweeps.clear();
+            self.dsts.clear();
+        }
+        self.forgotten += (before - total(self)) as u64;
     }
 }
 
 fn failing(probes: u32, ok: u32, max_success: f64) -> bool {
     probes > 0 && f64::from(ok) <= max_success * f64::from(probes)
-}
-
-/// The window of `k`, restarted when it is older than `window`.
-fn roll<K: std::hash::Hash + Eq, T: Default>(
-    map: &mut HashMap<K, Win<T>, foldhash::fast::FixedState>,
-    k: K,
-    now: Timestamp,
-    window: u64,
-) -> &mut Win<T> {
-    let w = map.entry(k).or_insert_with(|| Win { start: now, agg: T::default() });
-    if now.since(w.start) >= window {
-        *w = Win { start: now, agg: T::default() };
-    }
-    w
 }
 
 fn merge_sorted<K: PartialEq + Copy, V>(v: Vec<(K, V)>, merge: fn(&mut V, &V)) -> Vec<(K, V)> {

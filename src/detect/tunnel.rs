@@ -10,7 +10,7 @@ use serde_json::{Map, json};
 
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
-use super::rules::{RuleEpisode, RuleObs};
+use super::rules::{RuleEpisode, RuleObs, Win, roll};
 use crate::decode::{Addr, PacketMeta, ip_proto};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use crate::track::Distinct;
@@ -195,12 +195,6 @@ impl Default for TunnelConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Win<T> {
-    start: Timestamp,
-    agg: T,
-}
-
 /// The host-stage tunnel detector.
 pub struct TunnelDetector {
     dns: HashMap<DnsKey, Win<DnsAgg>, foldhash::fast::FixedState>,
@@ -255,7 +249,7 @@ impl TunnelDetector {
         dns.sort_by_key(|(k, _)| *k);
         echo.sort_by_key(|(k, _)| *k);
         for (key, agg) in dns {
-            let w = self.dns.entry(key).or_insert_with(|| Win { start: t, agg: DnsAgg::default() });
+            let w = roll(&mut self.dns, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
             let (client, server, _) = key;
@@ -309,7 +303,7 @@ impl TunnelDetector {
             self.episodes.observe(key_ep, t, &obs, out);
         }
         for (key, agg) in echo {
-            let w = self.echo.entry(key).or_insert_with(|| Win { start: t, agg: EchoAgg::default() });
+            let w = roll(&mut self.echo, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
             let (src, dst) = key;

@@ -125,8 +125,6 @@ pub struct EventWriter {
     path: Option<PathBuf>,
     /// Events written, by kind name.
     pub by_kind: BTreeMap<&'static str, u64>,
-    /// Events written, by phase (start, update, end).
-    pub starts: u64,
     /// Total events written.
     pub total: u64,
 }
@@ -153,7 +151,7 @@ impl EventWriter {
 
     /// Wraps any writer (tests use a `Vec<u8>`).
     pub fn new(out: Box<dyn Write + Send>) -> EventWriter {
-        EventWriter { out: BufWriter::new(out), path: None, by_kind: BTreeMap::new(), starts: 0, total: 0 }
+        EventWriter { out: BufWriter::new(out), path: None, by_kind: BTreeMap::new(), total: 0 }
     }
 
     /// Writes and flushes one event.
@@ -168,7 +166,6 @@ impl EventWriter {
             Ok(()) => {
                 self.total += 1;
                 if a.phase == crate::detect::Phase::Start {
-                    self.starts += 1;
                     *self.by_kind.entry(a.kind.as_str()).or_default() += 1;
                 }
                 Ok(())

@@ -154,7 +154,8 @@ pub struct ShardStats {
     pub flow_table_bytes: u64,
     /// Host summaries folded into the overflow bucket (per-interval cap hit).
     pub host_overflow: u64,
-    /// Misuse hits dropped at the per-interval cap.
+    /// Rule observations (misuse hits, probes, DNS/echo aggregates, fragments,
+    /// ARP/RA) turned away at their per-interval caps.
     pub hit_overflow: u64,
 }
 
@@ -254,6 +255,7 @@ pub struct Shard {
     probes: crate::detect::scan::ProbeTable,
     tunnels: crate::detect::tunnel::TunnelTable,
     l2: Vec<crate::detect::l2watch::L2Obs>,
+    l2_overflow: u64,
     stats: ShardStats,
     /// Host vectors the host stage has emptied and handed back.
     pub spare: Vec<Vec<(Addr, HostCounters)>>,
@@ -272,6 +274,7 @@ impl Shard {
             probes: crate::detect::scan::ProbeTable::new(cfg.max_hosts),
             tunnels: crate::detect::tunnel::TunnelTable::new(16_384),
             l2: Vec::new(),
+            l2_overflow: 0,
             stats: ShardStats::default(),
             spare: Vec::new(),
         }
@@ -296,7 +299,7 @@ impl Shard {
             if self.l2.len() < MAX_L2_OBS {
                 self.l2.push(o);
             } else {
-                self.stats.hit_overflow += 1;
+                self.l2_overflow += 1;
             }
             if o.op == 1 && o.ip != o.target && !o.ip.ip().is_unspecified() {
                 self.probes.sweep(o.ip, o.target, 0, crate::detect::scan::PROTO_ARP);
@@ -449,7 +452,12 @@ impl Shard {
         self.stats.flows_evicted = ts.evicted;
         self.stats.flows_open = self.table.len() as u64;
         self.stats.flow_table_bytes = self.table.memory_bytes() as u64;
-        self.stats.hit_overflow = self.hits.overflow;
+        // Everything a per-interval cap turned away, so nothing is dropped silently.
+        self.stats.hit_overflow = self.hits.overflow
+            + self.probes.overflow
+            + self.tunnels.overflow
+            + self.frags.overflow
+            + self.l2_overflow;
         self.frags.expire(t);
         let mut hits = Vec::new();
         self.hits.drain_into(&mut hits);
