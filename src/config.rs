@@ -260,7 +260,7 @@ impl Default for CaptureConfig {
             snaplen: 1024,
             buffer_mib: 64,
             promiscuous: true,
-            batch_size: 256,
+            batch_size: 1024,
             queue_batches: 64,
             interval_ms: 1000,
         }

@@ -5,16 +5,15 @@
 //! `Tick` it expires idle flows and hands its interval to the host stage as
 //! one [`ShardReport`]; nothing here reads a clock or does I/O.
 
+pub mod hosts;
 pub mod key;
 pub mod sketch;
 pub mod table;
 
-use crossbeam_channel::{Receiver, Sender};
-use hashbrown::HashMap;
-
 use crate::decode::{Addr, PacketMeta, ip_proto, tcp_flags};
 use crate::detect::misuse::{HitAgg, HitKey, HitTable};
 use crate::time::Timestamp;
+use crossbeam_channel::{Receiver, Sender};
 pub use key::{FlowKey, Side};
 pub use sketch::{Distinct, TopK};
 pub use table::{ConnState, EndReason, Flow, FlowTable, TableLimits};
@@ -32,26 +31,41 @@ pub enum ShardMsg {
 }
 
 /// One host's traffic within one interval, as one shard saw it.
+///
+/// Laid out (`repr(C)`) as two halves, what the host sent and what it
+/// received, each with its counters, sketches and top-K together: a packet
+/// updates one contiguous run of each end's record, not lines all over it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct HostCounters {
     /// Packets sent.
     pub pkts_out: u64,
-    /// Packets received.
-    pub pkts_in: u64,
     /// Wire bytes sent.
     pub bytes_out: u64,
-    /// Wire bytes received.
-    pub bytes_in: u64,
     /// Bare SYNs sent (connection attempts).
     pub syn_out: u64,
-    /// Bare SYNs received.
-    pub syn_in: u64,
-    /// Connections to this host whose three-way handshake completed.
-    pub handshakes_in: u64,
+    /// UDP packets sent (answers, for telling a flood from a conversation).
+    pub udp_out: u64,
+    /// ICMP packets sent.
+    pub icmp_out: u64,
+    /// DNS queries this host sent.
+    pub dns_queries: u64,
+    /// Of those, queries whose name looks like encoded data (long, random label).
+    pub dns_encoded: u64,
     /// Flows this host opened.
     pub flows_out: u64,
-    /// Flows opened toward this host.
-    pub flows_in: u64,
+    /// Distinct destinations this host talked to.
+    pub peers_out: Distinct,
+    /// Distinct destination ports this host sent to.
+    pub ports_out: Distinct,
+    /// Heaviest destinations of this host.
+    pub top_dst: TopK,
+    /// Packets received.
+    pub pkts_in: u64,
+    /// Wire bytes received.
+    pub bytes_in: u64,
+    /// Bare SYNs received.
+    pub syn_in: u64,
     /// TCP packets received.
     pub tcp_in: u64,
     /// UDP packets received.
@@ -60,34 +74,24 @@ pub struct HostCounters {
     pub icmp_in: u64,
     /// Other IP packets received.
     pub other_in: u64,
-    /// UDP packets sent (answers, for telling a flood from a conversation).
-    pub udp_out: u64,
-    /// ICMP packets sent.
-    pub icmp_out: u64,
+    /// Flows opened toward this host.
+    pub flows_in: u64,
+    /// Distinct sources talking to this host.
+    pub peers_in: Distinct,
+    /// Distinct destination ports hit on this host.
+    pub ports_in: Distinct,
+    /// Heaviest sources toward this host.
+    pub top_src: TopK,
+    /// Connections to this host whose three-way handshake completed.
+    pub handshakes_in: u64,
     /// Unsolicited reflector-style packets received: UDP from amplifier
     /// ports or UDP fragments in flows the remote side opened, and SYN-ACKs
     /// answering no SYN.
     pub amp_pkts_in: u64,
     /// Wire bytes of those packets.
     pub amp_bytes_in: u64,
-    /// DNS queries this host sent.
-    pub dns_queries: u64,
-    /// Of those, queries whose name looks like encoded data (long, random label).
-    pub dns_encoded: u64,
-    /// Distinct sources talking to this host.
-    pub peers_in: Distinct,
-    /// Distinct destination ports hit on this host.
-    pub ports_in: Distinct,
-    /// Distinct destinations this host talked to.
-    pub peers_out: Distinct,
-    /// Distinct destination ports this host sent to.
-    pub ports_out: Distinct,
     /// Distinct sources of the unsolicited reflector traffic.
     pub amp_sources: Distinct,
-    /// Heaviest sources toward this host.
-    pub top_src: TopK,
-    /// Heaviest destinations of this host.
-    pub top_dst: TopK,
 }
 
 impl HostCounters {
@@ -248,8 +252,9 @@ pub struct ShardConfig {
 pub struct Shard {
     id: usize,
     table: FlowTable,
-    hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
-    max_hosts: usize,
+    hosts: hosts::HostSlab,
+    /// Interval number: flows' cached host slots are valid only within one.
+    epoch: u32,
     hits: HitTable,
     frags: crate::detect::fragments::FragTracker,
     probes: crate::detect::scan::ProbeTable,
@@ -267,8 +272,8 @@ impl Shard {
         Shard {
             id,
             table: FlowTable::new(cfg.limits),
-            hosts: HashMap::with_hasher(Default::default()),
-            max_hosts: cfg.max_hosts,
+            hosts: hosts::HostSlab::new(cfg.max_hosts),
+            epoch: 1,
             hits: HitTable::new(cfg.max_hits),
             frags: crate::detect::fragments::FragTracker::new(4096),
             probes: crate::detect::scan::ProbeTable::new(cfg.max_hosts),
@@ -332,7 +337,31 @@ impl Shard {
         let d = &m.dns;
         let query = d.is_valid() && d.flags & crate::decode::dns::DNS_RESPONSE == 0;
         let encoded = query && crate::detect::tunnel::encoded_name(d);
-        self.host(src, |h| {
+        // Both ends' slots are cached on the flow for the interval, so a
+        // packet of a known flow goes straight to its hosts' counters.
+        let (a_slot, b_slot) = {
+            let epoch = self.epoch;
+            let hosts = &mut self.hosts;
+            match self.table.slot_mut(touch.slot) {
+                Some(f) => {
+                    if f.hosts.epoch != epoch {
+                        f.hosts = table::HostSlots { epoch, idx: [hosts::UNSET; 2] };
+                    }
+                    for (i, a) in [(0, key.a), (1, key.b)] {
+                        if f.hosts.idx[i] == hosts::UNSET {
+                            f.hosts.idx[i] = hosts.slot(a);
+                        }
+                    }
+                    (f.hosts.idx[0], f.hosts.idx[1])
+                }
+                None => (hosts.slot(key.a), hosts.slot(key.b)),
+            }
+        };
+        let (src_slot, dst_slot) = match side {
+            Side::A => (a_slot, b_slot),
+            Side::B => (b_slot, a_slot),
+        };
+        self.host(src_slot, |h| {
             h.dns_queries += u64::from(query);
             h.dns_encoded += u64::from(encoded);
             h.pkts_out += 1;
@@ -346,7 +375,7 @@ impl Shard {
             }
             h.top_dst.add(dst, 1);
         });
-        self.host(dst, |h| {
+        self.host(dst_slot, |h| {
             h.pkts_in += 1;
             h.bytes_in += wire;
             h.syn_in += u64::from(bare_syn);
@@ -367,17 +396,21 @@ impl Shard {
                 h.amp_sources.insert_addr(&src);
             }
         });
+        let (orig_slot, resp_slot) = match touch.orig {
+            Side::A => (a_slot, b_slot),
+            Side::B => (b_slot, a_slot),
+        };
         if touch.created {
             // Credit the flow to whoever opened it, which is not always this
             // packet's sender (a SYN-ACK seen first).
-            self.host(key.endpoint(touch.orig).0, |h| h.flows_out += 1);
-            self.host(key.endpoint(touch.orig.other()).0, |h| h.flows_in += 1);
+            self.host(orig_slot, |h| h.flows_out += 1);
+            self.host(resp_slot, |h| h.flows_in += 1);
         }
         self.probe(m, &key, side, &touch);
         if matches!(touch.before, ConnState::SynAckSeen | ConnState::SynSent)
             && touch.after == ConnState::Established
         {
-            self.host(key.endpoint(touch.orig.other()).0, |h| h.handshakes_in += 1);
+            self.host(resp_slot, |h| h.handshakes_in += 1);
         }
     }
 
@@ -428,13 +461,11 @@ impl Shard {
         }
     }
 
-    fn host(&mut self, a: Addr, f: impl FnOnce(&mut HostCounters)) {
-        if let Some(h) = self.hosts.get_mut(&a) {
-            f(h);
-        } else if self.hosts.len() < self.max_hosts {
-            f(self.hosts.entry(a).or_default());
-        } else {
-            self.stats.host_overflow += 1;
+    #[inline]
+    fn host(&mut self, slot: u32, f: impl FnOnce(&mut HostCounters)) {
+        match self.hosts.get_mut(slot) {
+            Some(h) => f(h),
+            None => self.stats.host_overflow += 1,
         }
     }
 
@@ -469,9 +500,8 @@ impl Shard {
             tick: t,
             last,
             hosts: {
-                let mut v = self.spare.pop().unwrap_or_default();
-                v.extend(self.hosts.drain());
-                v
+                self.epoch = self.epoch.wrapping_add(1).max(1);
+                self.hosts.take(self.spare.pop().unwrap_or_default())
             },
             hits,
             rules,

@@ -120,6 +120,19 @@ pub struct Flow {
     class: TimeoutClass,
     prev: u32,
     next: u32,
+    /// The shard's host-summary slots of both ends, valid for one interval.
+    pub hosts: HostSlots,
+}
+
+/// Where a flow's two endpoints sit in the shard's per-interval host
+/// summaries: cached on the flow so a packet of a known flow finds its hosts
+/// without two more hash lookups. Valid only while `epoch` is the shard's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostSlots {
+    /// The shard interval these slots belong to (0: never filled).
+    pub epoch: u32,
+    /// Slot of side A's and side B's address.
+    pub idx: [u32; 2],
 }
 
 /// What one packet did to the table.
@@ -137,6 +150,8 @@ pub struct Touch {
     pub peer_flags: u16,
     /// Packets this packet's sender has now sent in the flow (1 for its first).
     pub sent: u32,
+    /// The flow's slot, for [`FlowTable::slot_mut`] within the same packet.
+    pub slot: u32,
 }
 
 /// Counters kept by a table (cumulative).
@@ -200,6 +215,11 @@ impl FlowTable {
         self.slots.capacity() * std::mem::size_of::<Flow>()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free.capacity() * 4
+    }
+
+    /// The flow in `slot` (from [`Touch::slot`] of the packet just touched).
+    pub fn slot_mut(&mut self, slot: u32) -> Option<&mut Flow> {
+        self.slots.get_mut(slot as usize)
     }
 
     /// Looks a flow up without touching it.
@@ -280,7 +300,7 @@ impl FlowTable {
             self.slots[idx as usize].class = class;
             self.push_tail(idx);
         }
-        Touch { created, before, after, orig, peer_flags, sent }
+        Touch { created, before, after, orig, peer_flags, sent, slot: idx }
     }
 
     /// Ends every flow idle past its class timeout at `now`.
@@ -408,6 +428,7 @@ impl Flow {
             class: class_of(&key, ConnState::None),
             prev: NIL,
             next: NIL,
+            hosts: HostSlots::default(),
         }
     }
 

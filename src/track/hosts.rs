@@ -1,0 +1,67 @@
+//! The per-interval host summaries of one shard: a slab found through an
+//! index of slot numbers, so the slab itself becomes the interval's report
+//! (no copy at the tick) and flows can cache their hosts' slots.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use super::HostCounters;
+use crate::decode::Addr;
+
+/// A slot number meaning "not looked up yet this interval".
+pub const UNSET: u32 = u32::MAX;
+/// A slot number meaning "refused: the per-interval host cap was reached".
+pub const OVER: u32 = u32::MAX - 1;
+
+/// Host summaries of the current interval, at most `cap` of them.
+pub struct HostSlab {
+    index: HashTable<u32>,
+    slab: Vec<(Addr, HostCounters)>,
+    hasher: foldhash::fast::FixedState,
+    cap: usize,
+}
+
+impl HostSlab {
+    /// An empty slab holding at most `cap` hosts per interval.
+    pub fn new(cap: usize) -> HostSlab {
+        HostSlab {
+            index: HashTable::new(),
+            slab: Vec::new(),
+            hasher: foldhash::fast::FixedState::with_seed(0x686f_7374_7321),
+            // Slot numbers must stay below the two markers.
+            cap: cap.min(OVER as usize),
+        }
+    }
+
+    /// The slot of `a`, created if there is room; [`OVER`] if not.
+    #[inline]
+    pub fn slot(&mut self, a: Addr) -> u32 {
+        let h = self.hasher.hash_one(a);
+        let slab = &self.slab;
+        if let Some(&i) = self.index.find(h, |&i| slab[i as usize].0 == a) {
+            return i;
+        }
+        if self.slab.len() >= self.cap {
+            return OVER;
+        }
+        let i = self.slab.len() as u32;
+        self.slab.push((a, HostCounters::default()));
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.index.insert_unique(h, i, |&j| hasher.hash_one(slab[j as usize].0));
+        i
+    }
+
+    /// The counters in `slot`, if it is a real slot.
+    #[inline]
+    pub fn get_mut(&mut self, slot: u32) -> Option<&mut HostCounters> {
+        self.slab.get_mut(slot as usize).map(|(_, c)| c)
+    }
+
+    /// Hands the interval's summaries out, leaving `spare` (emptied) in their place.
+    pub fn take(&mut self, mut spare: Vec<(Addr, HostCounters)>) -> Vec<(Addr, HostCounters)> {
+        spare.clear();
+        self.index.clear();
+        std::mem::replace(&mut self.slab, spare)
+    }
+}
