@@ -125,11 +125,95 @@ fn ml_corpus_table() {
     }
 }
 
-/// Open problem, kept visible: traffic of a *different* benign network after
-/// the lead-in (1kxun's multicast discovery, LLMNR, SSDP) is novel to the
-/// model and gets flagged. The issue asks for learning on each capture's own
-/// first part; the corpus captures are too short for the training period.
-/// Run with `cargo test --release --test ml -- --ignored`.
+/// Frames with every gap clamped to at most a second (two corpus captures
+/// have broken clocks that jump by years), starting at zero.
+fn continuous(frames: Vec<(i64, Vec<u8>, u32)>) -> Vec<(i64, Vec<u8>, u32)> {
+    let mut t = 0i64;
+    let mut prev = frames.first().map_or(0, |f| f.0);
+    frames
+        .into_iter()
+        .map(|(ts, d, l)| {
+            t += (ts - prev).clamp(0, 1_000_000);
+            prev = ts;
+            (t, d, l)
+        })
+        .collect()
+}
+
+/// Learning on a network's own first part: the first half of each benign
+/// capture, looped for about ten minutes of packet time, is the lead-in;
+/// then comes its second half, then a port scan. The model must flag the
+/// scan (it is armed) and nothing from the second half (it does not cry
+/// wolf on the network it learned).
+#[test]
+fn learning_a_captures_first_half_keeps_its_second_half_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = continuous(read_pcap(&cap("scans/pcaphunt_ps-tcp_syn.pcap")));
+    let (scanner, victim) = ("10.0.0.140", "10.0.0.1");
+    let mut report = Vec::new();
+    for f in common::BENIGN {
+        let all = continuous(read_pcap(&cap(f)));
+        let (first, second) = all.split_at(all.len() / 2);
+        let span = (first.last().unwrap().0 + 1_000_000).max(1_000_000);
+        // About ten minutes, at most 500k packets (debug builds run this too).
+        let loops = (600_000_000 / span).clamp(1, (500_000 / first.len() as i64).max(1));
+        let mut frames = Vec::new();
+        let mut at = 1_000_000_000_000i64;
+        for _ in 0..loops {
+            frames.extend(first.iter().map(|(t, d, l)| (t + at, d.clone(), *l)));
+            at += span;
+        }
+        let s0 = second[0].0;
+        frames.extend(second.iter().map(|(t, d, l)| (t - s0 + at, d.clone(), *l)));
+        at += second.last().unwrap().0 - s0 + 2_000_000;
+        // The scan starts at the next midnight (still January 1970), so an
+        // event's date tells which part raised it.
+        const DAY: i64 = 86_400_000_000;
+        let day = at / DAY + 1;
+        let scan_day = format!("1970-01-{:02}", day + 1);
+        frames.extend(scan.iter().map(|(t, d, l)| (t + day * DAY, d.clone(), *l)));
+        let path = dir.path().join("firsthalf.pcap");
+        write_pcap(&path, &frames);
+        let cfg = dir.path().join("ml.toml");
+        std::fs::write(&cfg, "[ml]\nenabled = true\ntraining = 256\nwindow = 128\nmin_packets = 5\n")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
+            .args(["replay", "-q", "--workers", "1", "-c"])
+            .arg(&cfg)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let starts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["kind"] == "behaviour_outlier" && e["phase"] == "start")
+            .collect();
+        let in_scan = |e: &serde_json::Value| e["timestamp"].as_str().unwrap_or("").starts_with(&scan_day);
+        let host = |e: &serde_json::Value| e["src_ip"].as_str().unwrap_or("").to_string();
+        let found = starts.iter().filter(|e| in_scan(e)).any(|e| host(e) == scanner || host(e) == victim);
+        let false_alarms: Vec<String> = starts.iter().filter(|e| !in_scan(e)).map(host).collect();
+        for e in starts.iter().filter(|e| !in_scan(e)) {
+            eprintln!("ml-first-half | {f} | false alarm: {}", e["message"]);
+        }
+        eprintln!(
+            "ml-first-half | {f} | {loops} loops | scan found: {found} | benign flagged: {false_alarms:?}"
+        );
+        report.push((f, found, false_alarms.len()));
+    }
+    for (f, found, false_alarms) in &report {
+        assert!(*found, "{f}: the model never flagged the scan after learning");
+        assert_eq!(*false_alarms, 0, "{f}: benign hosts of its second half were flagged");
+    }
+}
+
+/// The harder case, kept visible: a *different* benign network after the
+/// lead-in (1kxun's multicast discovery, LLMNR, SSDP after a lead-in of web
+/// and SMB traffic) is novel to the model and gets flagged. That is the
+/// model working as designed (it learns the network it watches; see
+/// `learning_a_captures_first_half_keeps_its_second_half_quiet`), but it is
+/// why the model is off by default. Run with
+/// `cargo test --release --test ml -- --ignored`.
 #[test]
 #[ignore]
 fn benign_captures_after_the_lead_in_raise_nothing() {

@@ -361,6 +361,11 @@ impl BehaviourModel {
                     }
                     self.learn(&x);
                 }
+                // Unusual only by doing *less* than usual (a host gone quiet in
+                // one direction, a transfer that ended): not what an attack
+                // looks like, and the commonest way benign hosts stray. Such a
+                // vector is normal variety: it teaches the model.
+                (Some(s), Some(line)) if s > line && !self.excess(&x) => self.learn(&x),
                 (Some(s), Some(line)) if s > line => {
                     if !allowed(a, AnomalyKind::BehaviourOutlier) {
                         let obs = self.observation(*a, &x, s, line, t);
@@ -378,11 +383,22 @@ impl BehaviourModel {
         }
     }
 
-    fn observation(&self, host: Addr, x: &[f64; FEATURES], score: f64, line: f64, t: Timestamp) -> RuleObs {
-        // The features furthest from what was learned, in standard deviations.
+    /// The features furthest from what was learned, in standard deviations, furthest first.
+    fn deviations(&self, x: &[f64; FEATURES]) -> Vec<(f64, usize)> {
         let mut dev: Vec<(f64, usize)> =
             (0..FEATURES).map(|d| ((x[d] - self.mean[d]) / self.var[d].sqrt().max(0.02), d)).collect();
         dev.sort_by(|p, q| q.0.abs().total_cmp(&p.0.abs()).then(p.1.cmp(&q.1)));
+        dev
+    }
+
+    /// True when one of the three strongest deviations is an excess (more
+    /// traffic, fan-out or failure than usual), not only a shortfall.
+    fn excess(&self, x: &[f64; FEATURES]) -> bool {
+        self.deviations(x).iter().take(3).any(|&(z, _)| z > 0.0)
+    }
+
+    fn observation(&self, host: Addr, x: &[f64; FEATURES], score: f64, line: f64, t: Timestamp) -> RuleObs {
+        let dev = self.deviations(x);
         let words: Vec<String> = dev
             .iter()
             .take(3)
@@ -390,7 +406,17 @@ impl BehaviourModel {
                 if d < COUNTS {
                     let now = (x[d] * LOG_MAX).exp_m1();
                     let usual = (self.mean[d] * LOG_MAX).exp_m1().max(1.0);
-                    format!("{} {:.0}x usual ({:.0} vs {:.0})", FEATURE_NAMES[d], now / usual, now, usual)
+                    if now >= usual {
+                        format!("{} {:.0}x usual ({:.0} vs {:.0})", FEATURE_NAMES[d], now / usual, now, usual)
+                    } else {
+                        format!(
+                            "{} {:.0}% of usual ({:.0} vs {:.0})",
+                            FEATURE_NAMES[d],
+                            now / usual * 100.0,
+                            now,
+                            usual
+                        )
+                    }
                 } else {
                     format!("{} {:.0}% ({:+.1} sd)", FEATURE_NAMES[d], x[d] * 100.0, z)
                 }
@@ -481,6 +507,12 @@ mod tests {
             scan.peers_out.insert_addr(&Addr::v4([9, 9, (p >> 8) as u8, p as u8]));
             scan.ports_out.insert_port(p);
         }
+        // A host that only went quiet (nothing received) is not an attack.
+        let quiet = HostCounters { pkts_in: 0, bytes_in: 0, udp_in: 0, ..normal(2) };
+        let mut iv = HostInterval::default();
+        iv.hosts.insert(Addr::v4([10, 0, 0, 98]), quiet);
+        m.on_interval(&iv, Timestamp::from_secs(3000), &never, &mut out);
+        assert!(out.is_empty(), "a shortfall alone was flagged: {out:#?}");
         let x = features(&scan);
         assert!(m.score(&x) > line, "score {} line {line}", m.score(&x));
         let mut iv = HostInterval::default();
