@@ -287,7 +287,8 @@ pub struct FlowConfig {
     pub other_timeout: u64,
     /// Longest a flow record stays open before it is split (s).
     pub active_timeout: u64,
-    /// Most distinct hosts summarised per interval and worker.
+    /// Most distinct hosts summarised per interval in all (split evenly over
+    /// workers, like `max_flows`, so memory does not grow with the worker count).
     pub max_hosts_per_interval: usize,
 }
 
@@ -528,7 +529,7 @@ impl Config {
                 ],
                 active: f.active_timeout * s,
             },
-            max_hosts: f.max_hosts_per_interval,
+            max_hosts: (f.max_hosts_per_interval / workers.max(1)).max(1),
             max_hits: 4096,
         }
     }

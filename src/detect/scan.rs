@@ -305,18 +305,17 @@ impl ScanDetector {
             let p = w.agg;
             let start = w.start;
             let failing = failing(p.probes, p.established + p.answered, cfg.max_success);
+            let d = roll(&mut self.dsts, dst, t, window);
             if agg.probes > 0 {
-                let d = roll(&mut self.dsts, dst, t, window);
                 d.agg.sources.insert_addr(&src);
                 d.agg.ports.merge(&agg.ports);
             }
-            let d = roll(&mut self.dsts, dst, t, window);
             d.agg.probes += agg.probes;
             d.agg.ok += agg.established + agg.answered;
             let ports = p.ports.estimate();
             let key = EpisodeKey { kind: AnomalyKind::PortScan, src, dst };
             // Once open, continued probing keeps the episode alive across windows.
-            let ongoing = self.episodes.is_open(&key) && agg.probes > 0;
+            let ongoing = agg.probes > 0 && self.episodes.is_open(&key);
             if (ongoing || ports >= cfg.ports && failing) && !allowed(&src, AnomalyKind::PortScan) {
                 let how = match (p.syn, p.stealth, p.udp) {
                     (_, s, _) if s * 2 > p.probes => "stealth (NULL/FIN/Xmas)",
@@ -368,7 +367,7 @@ impl ScanDetector {
             // for TCP/UDP a crawler that connects everywhere is not a scan.
             let counts = !check_ok || failing(s.probes, s.ok, cfg.max_success);
             let key = EpisodeKey { kind: AnomalyKind::HostScan, src, dst: Addr::UNSPECIFIED };
-            let ongoing = self.episodes.is_open(&key) && agg.probes > 0;
+            let ongoing = agg.probes > 0 && self.episodes.is_open(&key);
             if (ongoing || hosts >= need && counts) && !allowed(&src, AnomalyKind::HostScan) {
                 let mut ev = Map::new();
                 ev.insert("distinct_hosts".into(), json!(hosts));

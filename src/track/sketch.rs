@@ -92,20 +92,30 @@ impl TopK {
         self.counts[min_i] = self.counts[min_i].saturating_add(n);
     }
 
-    /// Merges another summary into this one.
+    /// Merges another summary into this one (no allocation: the host stage
+    /// merges two of these per host per shard per interval).
     pub fn merge(&mut self, o: &TopK) {
-        let mut all: Vec<(Addr, u32)> = self.entries();
-        for (a, c) in o.entries() {
-            match all.iter_mut().find(|(x, _)| *x == a) {
-                Some(e) => e.1 = e.1.saturating_add(c),
-                None => all.push((a, c)),
+        let mut all = [(Addr::UNSPECIFIED, 0u32); 2 * TOPK];
+        let mut n = 0;
+        for i in (0..TOPK).filter(|&i| self.counts[i] > 0) {
+            all[n] = (self.addrs[i], self.counts[i]);
+            n += 1;
+        }
+        for i in (0..TOPK).filter(|&i| o.counts[i] > 0) {
+            match all[..n].iter_mut().find(|(x, _)| *x == o.addrs[i]) {
+                Some(e) => e.1 = e.1.saturating_add(o.counts[i]),
+                None => {
+                    all[n] = (o.addrs[i], o.counts[i]);
+                    n += 1;
+                }
             }
         }
-        all.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let all = &mut all[..n];
+        all.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
         *self = TopK::default();
-        for (i, (a, c)) in all.into_iter().take(TOPK).enumerate() {
-            self.addrs[i] = a;
-            self.counts[i] = c;
+        for (i, (a, c)) in all.iter().take(TOPK).enumerate() {
+            self.addrs[i] = *a;
+            self.counts[i] = *c;
         }
     }
 
