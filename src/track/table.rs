@@ -189,7 +189,10 @@ impl FlowTable {
     /// An empty table with the given limits.
     pub fn new(limits: TableLimits) -> FlowTable {
         FlowTable {
-            index: HashTable::new(),
+            // The index is sized for the cap up front (~5 bytes a flow): growing
+            // it rehashes every key through the slab, a cache miss each, and
+            // that cost lands in the middle of a traffic surge.
+            index: HashTable::with_capacity(limits.max_flows.clamp(1, 1 << 22)),
             slots: Vec::new(),
             free: Vec::new(),
             lists: [List { head: NIL, tail: NIL }; CLASS_COUNT],
