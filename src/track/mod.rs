@@ -564,3 +564,74 @@ pub fn run_shard(
     // still report what we have so nothing processed is lost.
     let _ = reports.send(shard.tick(last_t, true));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{L3, l4};
+
+    fn seg(src: u8, dst: u8, sport: u16, dport: u16, flags: u16, t: u64) -> PacketMeta {
+        PacketMeta {
+            ts: Timestamp::from_secs(t),
+            wire_len: 60,
+            l3: L3::Ipv4,
+            proto: ip_proto::TCP,
+            l4: l4::PORTS | l4::TCP_FLAGS,
+            src: Addr::v4([10, 0, 0, src]),
+            dst: Addr::v4([10, 0, 0, dst]),
+            sport,
+            dport,
+            tcp_flags: flags,
+            ..PacketMeta::default()
+        }
+    }
+
+    fn shard(max_hosts: usize) -> Shard {
+        Shard::new(0, ShardConfig { limits: TableLimits::default(), max_hosts, max_hits: 64 })
+    }
+
+    fn counters(r: &ShardReport, host: u8) -> HostCounters {
+        let a = Addr::v4([10, 0, 0, host]);
+        r.hosts.iter().find(|(x, _)| *x == a).map(|(_, c)| *c).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_flow_spanning_intervals_counts_its_hosts_in_each() {
+        use tcp_flags::*;
+        let mut s = shard(1024);
+        s.process(&seg(2, 1, 5000, 80, SYN, 1));
+        s.process(&seg(1, 2, 80, 5000, SYN | ACK, 1));
+        s.process(&seg(2, 1, 5000, 80, ACK, 1));
+        let r1 = s.tick(Timestamp::from_secs(2), false);
+        assert_eq!(r1.hosts.len(), 2);
+        let (c, srv) = (counters(&r1, 2), counters(&r1, 1));
+        assert_eq!((c.pkts_out, c.pkts_in, c.flows_out, c.syn_out), (2, 1, 1, 1));
+        assert_eq!((srv.pkts_out, srv.pkts_in, srv.flows_in, srv.handshakes_in), (1, 2, 1, 1));
+        // The same flow in the next interval: its cached slots belong to the
+        // last interval and must be looked up afresh, in this interval's summaries.
+        s.spare.push(r1.hosts);
+        s.process(&seg(1, 2, 80, 5000, ACK, 2));
+        s.process(&seg(1, 2, 80, 5000, ACK, 2));
+        let r2 = s.tick(Timestamp::from_secs(3), false);
+        assert_eq!(r2.hosts.len(), 2);
+        assert_eq!((counters(&r2, 1).pkts_out, counters(&r2, 2).pkts_in), (2, 2));
+        assert_eq!(counters(&r2, 2).flows_out, 0, "the flow was opened in the first interval");
+    }
+
+    #[test]
+    fn hosts_past_the_cap_are_counted_not_summarised() {
+        use tcp_flags::*;
+        let mut s = shard(2);
+        s.process(&seg(2, 1, 5000, 80, SYN, 1));
+        s.process(&seg(3, 1, 5001, 80, SYN, 1)); // host 3 is the third: refused
+        s.process(&seg(3, 1, 5001, 80, SYN, 1));
+        let r = s.tick(Timestamp::from_secs(2), false);
+        assert_eq!(r.hosts.len(), 2);
+        assert_eq!(counters(&r, 1).pkts_in, 3, "the server's own slot still counts every packet");
+        assert!(r.stats.host_overflow >= 2, "{}", r.stats.host_overflow);
+        // The next interval starts empty: host 3 fits again.
+        s.process(&seg(3, 1, 5001, 80, SYN, 2));
+        let r = s.tick(Timestamp::from_secs(3), false);
+        assert_eq!(counters(&r, 3).pkts_out, 1);
+    }
+}
