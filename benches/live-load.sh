@@ -6,6 +6,7 @@
 #
 #   sudo benches/live-load.sh                          # 400k packets at 50k, 100k, 200k pps and top speed
 #   sudo PACKETS=1000000 RATES="100000 top" WORKERS=2 benches/live-load.sh
+#   sudo THREADS=2 benches/live-load.sh                 # two capture threads in one fanout group
 #
 # Needs root (namespaces, capture). Everything is created under names
 # unique to this run and removed on exit, even on error or Ctrl-C; the only
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 PACKETS=${PACKETS:-400000}
 RATES=${RATES:-"50000 100000 200000 top"}
 WORKERS=${WORKERS:-1}
+THREADS=${THREADS:-1}   # capture threads (more than one: AF_PACKET fanout)
 OUT=target/bench/live
 mkdir -p "$OUT"
 for pkg in tcpreplay iproute2; do
@@ -45,14 +47,14 @@ ip -n "$TX" link set "${TAG}a" up; ip -n "$RX" link set "${TAG}b" up
 
 echo "## netvigil live capture under load — $(date -u +%Y-%m-%d)"
 echo
-echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r); tcpreplay $(tcpreplay -V 2>&1 | grep -o 'version: [0-9.]*' | cut -d' ' -f2) on one end of a veth pair, \`netvigil live --workers $WORKERS\` on the other, same machine."
+echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r); tcpreplay $(tcpreplay -V 2>&1 | grep -o 'version: [0-9.]*' | cut -d' ' -f2) on one end of a veth pair, \`netvigil live --workers $WORKERS --capture-threads $THREADS\` on the other, same machine."
 echo "Capture: $PACKETS packets (benches/gencap.rs mix); every detector on."
 echo
 echo "| offered rate | achieved send pps | sent | received by netvigil | kernel drops | interface drops | queue drops | loss |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for rate in $RATES; do
   json="$OUT/summary-$rate.json"; rm -f "$json"
-  ip netns exec "$RX" target/release/netvigil live -q --interface "${TAG}b" --workers "$WORKERS" \
+  ip netns exec "$RX" target/release/netvigil live -q --interface "${TAG}b" --workers "$WORKERS" --capture-threads "$THREADS" \
     --events /dev/null --summary-json "$json" 2> "$OUT/netvigil-$rate.log" &
   SENSOR=$!
   # Wait (bounded) until the capture is open before sending anything.

@@ -97,4 +97,8 @@ pub struct LiveArgs {
     /// After opening the capture, drop root and run as this user (needs root to start).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Capture threads: more than one joins them in one AF_PACKET fanout
+    /// group (Linux), each reading its share of the flows.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub capture_threads: u16,
 }

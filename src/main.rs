@@ -115,12 +115,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 promiscuous: cfg.capture.promiscuous && !args.no_promisc,
                 bpf: args.common.bpf.clone(),
             };
-            let mut cap = live::open(&lo)?;
+            let mut caps = vec![live::open(&lo)?];
+            if args.capture_threads > 1 {
+                let group = netvigil::capture::fanout::group_id();
+                for _ in 1..args.capture_threads {
+                    caps.push(live::open(&lo)?);
+                }
+                for cap in &caps {
+                    netvigil::capture::fanout::join(cap, group, &lo.interface)?;
+                }
+                tracing::info!("{} capture threads in AF_PACKET fanout group {group}", caps.len());
+            }
             if let Some(user) = &args.user {
                 let (uid, gid) = netvigil::capture::privileges::drop_to(user)?;
                 tracing::info!("capture open; now running as {user} (uid {uid}, gid {gid})");
             }
-            let breaker = Arc::new(Mutex::new(Some(cap.breakloop_handle())));
+            let breaker = Arc::new(Mutex::new(caps.iter_mut().map(|c| c.breakloop_handle()).collect()));
             watch_signals_breakloop(stop.clone(), breaker.clone());
             tracing::info!(
                 "capturing on {} (snaplen {}, buffer {} MiB)",
@@ -130,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             netvigil::export::systemd::notify(&format!("READY=1\nSTATUS=capturing on {}", lo.interface));
             let source = Source::Live {
-                cap: Box::new(cap),
+                caps,
                 opts: lo,
                 status: Box::new(|s| {
                     tracing::info!(
@@ -145,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let (summary, result) = pipeline::run(source, &cfg, opts, stop);
             if let Ok(mut b) = breaker.lock() {
-                b.take();
+                b.clear();
             }
             finish(summary, result, cli.quiet, args.common.summary_json.as_deref())
         }
@@ -209,17 +219,15 @@ fn prepare(
 }
 
 /// Wakes a blocked libpcap read when a stop signal arrives.
-fn watch_signals_breakloop(stop: Arc<AtomicBool>, breaker: Arc<Mutex<Option<pcap::BreakLoop>>>) {
+fn watch_signals_breakloop(stop: Arc<AtomicBool>, breaker: Arc<Mutex<Vec<pcap::BreakLoop>>>) {
     let signals =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
     let Ok(mut signals) = signals else { return };
     let _ = std::thread::Builder::new().name("netvigil-signals".into()).spawn(move || {
         for _ in signals.forever() {
             stop.store(true, Ordering::Relaxed);
-            if let Ok(b) = breaker.lock() {
-                if let Some(b) = b.as_ref() {
-                    b.breakloop();
-                }
+            if let Ok(all) = breaker.lock() {
+                all.iter().for_each(pcap::BreakLoop::breakloop);
             }
         }
     });

@@ -97,6 +97,17 @@ pub struct Dispatcher {
     dead: bool,
     skew: u64,
     stop: Arc<AtomicBool>,
+    /// With several capture threads: this thread's number and the tick
+    /// coordinator, which closes an interval once every thread has passed it.
+    coord: Option<(usize, Sender<CoordMsg>)>,
+}
+
+/// What a capture thread tells the tick coordinator (several capture threads).
+enum CoordMsg {
+    /// This thread's packet time passed `t` (its batches before it are sent).
+    Boundary { from: usize, t: Timestamp, stats: CaptureStats },
+    /// This thread's input ended at `t` (everything is sent).
+    Finish { from: usize, t: Option<Timestamp>, stats: CaptureStats },
 }
 
 /// Backward time jumps larger than this rebase the input instead of clamping.
@@ -151,8 +162,18 @@ impl Dispatcher {
                 // One tick however far time jumped: a gap of years is one
                 // long quiet interval, not millions of empty ones.
                 let boundary = t.floor_to(self.interval);
-                let sent = Instant::now();
-                self.broadcast(|| ShardMsg::Tick(boundary, sent));
+                match &self.coord {
+                    None => {
+                        let sent = Instant::now();
+                        self.broadcast(|| ShardMsg::Tick(boundary, sent));
+                    }
+                    Some((from, tx)) => {
+                        let msg = CoordMsg::Boundary { from: *from, t: boundary, stats: self.stats.clone() };
+                        if tx.send(msg).is_err() {
+                            self.dead = true;
+                        }
+                    }
+                }
                 self.next_tick = Some(boundary.saturating_add(self.interval));
                 if self.publish {
                     metrics::publish_capture(&self.stats);
@@ -165,6 +186,13 @@ impl Dispatcher {
     fn finish(&mut self) {
         for i in 0..self.batches.len() {
             self.send_batch(i);
+        }
+        if let Some((from, tx)) = &self.coord {
+            let msg = CoordMsg::Finish { from: *from, t: self.watermark, stats: self.stats.clone() };
+            if tx.send(msg).is_err() {
+                self.dead = true;
+            }
+            return;
         }
         let end = self.watermark.unwrap_or(Timestamp::ZERO);
         self.broadcast(|| ShardMsg::Finish(end));
@@ -220,7 +248,11 @@ impl FrameSink for Dispatcher {
     }
 
     fn idle(&mut self, now: Timestamp) {
-        if self.watermark.is_some_and(|w| now > w) {
+        if self.coord.is_some() && self.watermark.is_none() {
+            // A fanout member that has seen no packet yet still moves its
+            // clock, or the coordinator would wait for it forever.
+            self.advance(now);
+        } else if self.watermark.is_some_and(|w| now > w) {
             self.watermark = Some(now);
             self.advance(now);
         }
@@ -246,12 +278,13 @@ pub enum Source {
     },
     /// A live device, already opened.
     Live {
-        /// The activated capture.
-        cap: Box<pcap::Capture<pcap::Active>>,
-        /// Its settings.
+        /// The activated captures: one, or several in one AF_PACKET fanout
+        /// group (one capture thread each).
+        caps: Vec<pcap::Capture<pcap::Active>>,
+        /// Their settings.
         opts: crate::capture::live::LiveOptions,
         /// Called about once a second.
-        status: Box<dyn FnMut(&CaptureStats)>,
+        status: Box<dyn FnMut(&CaptureStats) + Send>,
     },
 }
 
@@ -331,10 +364,10 @@ pub fn run(
         host_stage(host, report_rx, &mut writer, &stop_host, persist, ctl, give_back)
     });
 
-    let mut d = Dispatcher {
+    let dispatcher = |coord: Option<(usize, Sender<CoordMsg>)>| Dispatcher {
         batches: (0..shard_txs.len()).map(|_| Vec::with_capacity(cfg.capture.batch_size)).collect(),
-        shards: shard_txs,
-        recycle: recycle_rx,
+        shards: shard_txs.clone(),
+        recycle: recycle_rx.clone(),
         batch_size: cfg.capture.batch_size,
         interval: cfg.interval_ns(),
         next_tick: None,
@@ -342,20 +375,76 @@ pub fn run(
         first: None,
         backpressure: opts.backpressure,
         stats: CaptureStats::default(),
-        publish,
+        // Several capture threads: the coordinator publishes their sum.
+        publish: publish && coord.is_none(),
         dead: false,
         skew: 0,
         stop: stop.clone(),
+        coord,
     };
-    let result = match source {
+    let (result, stats, first, watermark) = match source {
         Source::Replay { paths, speed, bpf, progress } => {
-            crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress)
+            let mut d = dispatcher(None);
+            let r = crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress);
+            d.finish();
+            (r, d.stats, d.first, d.watermark)
         }
-        Source::Live { cap, opts, status } => crate::capture::live::run(*cap, &opts, &stop, &mut d, status),
+        Source::Live { mut caps, opts: lo, status } if caps.len() <= 1 => match caps.pop() {
+            Some(cap) => {
+                let mut d = dispatcher(None);
+                let r = crate::capture::live::run(cap, &lo, &stop, &mut d, status);
+                d.finish();
+                (r, d.stats, d.first, d.watermark)
+            }
+            None => (Ok(()), CaptureStats::default(), None, None),
+        },
+        Source::Live { caps, opts: lo, status } => {
+            let n = caps.len();
+            let (coord_tx, coord_rx) = bounded::<CoordMsg>(n * 64);
+            let shards = shard_txs.clone();
+            let coordinator = thread::Builder::new()
+                .name("netvigil-ticks".into())
+                .spawn(move || coordinate(coord_rx, shards, n, publish, status));
+            let mut threads = Vec::with_capacity(n);
+            for (k, cap) in caps.into_iter().enumerate() {
+                let mut d = dispatcher(Some((k, coord_tx.clone())));
+                let (lo, stop) = (lo.clone(), stop.clone());
+                let t = thread::Builder::new().name(format!("netvigil-capture-{k}")).spawn(move || {
+                    let r = crate::capture::live::run(cap, &lo, &stop, &mut d, |_| {});
+                    d.finish();
+                    (r, d.stats, d.first, d.watermark)
+                });
+                match t {
+                    Ok(t) => threads.push(t),
+                    Err(e) => tracing::error!("cannot start capture thread {k}: {e}"),
+                }
+            }
+            drop(coord_tx);
+            let mut all = (Ok(()), CaptureStats::default(), None::<Timestamp>, None::<Timestamp>);
+            for t in threads {
+                match t.join() {
+                    Ok((r, st, f, w)) => {
+                        if all.0.is_ok() {
+                            all.0 = r;
+                        }
+                        all.1.merge(&st);
+                        all.2 = match (all.2, f) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        all.3 = all.3.max(w);
+                    }
+                    Err(_) => tracing::error!("a capture thread crashed"),
+                }
+            }
+            if let Ok(c) = coordinator {
+                let _ = c.join();
+            }
+            all
+        }
     };
-    d.finish();
-    let Dispatcher { shards, stats, first, watermark, .. } = d;
-    drop(shards);
+    drop(shard_txs);
+    drop(recycle_rx);
     for h in handles {
         let _ = h.join();
     }
@@ -379,6 +468,75 @@ pub fn run(
     }
     summary.wall = started.elapsed();
     (summary, result)
+}
+
+/// The tick coordinator of several capture threads: an interval closes at
+/// the shards once every running capture thread has passed its boundary, and
+/// the input ends when all of them have ended. Each thread's batches reach
+/// the shards before its message reaches here, so a tick never overtakes
+/// the packets it closes. (A thread ahead of the others may land a few
+/// packets of the next interval in the one closing: live capture is not
+/// replayed, so this costs nothing but a sliver of attribution.)
+fn coordinate(
+    rx: Receiver<CoordMsg>,
+    shards: Vec<Sender<ShardMsg>>,
+    n: usize,
+    publish: bool,
+    mut status: Box<dyn FnMut(&CaptureStats) + Send>,
+) {
+    let mut marks: Vec<Option<Timestamp>> = vec![None; n];
+    let mut done = vec![false; n];
+    let mut stats = vec![CaptureStats::default(); n];
+    let mut last: Option<Timestamp> = None;
+    let mut end: Option<Timestamp> = None;
+    let mut last_status = Instant::now();
+    let broadcast = |msg: &dyn Fn() -> ShardMsg| {
+        for s in &shards {
+            let _ = s.send(msg());
+        }
+    };
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            CoordMsg::Boundary { from, t, stats: st } => {
+                if let Some(m) = marks.get_mut(from) {
+                    *m = (*m).max(Some(t));
+                    stats[from] = st;
+                }
+            }
+            CoordMsg::Finish { from, t, stats: st } => {
+                if let Some(d) = done.get_mut(from) {
+                    *d = true;
+                    stats[from] = st;
+                    end = end.max(t);
+                }
+            }
+        }
+        let running: Vec<Option<Timestamp>> = (0..n).filter(|&i| !done[i]).map(|i| marks[i]).collect();
+        if !running.is_empty() && running.iter().all(Option::is_some) {
+            let low = running.iter().flatten().min().copied();
+            if low > last {
+                if let Some(t) = low {
+                    let sent = Instant::now();
+                    broadcast(&|| ShardMsg::Tick(t, sent));
+                }
+                last = low;
+            }
+        }
+        let mut total = CaptureStats::default();
+        stats.iter().for_each(|s| total.merge(s));
+        if publish {
+            metrics::publish_capture(&total);
+        }
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            status(&total);
+        }
+        if done.iter().all(|d| *d) {
+            let t = end.max(last).unwrap_or(Timestamp::ZERO);
+            broadcast(&|| ShardMsg::Finish(t));
+            return;
+        }
+    }
 }
 
 struct HostResult {

@@ -178,8 +178,7 @@ fn live_capture_sees_real_traffic_between_namespaces() {
     let st = stop(&mut sensor, "INT");
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     assert!(st.success(), "exit {st:?}: {log}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+    let summary = summary_of(dir.path());
     let p = &summary["protocols"];
     assert!(p["icmp"].as_u64().unwrap() >= 10, "5 echo requests and 5 replies: {summary}");
     assert!(p["tcp"].as_u64().unwrap() >= 3 * 6, "three HTTP exchanges: {summary}");
@@ -229,6 +228,32 @@ fn live_capture_without_permission_is_one_clear_line() {
     assert!(err.contains("permission denied") && err.contains("CAP_NET_RAW"), "{err}");
 }
 
+/// A bounded nmap scan (`kind`: -sS, -sX…) of ports 1-300 from namespace `ns`.
+fn nmap(ns: &str, kind: &str, target: &str) -> bool {
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "nmap",
+        kind,
+        "-Pn",
+        "-n",
+        "-p",
+        "1-300",
+        "--max-rate",
+        "2000",
+        "--max-retries",
+        "1",
+        target,
+    ])
+}
+
+/// The run's `--summary-json`.
+fn summary_of(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
 fn events_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("events.jsonl"))
         .unwrap_or_default()
@@ -262,23 +287,7 @@ fn live_nmap_scans_are_one_port_scan_episode_and_curl_is_quiet() {
     let mut sensor = start_sensor(&b, &b, dir.path());
     wait_for_log(dir.path(), "capturing on");
     for scan in ["-sS", "-sX"] {
-        assert!(sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &a,
-            "nmap",
-            scan,
-            "-Pn",
-            "-n",
-            "-p",
-            "1-300",
-            "--max-rate",
-            "2000",
-            "--max-retries",
-            "1",
-            "10.213.3.2",
-        ]));
+        assert!(nmap(&a, scan, "10.213.3.2"));
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(stop(&mut sensor, "INT").success());
@@ -378,4 +387,37 @@ fn live_capture_drops_root_after_opening_the_device() {
     };
     assert_eq!(c, Some(2), "{err}");
     assert!(err.contains("no such user"), "{err}");
+}
+
+#[test]
+fn fanout_capture_threads_share_the_traffic_and_still_see_one_scan() {
+    if let Some(why) = skip_reason(&["ip", "nmap", "curl", "python3"]) {
+        say_skipped("fanout_capture_threads_share_the_traffic_and_still_see_one_scan", &why);
+        return;
+    }
+    let mut lab = lab("f", 6);
+    let (a, b) = (lab.ns[0].clone(), lab.ns[1].clone());
+    let dir = tempfile::tempdir().unwrap();
+    serve_http(&mut lab, &b, "10.213.6.2", dir.path());
+    let mut sensor = start_sensor_with(&b, &b, dir.path(), &["--capture-threads", "3"]);
+    wait_for_log(dir.path(), "capturing on");
+    assert_eq!(fetch(&a, "10.213.6.2", 20), 20);
+    assert!(nmap(&a, "-sS", "10.213.6.2"));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = stop(&mut sensor, "INT");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(st.success(), "exit {st:?}: {log}");
+    assert!(log.contains("3 capture threads in AF_PACKET fanout group"), "{log}");
+    let summary = summary_of(dir.path());
+    // Each packet reaches one member: 20 HTTP exchanges (≥ 6 packets each)
+    // and ~600 scan packets, counted once, not three times.
+    let tcp = summary["protocols"]["tcp"].as_u64().unwrap();
+    assert!((20 * 6..1500).contains(&tcp), "{summary}");
+    assert_eq!(summary["drops"]["queue_full"], 0);
+    let ev = events_of(dir.path());
+    let scans: Vec<&serde_json::Value> =
+        ev.iter().filter(|e| e["kind"] == "port_scan" && e["phase"] == "start").collect();
+    assert_eq!(scans.len(), 1, "{ev:#?}");
+    assert_eq!(scans[0]["src_ip"], "10.213.6.1");
+    assert!(ev.iter().all(|e| e["kind"] == "port_scan"), "the HTTP fetches raised something: {ev:#?}");
 }

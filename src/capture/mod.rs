@@ -5,6 +5,7 @@
 //! thread, and only the compact [`PacketMeta`](crate::decode::PacketMeta)
 //! leaves it.
 
+pub mod fanout;
 pub mod live;
 pub mod privileges;
 pub mod replay;
@@ -118,6 +119,24 @@ pub struct CaptureStats {
 }
 
 impl CaptureStats {
+    /// Adds another capture thread's counters (several threads on one interface).
+    pub fn merge(&mut self, o: &CaptureStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        for (a, b) in self.decode_anomalies.iter_mut().zip(o.decode_anomalies) {
+            *a += b;
+        }
+        for (k, v) in &o.unsupported_links {
+            *self.unsupported_links.entry(*k).or_default() += v;
+        }
+        self.received += o.received;
+        self.kernel_drops += o.kernel_drops;
+        self.if_drops += o.if_drops;
+        self.queue_drops += o.queue_drops;
+        self.files_ok += o.files_ok;
+        self.errors.extend(o.errors.iter().cloned());
+    }
+
     /// Counts every anomaly bit of one packet.
     pub fn count_anomalies(&mut self, bits: u32) {
         let mut b = bits;
