@@ -9,6 +9,15 @@ use common::{cap, read_pcap, write_pcap};
 use std::path::Path;
 use std::process::Command;
 
+/// The `[ml]` section of the tests. `ML_MODEL=loda` evaluates the other
+/// detector with the same harness (how the README's comparison was made).
+fn ml_config(training: u32, window: u32) -> String {
+    let model = std::env::var("ML_MODEL").unwrap_or_else(|_| "hst".into());
+    format!(
+        "[ml]\nenabled = true\nmodel = \"{model}\"\ntraining = {training}\nwindow = {window}\nmin_packets = 5\n"
+    )
+}
+
 /// Ten minutes of looped benign traffic, then `attack` (if any); returns the
 /// behaviour_outlier actors.
 fn outliers(dir: &Path, attack: Option<&str>) -> Vec<String> {
@@ -46,7 +55,7 @@ fn replay_mixed(dir: &Path, attack: Option<&str>, workers: &str) -> Vec<u8> {
     let path = dir.join("mixed.pcap");
     write_pcap(&path, &frames);
     let cfg = dir.join("ml.toml");
-    std::fs::write(&cfg, "[ml]\nenabled = true\ntraining = 512\nwindow = 256\nmin_packets = 5\n").unwrap();
+    std::fs::write(&cfg, ml_config(512, 256)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
         .args(["replay", "-q", "--workers", workers, "-c"])
         .arg(&cfg)
@@ -175,8 +184,7 @@ fn learning_a_captures_first_half_keeps_its_second_half_quiet() {
         let path = dir.path().join("firsthalf.pcap");
         write_pcap(&path, &frames);
         let cfg = dir.path().join("ml.toml");
-        std::fs::write(&cfg, "[ml]\nenabled = true\ntraining = 256\nwindow = 128\nmin_packets = 5\n")
-            .unwrap();
+        std::fs::write(&cfg, ml_config(256, 128)).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
             .args(["replay", "-q", "--workers", "1", "-c"])
             .arg(&cfg)
@@ -208,8 +216,9 @@ fn learning_a_captures_first_half_keeps_its_second_half_quiet() {
 }
 
 /// The harder case, kept visible: a *different* benign network after the
-/// lead-in (1kxun's multicast discovery, LLMNR, SSDP after a lead-in of web
-/// and SMB traffic) is novel to the model and gets flagged. That is the
+/// lead-in (1kxun's discovery traffic after a lead-in of web and SMB
+/// traffic: one host and the /16 broadcast address) is novel to the model
+/// and gets flagged. That is the
 /// model working as designed (it learns the network it watches; see
 /// `learning_a_captures_first_half_keeps_its_second_half_quiet`), but it is
 /// why the model is off by default. Run with
@@ -218,9 +227,13 @@ fn learning_a_captures_first_half_keeps_its_second_half_quiet() {
 #[ignore]
 fn benign_captures_after_the_lead_in_raise_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let mut noisy = Vec::new();
     for f in common::BENIGN {
         let got = outliers(dir.path(), Some(f));
         eprintln!("ml-benign | {f} | {got:?}");
-        assert!(got.is_empty(), "{f}: {got:?}");
+        if !got.is_empty() {
+            noisy.push((f, got));
+        }
     }
+    assert!(noisy.is_empty(), "{noisy:?}");
 }

@@ -75,13 +75,26 @@ pub fn features(h: &HostCounters) -> [f64; FEATURES] {
     ]
 }
 
+/// Which streaming detector scores the feature vectors.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Half-Space Trees (Tan, Ting & Liu 2011).
+    #[default]
+    Hst,
+    /// LODA: sparse random projections with histograms (Pevný 2016).
+    Loda,
+}
+
 /// `[ml]`: the behaviour model.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MlConfig {
     /// Run the model (off by default until tuned on your traffic).
     pub enabled: bool,
-    /// Trees in the ensemble.
+    /// The detector: `hst` (default) or `loda`.
+    pub model: ModelKind,
+    /// Members of the ensemble: trees (HST) or projections (LODA).
     pub trees: usize,
     /// Depth of each tree (nodes = 2^(depth+1) - 1).
     pub depth: u32,
@@ -99,6 +112,7 @@ impl Default for MlConfig {
     fn default() -> Self {
         MlConfig {
             enabled: false,
+            model: ModelKind::Hst,
             trees: 25,
             depth: 10,
             window: 512,
@@ -202,6 +216,69 @@ impl Tree {
     }
 }
 
+/// Bins of a LODA histogram.
+const LODA_BINS: usize = 64;
+
+/// One LODA member: a sparse random projection and two histograms of it.
+struct Proj {
+    weights: Vec<(usize, f64)>,
+    lo: f64,
+    width: f64,
+    reference: Vec<u32>,
+    latest: Vec<u32>,
+}
+
+impl Proj {
+    fn new(rng: &mut Rng) -> Proj {
+        // √d non-zero Gaussian weights (Pevný's choice), Box–Muller from the rng.
+        let nonzero = (FEATURES as f64).sqrt().round() as usize;
+        let mut dims: Vec<usize> = (0..FEATURES).collect();
+        for i in 0..nonzero {
+            let j = i + (rng.next() % (FEATURES - i) as u64) as usize;
+            dims.swap(i, j);
+        }
+        let weights: Vec<(usize, f64)> = dims[..nonzero]
+            .iter()
+            .map(|&d| {
+                let (u, v) = (rng.unit().max(1e-12), rng.unit());
+                (d, (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos())
+            })
+            .collect();
+        // Features lie in [0, 1], so the projection's range is known up front.
+        let lo: f64 = weights.iter().map(|&(_, w)| w.min(0.0)).sum();
+        let hi: f64 = weights.iter().map(|&(_, w)| w.max(0.0)).sum();
+        Proj {
+            weights,
+            lo,
+            width: ((hi - lo) / LODA_BINS as f64).max(1e-9),
+            reference: vec![0; LODA_BINS],
+            latest: vec![0; LODA_BINS],
+        }
+    }
+
+    fn bin(&self, x: &[f64; FEATURES]) -> usize {
+        let z: f64 = self.weights.iter().map(|&(d, w)| w * x[d]).sum();
+        (((z - self.lo) / self.width) as usize).min(LODA_BINS - 1)
+    }
+
+    /// −log of the smoothed probability of `x`'s bin, over −log of the least likely.
+    fn surprise(&self, x: &[f64; FEATURES], window: f64) -> f64 {
+        let c = f64::from(self.reference[self.bin(x)]);
+        let all = window + LODA_BINS as f64;
+        (all / (c + 1.0)).ln() / all.ln()
+    }
+
+    fn learn(&mut self, x: &[f64; FEATURES]) {
+        let b = self.bin(x);
+        self.latest[b] = self.latest[b].saturating_add(1);
+    }
+
+    fn swap(&mut self) {
+        std::mem::swap(&mut self.reference, &mut self.latest);
+        self.latest.iter_mut().for_each(|m| *m = 0);
+    }
+}
+
 /// The learned model as saved in `--state-dir/model.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ModelState {
@@ -209,6 +286,9 @@ pub struct ModelState {
     pub version: u32,
     /// Trees and depth it was built with (the splits follow from the seed).
     pub shape: (usize, u32),
+    /// The detector the masses belong to.
+    #[serde(default)]
+    pub kind: ModelKind,
     /// Reference and latest masses per tree.
     pub masses: Vec<(Vec<u32>, Vec<u32>)>,
     /// Host-intervals learned.
@@ -231,6 +311,7 @@ pub const MODEL_VERSION: u32 = 1;
 /// The ensemble, its calibration and its episodes.
 pub struct BehaviourModel {
     trees: Vec<Tree>,
+    projs: Vec<Proj>,
     seen: u64,
     windows: u64,
     calibration: Vec<f64>,
@@ -247,7 +328,14 @@ impl BehaviourModel {
         let mut rng = Rng(0x4853_5400_0000_0001);
         let depth = cfg.depth.clamp(1, 16);
         BehaviourModel {
-            trees: (0..cfg.trees.max(1)).map(|_| Tree::new(depth, &mut rng)).collect(),
+            trees: match cfg.model {
+                ModelKind::Hst => (0..cfg.trees.max(1)).map(|_| Tree::new(depth, &mut rng)).collect(),
+                ModelKind::Loda => Vec::new(),
+            },
+            projs: match cfg.model {
+                ModelKind::Hst => Vec::new(),
+                ModelKind::Loda => (0..cfg.trees.max(1)).map(|_| Proj::new(&mut rng)).collect(),
+            },
             seen: 0,
             windows: 0,
             calibration: Vec::new(),
@@ -259,10 +347,19 @@ impl BehaviourModel {
         }
     }
 
-    /// Anomaly score in (0, 1]: 1 / (1 + mean mass score); high = unusual.
+    /// Anomaly score in (0, 1]; high = unusual. HST: 1 / (1 + mean mass
+    /// score); LODA: mean normalised surprise of the projections.
     pub fn score(&self, x: &[f64; FEATURES]) -> f64 {
-        let s: f64 = self.trees.iter().map(|t| t.score(x)).sum::<f64>() / self.trees.len() as f64;
-        1.0 / (1.0 + s / self.cfg.window.max(1) as f64)
+        let window = self.cfg.window.max(1) as f64;
+        if !self.projs.is_empty() {
+            return self.projs.iter().map(|p| p.surprise(x, window)).sum::<f64>() / self.projs.len() as f64;
+        }
+        let s: f64 = self.trees.iter().map(|t| t.score(x)).sum::<f64>() / self.trees.len().max(1) as f64;
+        1.0 / (1.0 + s / window)
+    }
+
+    fn members(&self) -> usize {
+        self.trees.len() + self.projs.len()
     }
 
     /// The calibrated line, once training is over.
@@ -279,8 +376,14 @@ impl BehaviourModel {
     pub fn snapshot(&self) -> ModelState {
         ModelState {
             version: MODEL_VERSION,
-            shape: (self.trees.len(), self.cfg.depth),
-            masses: self.trees.iter().map(|t| (t.reference.clone(), t.latest.clone())).collect(),
+            shape: (self.members(), self.cfg.depth),
+            kind: self.cfg.model,
+            masses: self
+                .trees
+                .iter()
+                .map(|t| (t.reference.clone(), t.latest.clone()))
+                .chain(self.projs.iter().map(|p| (p.reference.clone(), p.latest.clone())))
+                .collect(),
             seen: self.seen,
             windows: self.windows,
             threshold: self.threshold,
@@ -293,20 +396,22 @@ impl BehaviourModel {
     /// Restores saved state; false (nothing changed) if it does not fit this model.
     pub fn restore(&mut self, st: ModelState) -> bool {
         let fits = st.version == MODEL_VERSION
-            && st.shape == (self.trees.len(), self.cfg.depth)
+            && st.kind == self.cfg.model
+            && st.shape == (self.members(), self.cfg.depth)
+            && st.masses.len() == self.members()
             && st.mean.len() == FEATURES
             && st.var.len() == FEATURES
             && st
                 .masses
                 .iter()
-                .zip(&self.trees)
-                .all(|(m, t)| m.0.len() == t.reference.len() && m.1.len() == t.latest.len());
+                .zip(self.masses_mut())
+                .all(|(m, (r, l))| m.0.len() == r.len() && m.1.len() == l.len());
         if !fits {
             return false;
         }
-        for (t, (r, l)) in self.trees.iter_mut().zip(st.masses) {
-            t.reference = r;
-            t.latest = l;
+        for ((r, l), (sr, sl)) in self.masses_mut().zip(st.masses) {
+            *r = sr;
+            *l = sl;
         }
         self.seen = st.seen;
         self.windows = st.windows;
@@ -317,9 +422,20 @@ impl BehaviourModel {
         true
     }
 
+    /// Every member's (reference, latest) masses, trees then projections.
+    fn masses_mut(&mut self) -> impl Iterator<Item = (&mut Vec<u32>, &mut Vec<u32>)> {
+        self.trees
+            .iter_mut()
+            .map(|t| (&mut t.reference, &mut t.latest))
+            .chain(self.projs.iter_mut().map(|p| (&mut p.reference, &mut p.latest)))
+    }
+
     fn learn(&mut self, x: &[f64; FEATURES]) {
         for t in &mut self.trees {
             t.learn(x);
+        }
+        for p in &mut self.projs {
+            p.learn(x);
         }
         self.seen += 1;
         // Running per-feature moments, for explanations only.
@@ -332,6 +448,9 @@ impl BehaviourModel {
         if self.seen % self.cfg.window.max(1) == 0 {
             for t in &mut self.trees {
                 t.swap();
+            }
+            for p in &mut self.projs {
+                p.swap();
             }
             self.windows += 1;
         }
@@ -346,7 +465,12 @@ impl BehaviourModel {
         out: &mut Vec<Anomaly>,
     ) {
         let mut hosts: Vec<(&Addr, &HostCounters)> =
-            iv.hosts.iter().filter(|(_, h)| h.pkts_in + h.pkts_out >= self.cfg.min_packets).collect();
+            // A multicast group or broadcast address is not a host that behaves:
+            // its "traffic" is whatever discovery protocols the LAN runs.
+            iv.hosts
+                .iter()
+                .filter(|(a, h)| h.pkts_in + h.pkts_out >= self.cfg.min_packets && crate::track::is_unicast(a))
+                .collect();
         hosts.sort_by_key(|(a, _)| **a);
         for (a, h) in hosts {
             let x = features(h);
@@ -426,7 +550,7 @@ impl BehaviourModel {
         ev.insert("top_features".into(), json!(words));
         ev.insert(
             "model".into(),
-            json!({"trees": self.trees.len(), "depth": self.cfg.depth, "samples": self.seen}),
+            json!({"kind": self.cfg.model, "members": self.members(), "samples": self.seen}),
         );
         RuleObs {
             ts: t,
@@ -539,5 +663,43 @@ mod tests {
         let other = MlConfig { depth: 6, ..cfg.clone() };
         let mut m4 = BehaviourModel::new(&other, EpisodePolicy::default());
         assert!(!m4.restore(serde_json::from_str(&text).unwrap()), "a model of another shape is refused");
+    }
+
+    #[test]
+    fn loda_learns_flags_a_scanner_and_refuses_a_tree_model() {
+        let cfg = MlConfig {
+            enabled: true,
+            model: ModelKind::Loda,
+            window: 256,
+            training: 1024,
+            ..MlConfig::default()
+        };
+        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let mut out = Vec::new();
+        for i in 0..3000u64 {
+            let mut iv = HostInterval::default();
+            iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
+            m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
+        }
+        assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
+        let line = m.threshold().expect("calibrated after training");
+        let mut scan = normal(1);
+        scan.pkts_out = 5000;
+        scan.syn_out = 4900;
+        scan.flows_out = 4900;
+        for p in 0..600u16 {
+            scan.peers_out.insert_addr(&Addr::v4([9, 9, (p >> 8) as u8, p as u8]));
+            scan.ports_out.insert_port(p);
+        }
+        assert!(m.score(&features(&scan)) > line, "score {} line {line}", m.score(&features(&scan)));
+        let text = serde_json::to_string(&m.snapshot()).unwrap();
+        let mut again = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(again.restore(serde_json::from_str(&text).unwrap()));
+        assert_eq!(again.score(&features(&scan)), m.score(&features(&scan)));
+        let trees =
+            BehaviourModel::new(&MlConfig { model: ModelKind::Hst, ..cfg.clone() }, EpisodePolicy::default());
+        let mut loda = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(!loda.restore(trees.snapshot()), "a tree model's masses do not fit projections");
     }
 }

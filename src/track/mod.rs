@@ -511,8 +511,9 @@ impl Shard {
     }
 }
 
-/// True for addresses a reflection attack can target (not multicast/broadcast).
-fn is_unicast(a: &Addr) -> bool {
+/// True for addresses of one host (not multicast/broadcast): what a
+/// reflection attack can target, and what the behaviour model scores.
+pub fn is_unicast(a: &Addr) -> bool {
     match a.ip() {
         std::net::IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
         std::net::IpAddr::V6(v6) => !v6.is_multicast(),
