@@ -608,10 +608,9 @@ mod tests {
         h
     }
 
-    #[test]
-    fn learns_normal_calibrates_and_flags_a_scanner() {
-        let cfg = MlConfig { enabled: true, window: 256, training: 1024, ..MlConfig::default() };
-        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+    /// A model fed 3,000 intervals of normal hosts, and what it raised.
+    fn trained(cfg: &MlConfig) -> (BehaviourModel, Vec<Anomaly>) {
+        let mut m = BehaviourModel::new(cfg, EpisodePolicy::default());
         let never = |_: &Addr, _: AnomalyKind| false;
         let mut out = Vec::new();
         for i in 0..3000u64 {
@@ -619,10 +618,11 @@ mod tests {
             iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
             m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
         }
-        assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
-        let line = m.threshold().expect("calibrated after training");
-        assert!(line > 0.0 && line <= 1.0);
-        // A host that suddenly contacts hundreds of peers on hundreds of ports.
+        (m, out)
+    }
+
+    /// A host that suddenly contacts hundreds of peers on hundreds of ports.
+    fn scanner() -> HostCounters {
         let mut scan = normal(1);
         scan.pkts_out = 5000;
         scan.syn_out = 4900;
@@ -631,6 +631,18 @@ mod tests {
             scan.peers_out.insert_addr(&Addr::v4([9, 9, (p >> 8) as u8, p as u8]));
             scan.ports_out.insert_port(p);
         }
+        scan
+    }
+
+    #[test]
+    fn learns_normal_calibrates_and_flags_a_scanner() {
+        let cfg = MlConfig { enabled: true, window: 256, training: 1024, ..MlConfig::default() };
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let (mut m, mut out) = trained(&cfg);
+        assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
+        let line = m.threshold().expect("calibrated after training");
+        assert!(line > 0.0 && line <= 1.0);
+        let scan = scanner();
         // A host that only went quiet (nothing received) is not an attack.
         let quiet = HostCounters { pkts_in: 0, bytes_in: 0, udp_in: 0, ..normal(2) };
         let mut iv = HostInterval::default();
@@ -647,12 +659,7 @@ mod tests {
         let msg = &out[0].message;
         assert!(msg.contains("usual"), "{msg}");
         // Deterministic: a second model on the same data gives the same score.
-        let mut m2 = BehaviourModel::new(&cfg, EpisodePolicy::default());
-        for i in 0..3000u64 {
-            let mut iv = HostInterval::default();
-            iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
-            m2.on_interval(&iv, Timestamp::from_secs(i), &never, &mut Vec::new());
-        }
+        let (m2, _) = trained(&cfg);
         assert_eq!(m2.score(&x), m.score(&x));
         // Saved and restored, the model scores exactly as before.
         let text = serde_json::to_string(&m.snapshot()).unwrap();
@@ -674,24 +681,10 @@ mod tests {
             training: 1024,
             ..MlConfig::default()
         };
-        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
-        let never = |_: &Addr, _: AnomalyKind| false;
-        let mut out = Vec::new();
-        for i in 0..3000u64 {
-            let mut iv = HostInterval::default();
-            iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
-            m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
-        }
+        let (m, out) = trained(&cfg);
         assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
         let line = m.threshold().expect("calibrated after training");
-        let mut scan = normal(1);
-        scan.pkts_out = 5000;
-        scan.syn_out = 4900;
-        scan.flows_out = 4900;
-        for p in 0..600u16 {
-            scan.peers_out.insert_addr(&Addr::v4([9, 9, (p >> 8) as u8, p as u8]));
-            scan.ports_out.insert_port(p);
-        }
+        let scan = scanner();
         assert!(m.score(&features(&scan)) > line, "score {} line {line}", m.score(&features(&scan)));
         let text = serde_json::to_string(&m.snapshot()).unwrap();
         let mut again = BehaviourModel::new(&cfg, EpisodePolicy::default());
