@@ -5,7 +5,9 @@
 //! (decode, shard by flow key)  bounded   (flows, host summaries, hits)  bounded  (episodes, order)
 //! ```
 //! Replay sends block (lossless, deterministic); live sends drop the newest
-//! batch when a shard queue is full and count it.
+//! batch when a shard queue is full and count it. Live capture may run
+//! several capture threads (AF_PACKET fanout); their ticks then go through
+//! one coordinator, which closes an interval once all of them have passed it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
