@@ -485,14 +485,16 @@ impl BehaviourModel {
                     }
                     self.learn(&x);
                 }
-                // Unusual only by doing *less* than usual (a host gone quiet in
-                // one direction, a transfer that ended): not what an attack
-                // looks like, and the commonest way benign hosts stray. Such a
-                // vector is normal variety: it teaches the model.
-                (Some(s), Some(line)) if s > line && !self.excess(&x) => self.learn(&x),
                 (Some(s), Some(line)) if s > line => {
-                    if !allowed(a, AnomalyKind::BehaviourOutlier) {
-                        let obs = self.observation(*a, &x, s, line, t);
+                    let dev = self.deviations(&x);
+                    // Unusual only by doing *less* than usual (a host gone quiet
+                    // in one direction, a transfer that ended): not what an
+                    // attack looks like, and the commonest way benign hosts
+                    // stray. Such a vector is normal variety: it teaches the model.
+                    if !excess(&dev) {
+                        self.learn(&x);
+                    } else if !allowed(a, AnomalyKind::BehaviourOutlier) {
+                        let obs = self.observation(*a, &x, &dev, s, line, t);
                         let key = EpisodeKey {
                             kind: AnomalyKind::BehaviourOutlier,
                             src: *a,
@@ -500,7 +502,7 @@ impl BehaviourModel {
                         };
                         self.episodes.observe(key, t, &obs, out);
                     }
-                    // Outliers never teach the model.
+                    // An excess outlier never teaches the model.
                 }
                 _ => self.learn(&x),
             }
@@ -515,14 +517,15 @@ impl BehaviourModel {
         dev
     }
 
-    /// True when one of the three strongest deviations is an excess (more
-    /// traffic, fan-out or failure than usual), not only a shortfall.
-    fn excess(&self, x: &[f64; FEATURES]) -> bool {
-        self.deviations(x).iter().take(3).any(|&(z, _)| z > 0.0)
-    }
-
-    fn observation(&self, host: Addr, x: &[f64; FEATURES], score: f64, line: f64, t: Timestamp) -> RuleObs {
-        let dev = self.deviations(x);
+    fn observation(
+        &self,
+        host: Addr,
+        x: &[f64; FEATURES],
+        dev: &[(f64, usize)],
+        score: f64,
+        line: f64,
+        t: Timestamp,
+    ) -> RuleObs {
         let words: Vec<String> = dev
             .iter()
             .take(3)
@@ -574,6 +577,13 @@ impl BehaviourModel {
     pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
         self.episodes.close_all(t, out);
     }
+}
+
+/// True when one of the three strongest deviations (from
+/// `BehaviourModel::deviations`) is an excess — more traffic, fan-out or
+/// failure than usual — not only a shortfall.
+fn excess(dev: &[(f64, usize)]) -> bool {
+    dev.iter().take(3).any(|&(z, _)| z > 0.0)
 }
 
 /// The line above `quantile` of the training scores, with a margin of half

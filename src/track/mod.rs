@@ -568,24 +568,8 @@ pub fn run_shard(
 
 #[cfg(test)]
 mod tests {
+    use super::table::tests::seg;
     use super::*;
-    use crate::decode::{L3, l4};
-
-    fn seg(src: u8, dst: u8, sport: u16, dport: u16, flags: u16, t: u64) -> PacketMeta {
-        PacketMeta {
-            ts: Timestamp::from_secs(t),
-            wire_len: 60,
-            l3: L3::Ipv4,
-            proto: ip_proto::TCP,
-            l4: l4::PORTS | l4::TCP_FLAGS,
-            src: Addr::v4([10, 0, 0, src]),
-            dst: Addr::v4([10, 0, 0, dst]),
-            sport,
-            dport,
-            tcp_flags: flags,
-            ..PacketMeta::default()
-        }
-    }
 
     fn shard(max_hosts: usize) -> Shard {
         Shard::new(0, ShardConfig { limits: TableLimits::default(), max_hosts, max_hits: 64 })

@@ -484,11 +484,12 @@ fn next_state(s: ConnState, from_orig: bool, flags: u16) -> ConnState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::decode::{Addr, L3, l4};
 
-    fn seg(src: u8, dst: u8, sport: u16, dport: u16, flags: u16, t: u64) -> PacketMeta {
+    /// A TCP segment between 10.0.0.`src` and 10.0.0.`dst` at second `t` (shared by the track tests).
+    pub(crate) fn seg(src: u8, dst: u8, sport: u16, dport: u16, flags: u16, t: u64) -> PacketMeta {
         PacketMeta {
             ts: Timestamp::from_secs(t),
             wire_len: 60,
