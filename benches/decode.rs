@@ -2,8 +2,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
+use netvigil::base::time::Timestamp;
 use netvigil::decode::{LinkType, decode};
-use netvigil::time::Timestamp;
 
 fn frames() -> Vec<(&'static str, LinkType, Vec<u8>)> {
     let mut tcp = Vec::new();

@@ -1,8 +1,8 @@
 //! Flow table update cost: hit, miss (new flow), and miss at the cap (eviction).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use netvigil::base::time::Timestamp;
 use netvigil::decode::{Addr, L3, PacketMeta, ip_proto, l4, tcp_flags};
-use netvigil::time::Timestamp;
 use netvigil::track::{FlowKey, FlowTable, TableLimits};
 
 fn syn(i: u32, t: u64) -> PacketMeta {

@@ -1,16 +1,16 @@
 //! Host-stage interval merge, event serialisation, and a whole replay.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use netvigil::base::time::Timestamp;
 use netvigil::config::Config;
 use netvigil::decode::Addr;
-use netvigil::detect::HostStage;
+use netvigil::detect::{DetectConfig, HostStage, Reports};
 use netvigil::export::EventWriter;
 use netvigil::export::events::to_json_line;
 use netvigil::pipeline;
-use netvigil::time::Timestamp;
 use netvigil::track::{HostCounters, ShardReport, ShardStats};
 
-fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport {
+fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport<Reports> {
     ShardReport {
         shard,
         tick: Timestamp::from_secs(tick),
@@ -28,8 +28,7 @@ fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport {
                 (Addr::v4((i + 0x0a00_0000).to_be_bytes()), h)
             })
             .collect(),
-        hits: Vec::new(),
-        rules: Default::default(),
+        families: Reports::default(),
         stats: ShardStats::default(),
         sent: None,
     }
@@ -40,7 +39,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("host_stage");
     g.throughput(Throughput::Elements(2 * 10_000));
     g.bench_function("merge_and_judge_2_shards_x_10k_hosts", |b| {
-        let mut stage = HostStage::new(2, cfg.detect_config());
+        let mut stage = HostStage::new(2, DetectConfig::from_config(&cfg));
         let mut out = Vec::new();
         let mut tick = 1_000_000u64;
         b.iter_batched(

@@ -15,6 +15,7 @@
 //! ([`time::Timestamp`]) drives every window and timeout, so a replay gives
 //! byte-identical events at any speed and with any number of workers.
 
+pub mod base;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -22,5 +23,4 @@ pub mod decode;
 pub mod detect;
 pub mod export;
 pub mod pipeline;
-pub mod time;
 pub mod track;

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use netvigil::decode::{LinkType, decode};
-use netvigil::time::Timestamp;
+use netvigil::base::time::Timestamp;
 
 const DLTS: [i32; 12] = [0, 1, 9, 12, 14, 50, 101, 108, 113, 228, 229, 276];
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pcap::{Active, Capture, Precision};
 
 use super::{CaptureError, Frame, FrameSink};
+use crate::base::time::Timestamp;
 use crate::decode::LinkType;
-use crate::time::Timestamp;
 
 /// Live capture settings.
 #[derive(Clone, Debug)]

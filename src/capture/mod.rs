@@ -186,7 +186,7 @@ pub trait FrameSink {
     fn flush(&mut self);
     /// Live only: packet time follows the wall clock on a silent link, so
     /// intervals still close and episodes still end.
-    fn idle(&mut self, now: crate::time::Timestamp);
+    fn idle(&mut self, now: crate::base::time::Timestamp);
     /// The capture counters, kept by the sink.
     fn stats(&mut self) -> &mut CaptureStats;
 }

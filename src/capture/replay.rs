@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use pcap::{Capture, Offline, Precision};
 
 use super::{CaptureError, Frame, FrameSink};
+use crate::base::time::Timestamp;
 use crate::decode::LinkType;
-use crate::time::Timestamp;
 
 /// Replay pacing.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -32,10 +32,21 @@ pub struct DnsInfo {
     pub parent_hash: u32,
 }
 
+/// A label this long and this random is encoded data, not a hostname.
+const ENCODED_LABEL: u8 = 24;
+/// 3.3 bits per character: above English-like names (2.5–3.2), at or below
+/// hex (4.0) and base32 (≈4.5–5) encodings.
+const ENCODED_ENTROPY_X10: u8 = 33;
+
 impl DnsInfo {
     /// True when the payload parsed as a DNS message.
     pub fn is_valid(&self) -> bool {
         self.flags & DNS_VALID != 0
+    }
+
+    /// True when the query name's longest label looks like encoded data.
+    pub fn looks_encoded(&self) -> bool {
+        self.longest_label >= ENCODED_LABEL && self.entropy_x10 >= ENCODED_ENTROPY_X10
     }
 }
 

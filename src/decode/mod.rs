@@ -19,7 +19,7 @@ use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::L
 pub use link::LinkType;
 pub use meta::{Addr, L3, PacketMeta, anomaly, frag, ip_proto, l4, tcp_flags, v6ext};
 
-use crate::time::Timestamp;
+use crate::base::time::Timestamp;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;

@@ -183,9 +183,9 @@ fn fuzz_regression_ipv6_extension_overread() {
     const DLTS: [i32; 12] = [0, 1, 9, 12, 14, 50, 101, 108, 113, 228, 229, 276];
     let (&sel, frame) = data.split_first().unwrap();
     let link = LinkType::from_dlt(DLTS[usize::from(sel) % DLTS.len()]);
-    let m = decode(link, T, frame.len() as u32, frame);
-    let mut hits = crate::detect::misuse::HitTable::new(16);
-    hits.inspect(&m);
+    // Decoding must not read out of bounds; the misuse rules run on the
+    // result in `detect::misuse`'s own regression test.
+    let _ = decode(link, T, frame.len() as u32, frame);
 }
 
 #[test]

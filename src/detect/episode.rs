@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 use super::anomaly::{Anomaly, AnomalyKind, Phase};
-use crate::decode::Addr;
-use crate::time::{NANOS_PER_SEC, Timestamp};
+use crate::base::Addr;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
 
 /// What identifies an episode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,6 +122,16 @@ impl<S: EpisodeState> Episodes<S> {
             }
             true
         });
+    }
+
+    /// At a boundary: [`tick`](Self::tick), or at end of input [`close_all`](Self::close_all).
+    pub fn tick_or_close(&mut self, now: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        if last { self.close_all(now, out) } else { self.tick(now, out) }
+    }
+
+    /// Open episodes' keys, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = &EpisodeKey> {
+        self.open.keys()
     }
 
     /// Ends every open episode at `now` (end of input or shutdown).

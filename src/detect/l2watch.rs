@@ -1,18 +1,23 @@
-//! Address-binding watch: ARP spoofing and rogue IPv6 router advertisements.
+//! Address-binding family: ARP spoofing and rogue IPv6 router advertisements.
 //!
-//! Shards pass ARP packets and router advertisements through as compact
-//! observations; the host stage keeps the IP→MAC bindings (bounded) and
-//! flags replies that rebind a live address, or one MAC claiming several
-//! addresses without being asked.
+//! The shard half ([`L2Shard`]) passes ARP packets and router
+//! advertisements through as compact observations; the host half
+//! ([`L2Watch`]) keeps the IP→MAC bindings (bounded) and flags replies that
+//! rebind a live address, or one MAC claiming several addresses without
+//! being asked.
 
 use hashbrown::HashMap;
 use serde_json::{Map, json};
 
+use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::family::{Context, Family};
 use super::rules::{RuleEpisode, RuleObs};
-use crate::decode::{Addr, L3, PacketMeta, ip_proto};
-use crate::time::{NANOS_PER_SEC, Timestamp};
+use crate::base::Addr;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use crate::decode::{L3, PacketMeta, ip_proto};
+use crate::track::{FlowView, Observer, ShardConfig};
 
 /// A binding is trusted for this long after it was last seen.
 const BINDING_TTL: u64 = 600 * NANOS_PER_SEC;
@@ -59,6 +64,41 @@ impl L2Obs {
     }
 }
 
+/// Most ARP/RA observations a shard keeps per interval.
+const MAX_OBS: usize = 4096;
+
+/// The shard half: this interval's ARP packets and router advertisements.
+#[derive(Debug, Default)]
+pub struct L2Shard {
+    obs: Vec<L2Obs>,
+    overflow: u64,
+}
+
+impl Observer for L2Shard {
+    type Report = Vec<L2Obs>;
+
+    #[inline]
+    fn packet(&mut self, m: &PacketMeta) {
+        if let Some(o) = L2Obs::of(m) {
+            if self.obs.len() < MAX_OBS {
+                self.obs.push(o);
+            } else {
+                self.overflow += 1;
+            }
+        }
+    }
+
+    fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
+
+    fn close(&mut self, _: Timestamp) -> Vec<L2Obs> {
+        std::mem::take(&mut self.obs)
+    }
+
+    fn overflow(&self) -> u64 {
+        self.overflow
+    }
+}
+
 fn mac_str(m: &[u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
@@ -96,11 +136,6 @@ impl L2Watch {
             claims: HashMap::with_hasher(Default::default()),
             episodes: Episodes::new(policy),
         }
-    }
-
-    /// Episodes open now.
-    pub fn open_count(&self) -> usize {
-        self.episodes.open_count()
     }
 
     /// Takes new episode timing; bindings and open episodes stay.
@@ -296,14 +331,35 @@ impl L2Watch {
         let key = EpisodeKey { kind: AnomalyKind::RogueRouterAdvert, src: o.ip, dst: Addr::UNSPECIFIED };
         self.episodes.observe(key, t, &obs, out);
     }
+}
 
-    /// Rate-limited updates and cool-down ends.
-    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.tick(t, out);
+impl Family for L2Watch {
+    type Shard = L2Shard;
+
+    fn new(cfg: &DetectConfig) -> L2Watch {
+        L2Watch::new(cfg.episodes)
     }
 
-    /// Ends every open episode.
-    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.close_all(t, out);
+    fn shard(_: &DetectConfig, _: &ShardConfig) -> L2Shard {
+        L2Shard::default()
+    }
+
+    fn judge(&mut self, obs: Vec<L2Obs>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+        let cfg = cx.cfg;
+        if cfg.misuse_enabled {
+            self.on_interval(obs, cx.t, &|a, k| cfg.allowed(a, k), out);
+        }
+    }
+
+    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        self.episodes.tick_or_close(t, last, out);
+    }
+
+    fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    fn reconfigure(&mut self, cfg: &DetectConfig) {
+        L2Watch::reconfigure(self, cfg.episodes);
     }
 }

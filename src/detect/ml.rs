@@ -17,13 +17,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::HostInterval;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::family::{Context, Family, Restored};
 use super::rules::{RuleEpisode, RuleObs};
-use crate::decode::Addr;
-use crate::time::Timestamp;
-use crate::track::HostCounters;
+use super::{DetectConfig, HostInterval};
+use crate::base::Addr;
+use crate::base::time::Timestamp;
+use crate::config::{MlConfig, ModelKind};
+use crate::track::{HostCounters, ShardConfig};
 
 /// Number of features per host-interval.
 pub const FEATURES: usize = 15;
@@ -73,54 +75,6 @@ pub fn features(h: &HostCounters) -> [f64; FEATURES] {
         share(h.syn_in.saturating_sub(h.handshakes_in), h.syn_in),
         share(h.dns_encoded, h.dns_queries),
     ]
-}
-
-/// Which streaming detector scores the feature vectors.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// Half-Space Trees (Tan, Ting & Liu 2011).
-    #[default]
-    Hst,
-    /// LODA: sparse random projections with histograms (Pevný 2016).
-    Loda,
-}
-
-/// `[ml]`: the behaviour model.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MlConfig {
-    /// Run the model (off by default until tuned on your traffic).
-    pub enabled: bool,
-    /// The detector: `hst` (default) or `loda`.
-    pub model: ModelKind,
-    /// Members of the ensemble: trees (HST) or projections (LODA).
-    pub trees: usize,
-    /// Depth of each tree (nodes = 2^(depth+1) - 1).
-    pub depth: u32,
-    /// Host-intervals per mass window (reference and latest swap after this many).
-    pub window: u64,
-    /// Host-intervals learned before any verdict; the threshold is set from them.
-    pub training: usize,
-    /// Quantile of training scores the threshold sits above.
-    pub quantile: f64,
-    /// Packets a host needs in an interval to be scored.
-    pub min_packets: u64,
-}
-
-impl Default for MlConfig {
-    fn default() -> Self {
-        MlConfig {
-            enabled: false,
-            model: ModelKind::Hst,
-            trees: 25,
-            depth: 10,
-            window: 512,
-            training: 4096,
-            quantile: 0.999,
-            min_packets: 10,
-        }
-    }
 }
 
 struct Rng(u64);
@@ -367,11 +321,6 @@ impl BehaviourModel {
         self.threshold
     }
 
-    /// Episodes open now.
-    pub fn open_count(&self) -> usize {
-        self.episodes.open_count()
-    }
-
     /// The learned state, for saving.
     pub fn snapshot(&self) -> ModelState {
         ModelState {
@@ -567,15 +516,59 @@ impl BehaviourModel {
             message: format!("{host} behaves unlike anything learned: {}", words.join(", ")),
         }
     }
+}
 
-    /// Rate-limited updates and cool-down ends.
-    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.tick(t, out);
+/// File of the behaviour model inside `--state-dir`.
+pub const MODEL_FILE: &str = "model.json";
+
+impl Family for BehaviourModel {
+    type Shard = ();
+
+    fn new(cfg: &DetectConfig) -> BehaviourModel {
+        BehaviourModel::new(&cfg.ml, cfg.episodes)
     }
 
-    /// Ends every open episode.
-    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.close_all(t, out);
+    fn shard(_: &DetectConfig, _: &ShardConfig) {}
+
+    fn judge(&mut self, _: (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+        let cfg = cx.cfg;
+        if cfg.ml.enabled {
+            self.on_interval(cx.hosts, cx.t, &|a, k| cfg.allowed(a, k), out);
+        }
+    }
+
+    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        self.episodes.tick_or_close(t, last, out);
+    }
+
+    fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    /// Episode timing follows the new configuration; the model's shape and
+    /// calibration need a restart (they are what was learned).
+    fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.episodes.set_policy(cfg.episodes);
+    }
+
+    fn state_file(&self, cfg: &DetectConfig) -> Option<&'static str> {
+        cfg.ml.enabled.then_some(MODEL_FILE)
+    }
+
+    fn save_state(&self, _: &DetectConfig) -> Option<Vec<u8>> {
+        serde_json::to_vec(&self.snapshot()).ok()
+    }
+
+    fn load_state(&mut self, text: &str, _: &DetectConfig) -> Restored {
+        match serde_json::from_str::<ModelState>(text) {
+            Ok(st) => match self.restore(st) {
+                true => Restored::Loaded(0),
+                false => {
+                    Restored::Ignored("the saved behaviour model has another shape; it starts fresh".into())
+                }
+            },
+            Err(e) => Restored::Bad(format!("corrupt ({e})")),
+        }
     }
 }
 

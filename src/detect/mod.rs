@@ -1,15 +1,19 @@
 //! Detect: the host stage, where shard intervals meet and episodes live.
 //!
 //! The host stage waits until every shard has reported interval `t` (a
-//! watermark), merges the per-host summaries and misuse hits, runs the
-//! detectors, and returns the interval's events in a total order. Because it
-//! only ever sees complete, merged intervals, its output is the same for any
-//! number of shards and any replay speed.
+//! watermark), merges the per-host summaries and the families' shard
+//! reports, lets every detector family judge the interval, and returns the
+//! interval's events in a total order. Because it only ever sees complete,
+//! merged intervals, its output is the same for any number of shards and
+//! any replay speed.
+//!
+//! Each detector family is one module owning both of its halves (see
+//! [`family`]); the list below registers them, in judging order.
 
 pub mod anomaly;
 pub mod baseline;
 pub mod episode;
-pub mod fragments;
+pub mod family;
 pub mod l2watch;
 pub mod misuse;
 pub mod ml;
@@ -22,37 +26,85 @@ use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
 
-use crate::decode::Addr;
-use crate::time::Timestamp;
-use crate::track::{HostCounters, ShardReport, ShardStats};
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use crate::base::{Addr, Cidr};
+use crate::config::{Config, HostGroup, MlConfig, ScanConfig, SpikeConfig, TunnelConfig};
+use crate::track::{HostCounters, Merge, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
-use episode::{EpisodeKey, EpisodePolicy, Episodes};
-use misuse::{HitAgg, HitKey, MisuseEpisode};
+use episode::EpisodePolicy;
+use family::{Context, Facts, Restored};
 
-/// Detector settings the host stage needs.
+family::families! {
+    /// Statistical: per-host baselines and traffic spikes (judged first: it
+    /// tells the others which hosts are under a flood).
+    spike: spike::SpikeDetector,
+    /// Rule-based: per-packet protocol misuse and fragment tricks.
+    misuse: misuse::Misuse,
+    /// Rule-based: port, host and distributed scans.
+    scan: scan::ScanDetector,
+    /// Rule-based: DNS and ICMP tunnels.
+    tunnel: tunnel::TunnelDetector,
+    /// Rule-based: ARP spoofing and rogue router advertisements.
+    l2: l2watch::L2Watch,
+    /// Machine learning: the behaviour model.
+    ml: ml::BehaviourModel,
+}
+
+/// Detector settings the host stage needs, built from the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct DetectConfig {
     /// Episode timing (all detectors).
-    pub misuse_episodes: EpisodePolicy,
+    pub episodes: EpisodePolicy,
     /// Whether the misuse rules raise events at all.
     pub misuse_enabled: bool,
     /// Statistical detectors.
-    pub spike: crate::config::SpikeConfig,
+    pub spike: SpikeConfig,
     /// Allowlisted networks and the kinds they may not open (empty: all).
-    pub allow: Vec<(crate::config::Cidr, Vec<AnomalyKind>)>,
+    pub allow: Vec<(Cidr, Vec<AnomalyKind>)>,
     /// Host groups with their members.
-    pub hostgroups: Vec<(Vec<crate::config::Cidr>, crate::config::HostGroup)>,
+    pub hostgroups: Vec<(Vec<Cidr>, HostGroup)>,
     /// Interval length in nanoseconds.
     pub interval_ns: u64,
     /// Scan detectors.
-    pub scan: scan::ScanConfig,
+    pub scan: ScanConfig,
     /// Tunnel detectors.
-    pub tunnel: tunnel::TunnelConfig,
+    pub tunnel: TunnelConfig,
     /// The behaviour model.
-    pub ml: ml::MlConfig,
+    pub ml: MlConfig,
 }
 
 impl DetectConfig {
+    /// The detector settings of a (validated) configuration.
+    pub fn from_config(cfg: &Config) -> DetectConfig {
+        let e = &cfg.episodes;
+        DetectConfig {
+            episodes: EpisodePolicy {
+                cooldown: e.cooldown * NANOS_PER_SEC,
+                update_every: e.update_interval * NANOS_PER_SEC,
+                max_open: e.max_open,
+            },
+            misuse_enabled: cfg.misuse.enabled,
+            spike: cfg.spike.clone(),
+            allow: cfg
+                .allow
+                .iter()
+                .filter_map(|a| {
+                    let kinds = a.kinds.iter().filter_map(|k| AnomalyKind::from_name(k)).collect();
+                    Cidr::parse(&a.cidr).map(|c| (c, kinds))
+                })
+                .collect(),
+            hostgroups: cfg
+                .hostgroup
+                .iter()
+                .map(|g| (g.cidrs.iter().filter_map(|c| Cidr::parse(c)).collect(), g.clone()))
+                .collect(),
+            interval_ns: cfg.interval_ns(),
+            scan: cfg.scan.clone(),
+            tunnel: cfg.tunnel.clone(),
+            ml: cfg.ml.clone(),
+        }
+    }
+
     /// True when `a` is allowlisted for `kind`.
     pub fn allowed(&self, a: &Addr, kind: AnomalyKind) -> bool {
         self.allow.iter().any(|(c, kinds)| c.contains(a) && (kinds.is_empty() || kinds.contains(&kind)))
@@ -71,9 +123,8 @@ pub struct HostInterval {
 struct Pending {
     reports: usize,
     last: bool,
-    hits: Vec<(HitKey, HitAgg)>,
     hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
-    rules: crate::track::RuleAggs,
+    families: Reports,
 }
 
 /// The single host-stage state machine.
@@ -82,12 +133,7 @@ pub struct HostStage {
     pending: BTreeMap<Timestamp, Pending>,
     interval: HostInterval,
     shard_stats: Vec<ShardStats>,
-    misuse: Episodes<MisuseEpisode>,
-    spike: spike::SpikeDetector,
-    scans: scan::ScanDetector,
-    tunnels: tunnel::TunnelDetector,
-    l2: l2watch::L2Watch,
-    ml: ml::BehaviourModel,
+    families: Families,
     cfg: DetectConfig,
     finished: usize,
     spare_hosts: Option<HashMap<Addr, HostCounters, foldhash::fast::FixedState>>,
@@ -102,12 +148,7 @@ impl HostStage {
             pending: BTreeMap::new(),
             interval: HostInterval::default(),
             shard_stats: vec![ShardStats::default(); shards.max(1)],
-            misuse: Episodes::new(cfg.misuse_episodes),
-            spike: spike::SpikeDetector::new(&cfg),
-            scans: scan::ScanDetector::new(cfg.misuse_episodes, &cfg.scan),
-            tunnels: tunnel::TunnelDetector::new(cfg.misuse_episodes, &cfg.tunnel),
-            l2: l2watch::L2Watch::new(cfg.misuse_episodes),
-            ml: ml::BehaviourModel::new(&cfg.ml, cfg.misuse_episodes),
+            families: Families::new(&cfg),
             cfg,
             finished: 0,
             spare_hosts: None,
@@ -117,7 +158,7 @@ impl HostStage {
 
     /// Accepts one shard report; when it completes an interval, appends that
     /// interval's events to `out` (sorted) and returns true.
-    pub fn on_report(&mut self, r: ShardReport, out: &mut Vec<Anomaly>) -> bool {
+    pub fn on_report(&mut self, r: ShardReport<Reports>, out: &mut Vec<Anomaly>) -> bool {
         if let Some(s) = self.shard_stats.get_mut(r.shard) {
             *s = r.stats;
         }
@@ -128,16 +169,14 @@ impl HostStage {
         let p = self.pending.entry(r.tick).or_insert_with(|| Pending {
             reports: 0,
             last: false,
-            hits: Vec::new(),
             // A cleared map from an earlier interval: its pages are already
             // resident, so a busy link does not fault in megabytes per second.
             hosts: spare.take().unwrap_or_else(|| HashMap::with_hasher(Default::default())),
-            rules: crate::track::RuleAggs::default(),
+            families: Reports::default(),
         });
         p.reports += 1;
         p.last |= r.last;
-        p.hits.extend(r.hits);
-        p.rules.append(r.rules);
+        p.families.absorb(r.families);
         let mut hosts = r.hosts;
         for (a, h) in hosts.drain(..) {
             p.hosts.entry(a).or_default().merge(&h);
@@ -176,54 +215,9 @@ impl HostStage {
             old.clear();
             self.spare_hosts = Some(old);
         }
-        if self.cfg.spike.enabled {
-            self.spike.on_interval(&self.interval, t, &self.cfg, out);
-        }
-        if self.cfg.misuse_enabled {
-            let merged =
-                misuse::merge_hits(p.hits.into_iter().filter(|(k, _)| !self.cfg.allowed(&k.src, k.kind)));
-            let misuse_open = |k: &EpisodeKey| self.misuse.is_open(k);
-            for (key, agg) in misuse::spread_over_sources(merged, &misuse_open) {
-                // Redirects toward a host under a flood are the flood's
-                // backscatter (routers answering spoofed packets), not an attack of their own.
-                let backscatter = key.kind == AnomalyKind::IcmpMisuse
-                    && agg.detail == misuse::icmp_bad::REDIRECT
-                    && self.spike.flood_open(&key.dst);
-                if !backscatter {
-                    self.misuse.observe(key, agg.first, &agg, out);
-                }
-            }
-        }
-        let cfg = &self.cfg;
-        let allowed = |a: &Addr, k: AnomalyKind| cfg.allowed(a, k);
-        let r = p.rules;
-        if cfg.scan.enabled {
-            self.scans.on_interval(r.pairs, r.sweeps, t, &cfg.scan, &allowed, out);
-        }
-        if cfg.tunnel.enabled {
-            self.tunnels.on_interval(r.dns, r.echo, t, &cfg.tunnel, &allowed, out);
-        }
-        if cfg.misuse_enabled {
-            self.l2.on_interval(r.l2, t, &allowed, out);
-        }
-        if cfg.ml.enabled {
-            self.ml.on_interval(&self.interval, t, &allowed, out);
-        }
-        if p.last {
-            self.misuse.close_all(t, out);
-            self.spike.close_all(t, out);
-            self.scans.close_all(t, out);
-            self.tunnels.close_all(t, out);
-            self.l2.close_all(t, out);
-            self.ml.close_all(t, out);
-        } else {
-            self.misuse.tick(t, out);
-            self.spike.tick(t, out);
-            self.scans.tick(t, out);
-            self.tunnels.tick(t, out);
-            self.l2.tick(t, out);
-            self.ml.tick(t, out);
-        }
+        let mut cx = Context { t, hosts: &self.interval, cfg: &self.cfg, facts: Facts::default() };
+        self.families.judge(p.families, &mut cx, out);
+        self.families.tick(t, p.last, out);
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     }
 
@@ -238,44 +232,40 @@ impl HostStage {
 
     /// Episodes open now, over all detectors.
     pub fn open_episodes(&self) -> usize {
-        self.misuse.open_count()
-            + self.spike.open_count()
-            + self.scans.open_count()
-            + self.tunnels.open_count()
-            + self.l2.open_count()
-            + self.ml.open_count()
+        self.families.open_count()
     }
 
     /// Applies a new configuration (SIGHUP): thresholds, allowlists, host
     /// groups and episode timing change from the next interval on; learned
     /// baselines, windows and open episodes are kept.
     pub fn reload(&mut self, cfg: DetectConfig) {
-        self.misuse.set_policy(cfg.misuse_episodes);
-        self.spike.reconfigure(&cfg);
-        self.scans.reconfigure(cfg.misuse_episodes, &cfg.scan);
-        self.tunnels.reconfigure(cfg.misuse_episodes, &cfg.tunnel);
-        self.l2.reconfigure(cfg.misuse_episodes);
+        self.families.reconfigure(&cfg);
         self.cfg = cfg;
     }
 
-    /// The statistical detector (baselines, persistence of learned state).
-    pub fn spike(&self) -> &spike::SpikeDetector {
-        &self.spike
+    /// The detector families (for their gauges and tests).
+    pub fn families(&self) -> &Families {
+        &self.families
     }
 
-    /// Mutable access to the statistical detector (restoring saved state).
-    pub fn spike_mut(&mut self) -> &mut spike::SpikeDetector {
-        &mut self.spike
+    /// Mutable access to the families (restoring saved state in tests).
+    pub fn families_mut(&mut self) -> &mut Families {
+        &mut self.families
     }
 
-    /// The behaviour model.
-    pub fn ml(&self) -> &ml::BehaviourModel {
-        &self.ml
+    /// Every family's learned state to save: (file name, bytes).
+    pub fn save_states(&self, f: &mut dyn FnMut(&'static str, Vec<u8>)) {
+        self.families.save_states(&self.cfg, f);
     }
 
-    /// Mutable access to the behaviour model (restoring saved state).
-    pub fn ml_mut(&mut self) -> &mut ml::BehaviourModel {
-        &mut self.ml
+    /// Restores every family's saved state that `read` finds; `report`
+    /// hears how each file went.
+    pub fn load_states(
+        &mut self,
+        read: &mut dyn FnMut(&'static str) -> Option<String>,
+        report: &mut dyn FnMut(&'static str, Restored),
+    ) {
+        self.families.load_states(&self.cfg, read, report);
     }
 
     /// The detector settings.

@@ -4,8 +4,8 @@ use serde_json::{Map, Value, json};
 
 use super::anomaly::{Anomaly, Phase, Severity};
 use super::episode::{EpisodeKey, EpisodeState};
+use crate::base::time::Timestamp;
 use crate::decode::Addr;
-use crate::time::Timestamp;
 
 /// One window's verdict from a rule detector.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,23 +1,26 @@
-//! Scan detection: vertical (port), horizontal (host) and distributed scans.
+//! Scan family: vertical (port), horizontal (host) and distributed scans.
 //!
 //! Counting is the way Zeek's scan policy and Snort's port_scan do it:
 //! distinct targets of *connection attempts*, within a window of packet
-//! time, and only when attempts mostly fail. Shards aggregate probes per
-//! interval (a flow's first packet from its originator: a bare SYN, a
-//! stealth NULL/FIN/Xmas probe, a new UDP flow, an ICMP echo request, an ARP
-//! who-has) and the successes that answer them; the host stage keeps
-//! tumbling windows and decides.
+//! time, and only when attempts mostly fail. The shard half
+//! ([`ProbeTable`]) aggregates probes per interval (a flow's first packet
+//! from its originator: a bare SYN, a stealth NULL/FIN/Xmas probe, a new UDP
+//! flow, an ICMP echo request, an ARP who-has) and the successes that answer
+//! them; the host half ([`ScanDetector`]) keeps tumbling windows and decides.
 
 use hashbrown::HashMap;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
+use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::family::{Context, Family};
 use super::rules::{RuleEpisode, RuleObs, Win, roll};
-use crate::decode::Addr;
-use crate::time::{NANOS_PER_SEC, Timestamp};
-use crate::track::Distinct;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use crate::base::{Addr, Distinct};
+use crate::config::ScanConfig;
+use crate::decode::{L3, PacketMeta, ip_proto, tcp_flags};
+use crate::track::{ConnState, FlowView, Observer, REFLECTOR_PORTS, ShardConfig};
 
 /// Ports one source must probe on a host to count as sharing a distributed scan.
 const SHARE_PORTS: u64 = 5;
@@ -176,6 +179,73 @@ impl ProbeTable {
     }
 }
 
+impl Observer for ProbeTable {
+    type Report = (PairList, SweepList);
+
+    /// ARP who-has: a sweep of the link's addresses, flows or not.
+    #[inline]
+    fn packet(&mut self, m: &PacketMeta) {
+        if m.l3 == L3::Arp && m.arp_op == 1 && m.src != m.dst && !m.src.ip().is_unspecified() {
+            self.sweep(m.src, m.dst, 0, PROTO_ARP);
+        }
+    }
+
+    /// Connection attempts and what answered them.
+    fn flow_packet(&mut self, m: &PacketMeta, f: &FlowView<'_>) {
+        let (key, touch) = (f.key, f.touch);
+        let opener = touch.orig == f.side;
+        match m.proto {
+            ip_proto::TCP if m.has_tcp_flags() && m.has_ports() => {
+                let fl = m.tcp_flags;
+                if touch.created && opener {
+                    let how = if fl & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN {
+                        Some(Probe::Syn)
+                    } else if super::misuse::invalid_tcp_flags(fl) != 0 {
+                        Some(Probe::Stealth)
+                    } else {
+                        None
+                    };
+                    if let Some(how) = how {
+                        self.probe(m.src, m.dst, m.dport, m.proto, how);
+                    }
+                }
+                if touch.after == ConnState::Established && touch.before != ConnState::Established {
+                    let (o, _) = key.endpoint(touch.orig);
+                    let (r, rp) = key.endpoint(touch.orig.other());
+                    self.success(o, r, rp, ip_proto::TCP, true);
+                }
+            }
+            ip_proto::UDP if m.has_ports() => {
+                // A datagram from a service port to a high port is a response
+                // (reflection traffic, a late answer), not a probe.
+                let response_shaped =
+                    REFLECTOR_PORTS.contains(&m.sport) || (m.sport < 1024 && m.dport >= 1024);
+                if touch.created && opener && !response_shaped {
+                    self.probe(m.src, m.dst, m.dport, m.proto, Probe::Udp);
+                } else if !opener && touch.sent == 1 {
+                    self.success(m.dst, m.src, m.sport, ip_proto::UDP, false);
+                }
+            }
+            ip_proto::ICMP | ip_proto::ICMPV6 if m.has_icmp() => match (m.proto, m.icmp_type) {
+                (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128) => self.sweep(m.src, m.dst, 0, m.proto),
+                (ip_proto::ICMP, 0) | (ip_proto::ICMPV6, 129) => {
+                    self.success(m.dst, m.src, 0, m.proto, false)
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, _: Timestamp) -> (PairList, SweepList) {
+        self.drain()
+    }
+
+    fn overflow(&self) -> u64 {
+        self.overflow
+    }
+}
+
 fn entry<'a, K: std::hash::Hash + Eq, V: Default>(
     map: &'a mut HashMap<K, V, foldhash::fast::FixedState>,
     k: K,
@@ -190,47 +260,6 @@ fn entry<'a, K: std::hash::Hash + Eq, V: Default>(
             None
         }
         hashbrown::hash_map::Entry::Vacant(v) => Some(v.insert(V::default())),
-    }
-}
-
-/// `[scan]`: thresholds of the scan detectors.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScanConfig {
-    /// Run the scan detectors.
-    pub enabled: bool,
-    /// Window in seconds of packet time over which distinct targets are counted.
-    pub window: u64,
-    /// Distinct ports of one host, mostly failing, that make a port scan.
-    pub ports: u64,
-    /// Distinct hosts on one port (or pinged), that make a host scan.
-    pub hosts: u64,
-    /// Distinct hosts ARPed for that make an ARP sweep (routers ARP for many).
-    pub arp_hosts: u64,
-    /// Distinct ports of one host, probed by several sources, for a distributed scan.
-    pub distributed_ports: u64,
-    /// Sources needed for a distributed scan.
-    pub distributed_sources: u64,
-    /// Largest fraction of probes that may succeed for it to still be a scan.
-    pub max_success: f64,
-    /// Most (source, target) windows remembered.
-    pub max_tracked: usize,
-}
-
-impl Default for ScanConfig {
-    fn default() -> Self {
-        // Zeek's scan policy: 15 ports or 25 hosts within 5 minutes.
-        ScanConfig {
-            enabled: true,
-            window: 300,
-            ports: 15,
-            hosts: 25,
-            arp_hosts: 50,
-            distributed_ports: 100,
-            distributed_sources: 5,
-            max_success: 0.5,
-            max_tracked: 131_072,
-        }
     }
 }
 
@@ -263,11 +292,6 @@ impl ScanDetector {
             episodes: Episodes::new(policy),
             forgotten: 0,
         }
-    }
-
-    /// Episodes open now.
-    pub fn open_count(&self) -> usize {
-        self.episodes.open_count()
     }
 
     /// Takes new episode timing; windows and open episodes stay.
@@ -444,16 +468,6 @@ impl ScanDetector {
         }
     }
 
-    /// Rate-limited updates and cool-down ends.
-    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.tick(t, out);
-    }
-
-    /// Ends every open episode.
-    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.close_all(t, out);
-    }
-
     /// Keeps every window table under `cap`: when one is full, windows older
     /// than half a window go; if that is not enough, all of them (counted).
     fn bound(&mut self, cap: usize, now: Timestamp, window: u64) {
@@ -472,6 +486,42 @@ impl ScanDetector {
             self.dsts.clear();
         }
         self.forgotten += (before - total(self)) as u64;
+    }
+}
+
+impl Family for ScanDetector {
+    type Shard = ProbeTable;
+
+    fn new(cfg: &DetectConfig) -> ScanDetector {
+        ScanDetector::new(cfg.episodes, &cfg.scan)
+    }
+
+    fn shard(_: &DetectConfig, shard: &ShardConfig) -> ProbeTable {
+        ProbeTable::new(shard.max_hosts)
+    }
+
+    fn judge(
+        &mut self,
+        (pairs, sweeps): (PairList, SweepList),
+        cx: &mut Context<'_>,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let cfg = cx.cfg;
+        if cfg.scan.enabled {
+            self.on_interval(pairs, sweeps, cx.t, &cfg.scan, &|a, k| cfg.allowed(a, k), out);
+        }
+    }
+
+    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        self.episodes.tick_or_close(t, last, out);
+    }
+
+    fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    fn reconfigure(&mut self, cfg: &DetectConfig) {
+        ScanDetector::reconfigure(self, cfg.episodes, &cfg.scan);
     }
 }
 

@@ -18,11 +18,12 @@ use serde_json::{Map, Value, json};
 use super::anomaly::{Anomaly, AnomalyKind, Baseline, Phase, Severity};
 use super::baseline::{MetricBaseline, ThresholdRule, alpha_for_half_life};
 use super::episode::{EpisodeKey, EpisodeState, Episodes};
+use super::family::{Context, Family, Restored};
 use super::{DetectConfig, HostInterval};
+use crate::base::Addr;
+use crate::base::time::Timestamp;
 use crate::config::Tuning;
-use crate::decode::Addr;
-use crate::time::Timestamp;
-use crate::track::HostCounters;
+use crate::track::{HostCounters, ShardConfig};
 
 /// The metrics with a baseline, in [`SPECS`] order.
 pub const METRICS: usize = 7;
@@ -237,7 +238,7 @@ impl SpikeDetector {
                 alpha_for_half_life(hl[0] as f64 / secs_per_interval),
                 alpha_for_half_life(hl[1] as f64 / secs_per_interval),
             ),
-            episodes: Episodes::new(cfg.misuse_episodes),
+            episodes: Episodes::new(cfg.episodes),
             forgotten: 0,
             allowlisted: 0,
         }
@@ -252,14 +253,7 @@ impl SpikeDetector {
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
         let fresh = SpikeDetector::new(cfg);
         self.alphas = fresh.alphas;
-        self.episodes.set_policy(cfg.misuse_episodes);
-    }
-
-    /// True when a flood or amplification episode is open against `target`.
-    pub fn flood_open(&self, target: &Addr) -> bool {
-        FLOOD_KINDS
-            .iter()
-            .any(|k| self.episodes.is_open(&EpisodeKey { kind: *k, src: Addr::UNSPECIFIED, dst: *target }))
+        self.episodes.set_policy(cfg.episodes);
     }
 
     /// Hosts with a baseline.
@@ -391,16 +385,6 @@ impl SpikeDetector {
         }
     }
 
-    /// Rate-limited updates and cool-down ends at interval boundary `t`.
-    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.tick(t, out);
-    }
-
-    /// Ends every open episode (end of input).
-    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.close_all(t, out);
-    }
-
     /// Drops the least recently seen eighth of the table (ties by address).
     fn forget_oldest(&mut self, cap: usize) {
         let mut by_age: Vec<(u64, Addr)> = self.hosts.iter().map(|(a, h)| (h.last, *a)).collect();
@@ -433,6 +417,68 @@ impl SpikeDetector {
             }
         }
         n
+    }
+}
+
+/// File of the learned baselines inside `--state-dir`.
+pub const BASELINES_FILE: &str = "baselines.json";
+
+impl Family for SpikeDetector {
+    type Shard = ();
+
+    fn new(cfg: &DetectConfig) -> SpikeDetector {
+        SpikeDetector::new(cfg)
+    }
+
+    fn shard(_: &DetectConfig, _: &ShardConfig) {}
+
+    fn judge(&mut self, _: (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+        if cx.cfg.spike.enabled {
+            self.on_interval(cx.hosts, cx.t, cx.cfg, out);
+        }
+        cx.facts.flood_targets = self
+            .episodes
+            .keys()
+            .filter(|k| k.src == Addr::UNSPECIFIED && FLOOD_KINDS.contains(&k.kind))
+            .map(|k| k.dst)
+            .collect();
+        cx.facts.flood_targets.sort_unstable();
+        cx.facts.flood_targets.dedup();
+    }
+
+    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        self.episodes.tick_or_close(t, last, out);
+    }
+
+    fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    fn reconfigure(&mut self, cfg: &DetectConfig) {
+        SpikeDetector::reconfigure(self, cfg);
+    }
+
+    fn state_file(&self, _: &DetectConfig) -> Option<&'static str> {
+        Some(BASELINES_FILE)
+    }
+
+    fn save_state(&self, cfg: &DetectConfig) -> Option<Vec<u8>> {
+        serde_json::to_vec(&self.snapshot(cfg.interval_ns)).ok()
+    }
+
+    fn load_state(&mut self, text: &str, cfg: &DetectConfig) -> Restored {
+        match serde_json::from_str::<SpikeState>(text) {
+            Ok(st) if st.version != STATE_VERSION => {
+                Restored::Bad(format!("schema version {} (this build reads {STATE_VERSION})", st.version))
+            }
+            Ok(st) if st.interval_ns != cfg.interval_ns => Restored::Bad(format!(
+                "learned at a {} ms interval (now {} ms)",
+                st.interval_ns / 1_000_000,
+                cfg.interval_ns / 1_000_000
+            )),
+            Ok(st) => Restored::Loaded(self.restore(st, cfg.spike.max_hosts)),
+            Err(e) => Restored::Bad(format!("corrupt ({e})")),
+        }
     }
 }
 
@@ -585,7 +631,7 @@ fn shape_of(
     }
 }
 
-fn peers_json(top: &crate::track::TopK) -> Value {
+fn peers_json(top: &crate::base::TopK) -> Value {
     Value::Array(top.entries().into_iter().map(|(a, n)| json!({"ip": a.to_string(), "packets": n})).collect())
 }
 
@@ -624,7 +670,7 @@ fn observation(
     let who = |n: u64| -> String {
         match dominant {
             Some(d) => format!("mostly from {d}"),
-            None if n >= crate::track::sketch::DISTINCT_SATURATED => "from over 1,400 sources".into(),
+            None if n >= crate::base::sketch::DISTINCT_SATURATED => "from over 1,400 sources".into(),
             None => format!("from about {n} sources"),
         }
     };
@@ -681,13 +727,13 @@ fn observation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::time::NANOS_PER_SEC;
     use crate::config::Config;
-    use crate::time::NANOS_PER_SEC;
 
     const X: Addr = Addr([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 5]);
 
     fn cfg() -> DetectConfig {
-        Config::default().detect_config()
+        DetectConfig::from_config(&Config::default())
     }
 
     fn udp_host(pps: u64) -> HostCounters {
@@ -716,7 +762,7 @@ mod tests {
             iv.hosts.insert(X, f(i));
             let t = Timestamp(i * NANOS_PER_SEC);
             det.on_interval(&iv, t, cfg, &mut out);
-            det.tick(t, &mut out);
+            Family::tick(det, t, false, &mut out);
         }
         out
     }
@@ -769,10 +815,24 @@ mod tests {
         let ev = run(&mut det, &cfg, 1, 1, storm);
         assert_eq!(ev.len(), 1, "hundreds of unanswered new flows need no persistence");
         let mut allowed = cfg.clone();
-        allowed.allow.push((crate::config::Cidr::parse("10.0.0.0/24").unwrap(), vec![AnomalyKind::UdpFlood]));
+        allowed.allow.push((crate::base::Cidr::parse("10.0.0.0/24").unwrap(), vec![AnomalyKind::UdpFlood]));
         let mut det = SpikeDetector::new(&allowed);
         assert!(run(&mut det, &allowed, 1, 5, storm).is_empty());
         assert!(det.allowlisted > 0);
+    }
+
+    #[test]
+    fn saved_state_from_another_interval_or_corrupt_is_refused() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        run(&mut det, &cfg, 1, 5, normal);
+        let bytes = det.save_state(&cfg).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let mut fresh = SpikeDetector::new(&cfg);
+        assert_eq!(fresh.load_state(&text, &cfg), Restored::Loaded(1));
+        let other = DetectConfig { interval_ns: cfg.interval_ns / 2, ..cfg.clone() };
+        assert!(matches!(fresh.load_state(&text, &other), Restored::Bad(e) if e.contains("interval")));
+        assert!(matches!(fresh.load_state("{not json", &cfg), Restored::Bad(e) if e.contains("corrupt")));
     }
 
     #[test]

@@ -1,29 +1,26 @@
-//! Tunnel detection: DNS queries and ICMP echoes that carry data.
+//! Tunnel family: DNS queries and ICMP echoes that carry data.
 //!
-//! Shards aggregate per interval; the host stage keeps tumbling windows per
-//! (client, server, parent domain) for DNS and per (sender, receiver) for
-//! ICMP echo, and applies the rules below.
+//! The shard half ([`TunnelTable`]) aggregates per interval; the host half
+//! ([`TunnelDetector`]) keeps tumbling windows per (client, server, parent
+//! domain) for DNS and per (sender, receiver) for ICMP echo, and applies the
+//! rules below.
 
 use hashbrown::HashMap;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
+use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::family::{Context, Family};
 use super::rules::{RuleEpisode, RuleObs, Win, roll};
-use crate::decode::{Addr, PacketMeta, ip_proto};
-use crate::time::{NANOS_PER_SEC, Timestamp};
-use crate::track::Distinct;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use crate::base::{Addr, Distinct};
+use crate::config::TunnelConfig;
+use crate::decode::{PacketMeta, ip_proto};
+use crate::track::{FlowView, Observer, ShardConfig};
 
-/// A label this long and this random is encoded data, not a hostname.
-const ENCODED_LABEL: u8 = 24;
-/// 3.3 bits per character: above English-like names (2.5–3.2), at or below
-/// hex (4.0) and base32 (≈4.5–5) encodings.
-const ENCODED_ENTROPY_X10: u8 = 33;
-/// True when a query name's longest label looks like encoded data.
-pub fn encoded_name(d: &crate::decode::dns::DnsInfo) -> bool {
-    d.longest_label >= ENCODED_LABEL && d.entropy_x10 >= ENCODED_ENTROPY_X10
-}
+/// DNS (and echo) aggregates a shard keeps per interval.
+const MAX_KEYS: usize = 16_384;
 
 /// Query types tunnels favour for their large answers.
 fn bulky(qtype: u16) -> bool {
@@ -125,7 +122,7 @@ impl TunnelTable {
             let a = self.dns.entry(key).or_default();
             a.queries += 1;
             a.names.insert_hash(u64::from(d.name_hash) << 32 | u64::from(d.name_hash));
-            let encoded = encoded_name(d);
+            let encoded = d.looks_encoded();
             a.encoded += u32::from(encoded);
             a.bulky += u32::from(bulky(d.qtype));
             a.name_bytes += u64::from(d.name_len);
@@ -155,43 +152,24 @@ impl TunnelTable {
     }
 }
 
-/// `[tunnel]`: DNS and ICMP tunnel rules.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TunnelConfig {
-    /// Run the tunnel detectors.
-    pub enabled: bool,
-    /// Window in seconds of packet time.
-    pub window: u64,
-    /// Distinct encoded-looking names under one domain from one client.
-    pub encoded_names: u32,
-    /// Distinct names under one domain from one client with a long average name…
-    pub many_names: u64,
-    /// … of at least this many characters.
-    pub many_names_avg_len: u64,
-    /// NULL/TXT/CNAME/MX/ANY queries under one domain from one client.
-    pub bulky_queries: u32,
-    /// Echo requests between two hosts before payloads are judged.
-    pub icmp_echoes: u32,
-    /// Distinct echo payload sizes that mean data, not pings.
-    pub icmp_sizes: u64,
-    /// Parent domains never reported (reputation services that query by hash).
-    pub allow_domains: Vec<String>,
-}
+impl Observer for TunnelTable {
+    type Report = (DnsList, EchoList);
 
-impl Default for TunnelConfig {
-    fn default() -> Self {
-        TunnelConfig {
-            enabled: true,
-            window: 300,
-            encoded_names: 5,
-            many_names: 50,
-            many_names_avg_len: 40,
-            bulky_queries: 20,
-            icmp_echoes: 20,
-            icmp_sizes: 8,
-            allow_domains: Vec::new(),
+    #[inline]
+    fn packet(&mut self, m: &PacketMeta) {
+        if m.is_ip() {
+            self.inspect(m);
         }
+    }
+
+    fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
+
+    fn close(&mut self, _: Timestamp) -> (DnsList, EchoList) {
+        self.drain()
+    }
+
+    fn overflow(&self) -> u64 {
+        self.overflow
     }
 }
 
@@ -216,11 +194,6 @@ impl TunnelDetector {
             echo: HashMap::with_hasher(Default::default()),
             episodes: Episodes::new(policy),
         }
-    }
-
-    /// Episodes open now.
-    pub fn open_count(&self) -> usize {
-        self.episodes.open_count()
     }
 
     /// Takes new episode timing; windows and open episodes stay.
@@ -337,14 +310,35 @@ impl TunnelDetector {
             }
         }
     }
+}
 
-    /// Rate-limited updates and cool-down ends.
-    pub fn tick(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.tick(t, out);
+impl Family for TunnelDetector {
+    type Shard = TunnelTable;
+
+    fn new(cfg: &DetectConfig) -> TunnelDetector {
+        TunnelDetector::new(cfg.episodes, &cfg.tunnel)
     }
 
-    /// Ends every open episode.
-    pub fn close_all(&mut self, t: Timestamp, out: &mut Vec<Anomaly>) {
-        self.episodes.close_all(t, out);
+    fn shard(_: &DetectConfig, _: &ShardConfig) -> TunnelTable {
+        TunnelTable::new(MAX_KEYS)
+    }
+
+    fn judge(&mut self, (dns, echo): (DnsList, EchoList), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+        let cfg = cx.cfg;
+        if cfg.tunnel.enabled {
+            self.on_interval(dns, echo, cx.t, &cfg.tunnel, &|a, k| cfg.allowed(a, k), out);
+        }
+    }
+
+    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        self.episodes.tick_or_close(t, last, out);
+    }
+
+    fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    fn reconfigure(&mut self, cfg: &DetectConfig) {
+        TunnelDetector::reconfigure(self, cfg.episodes, &cfg.tunnel);
     }
 }

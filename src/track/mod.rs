@@ -1,21 +1,22 @@
 //! Track: per-connection state in N shards that share nothing.
 //!
 //! Each shard owns a [`FlowTable`], the per-interval host summaries of the
-//! packets it saw, and the per-packet misuse rules' hit aggregates. At every
-//! `Tick` it expires idle flows and hands its interval to the host stage as
-//! one [`ShardReport`]; nothing here reads a clock or does I/O.
+//! packets it saw, and an [`Observer`]: the per-packet halves of the
+//! detector families, which this module knows only through that trait (the
+//! families live in `detect` and are registered there). At every `Tick` a
+//! shard expires idle flows and hands its interval to the host stage as one
+//! [`ShardReport`]; nothing here reads a clock or does I/O.
 
 pub mod hosts;
 pub mod key;
-pub mod sketch;
 pub mod table;
 
-use crate::decode::{Addr, PacketMeta, ip_proto, tcp_flags};
-use crate::detect::misuse::{HitAgg, HitKey, HitTable};
-use crate::time::Timestamp;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use crate::base::{Addr, Distinct, TopK};
+use crate::config::Config;
+use crate::decode::{PacketMeta, ip_proto, tcp_flags};
 use crossbeam_channel::{Receiver, Sender};
 pub use key::{FlowKey, Side};
-pub use sketch::{Distinct, TopK};
 pub use table::{ConnState, EndReason, Flow, FlowTable, TableLimits};
 
 /// What the capture thread sends a shard.
@@ -186,39 +187,71 @@ impl ShardStats {
 /// Protocol label order of [`ShardStats::by_proto`].
 pub const PROTO_LABELS: [&str; 5] = ["tcp", "udp", "icmp", "other_ip", "non_ip"];
 
-/// Per-interval aggregates of the windowed rule detectors (scans, tunnels,
-/// address bindings), as one shard saw them.
-#[derive(Debug, Default)]
-pub struct RuleAggs {
-    /// Probes per (source, target).
-    pub pairs: crate::detect::scan::PairList,
-    /// Probes per (source, port, protocol).
-    pub sweeps: crate::detect::scan::SweepList,
-    /// DNS queries per (client, server, parent domain).
-    pub dns: crate::detect::tunnel::DnsList,
-    /// Echo requests per (sender, receiver).
-    pub echo: crate::detect::tunnel::EchoList,
-    /// ARP packets and router advertisements.
-    pub l2: Vec<crate::detect::l2watch::L2Obs>,
+/// What a shard knows about an IP packet once its flow record is found.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowView<'a> {
+    /// The flow's key (direction-independent).
+    pub key: &'a FlowKey,
+    /// Which end of the key sent this packet.
+    pub side: Side,
+    /// What this packet did to the flow.
+    pub touch: &'a table::Touch,
 }
 
-impl RuleAggs {
-    /// Appends another shard's aggregates (merged by key later).
-    pub fn append(&mut self, mut o: RuleAggs) {
-        self.pairs.append(&mut o.pairs);
-        self.sweeps.append(&mut o.sweeps);
-        self.dns.append(&mut o.dns);
-        self.echo.append(&mut o.echo);
-        self.l2.append(&mut o.l2);
+/// One interval's observations, merged across shards by the host stage.
+pub trait Merge: Default + Send {
+    /// Takes in another shard's observations of the same interval.
+    fn absorb(&mut self, other: Self);
+}
+
+impl Merge for () {
+    fn absorb(&mut self, _: ()) {}
+}
+
+impl<T: Send> Merge for Vec<T> {
+    fn absorb(&mut self, mut other: Vec<T>) {
+        self.append(&mut other);
     }
 }
 
-/// Most ARP/RA observations a shard keeps per interval.
-const MAX_L2_OBS: usize = 4096;
+impl<A: Merge, B: Merge> Merge for (A, B) {
+    fn absorb(&mut self, other: (A, B)) {
+        self.0.absorb(other.0);
+        self.1.absorb(other.1);
+    }
+}
+
+/// The per-packet half of the detector families, as a shard drives it.
+///
+/// Called for every packet on the shard's thread; implementations keep
+/// bounded per-interval tables and allocate nothing per packet in steady state.
+pub trait Observer: Send {
+    /// One interval's observations, handed to the host stage.
+    type Report: Merge;
+    /// Every decoded packet, before flow tracking (non-IP included).
+    fn packet(&mut self, m: &PacketMeta);
+    /// IP packets, once their flow record is found.
+    fn flow_packet(&mut self, m: &PacketMeta, f: &FlowView<'_>);
+    /// Closes the interval ending at `t` and starts a fresh one.
+    fn close(&mut self, t: Timestamp) -> Self::Report;
+    /// Observations turned away at per-interval caps so far (cumulative).
+    fn overflow(&self) -> u64;
+}
+
+/// No per-packet half: families that judge host summaries only.
+impl Observer for () {
+    type Report = ();
+    fn packet(&mut self, _: &PacketMeta) {}
+    fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
+    fn close(&mut self, _: Timestamp) {}
+    fn overflow(&self) -> u64 {
+        0
+    }
+}
 
 /// One shard's interval, handed to the host stage at a tick.
 #[derive(Debug)]
-pub struct ShardReport {
+pub struct ShardReport<R> {
     /// Which shard.
     pub shard: usize,
     /// The interval boundary (or end-of-input time when `last`).
@@ -227,10 +260,8 @@ pub struct ShardReport {
     pub last: bool,
     /// Per-host counters of this interval.
     pub hosts: Vec<(Addr, HostCounters)>,
-    /// Misuse hit aggregates of this interval.
-    pub hits: Vec<(HitKey, HitAgg)>,
-    /// Scan, tunnel and binding aggregates of this interval.
-    pub rules: RuleAggs,
+    /// The detector families' observations of this interval.
+    pub families: R,
     /// Cumulative shard counters.
     pub stats: ShardStats,
     /// When the tick that closed this interval left the capture thread.
@@ -248,38 +279,52 @@ pub struct ShardConfig {
     pub max_hits: usize,
 }
 
-/// One tracker shard.
-pub struct Shard {
+impl ShardConfig {
+    /// Per-shard settings for `workers` shards: the totals of `[flow]` split evenly.
+    pub fn from_config(cfg: &Config, workers: usize) -> ShardConfig {
+        let f = &cfg.flow;
+        let s = NANOS_PER_SEC;
+        ShardConfig {
+            limits: TableLimits {
+                max_flows: (f.max_flows / workers.max(1)).max(1),
+                idle: [
+                    f.tcp_embryonic_timeout * s,
+                    f.tcp_established_timeout * s,
+                    f.tcp_closed_timeout * s,
+                    f.udp_timeout * s,
+                    f.icmp_timeout * s,
+                    f.other_timeout * s,
+                ],
+                active: f.active_timeout * s,
+            },
+            max_hosts: (f.max_hosts_per_interval / workers.max(1)).max(1),
+            max_hits: 4096,
+        }
+    }
+}
+
+/// One tracker shard, with the per-packet halves of the detector families.
+pub struct Shard<O> {
     id: usize,
     table: FlowTable,
     hosts: hosts::HostSlab,
     /// Interval number: flows' cached host slots are valid only within one.
     epoch: u32,
-    hits: HitTable,
-    frags: crate::detect::fragments::FragTracker,
-    probes: crate::detect::scan::ProbeTable,
-    tunnels: crate::detect::tunnel::TunnelTable,
-    l2: Vec<crate::detect::l2watch::L2Obs>,
-    l2_overflow: u64,
+    observer: O,
     stats: ShardStats,
     /// Host vectors the host stage has emptied and handed back.
     pub spare: Vec<Vec<(Addr, HostCounters)>>,
 }
 
-impl Shard {
-    /// A fresh shard.
-    pub fn new(id: usize, cfg: ShardConfig) -> Shard {
+impl<O: Observer> Shard<O> {
+    /// A fresh shard feeding `observer`.
+    pub fn new(id: usize, cfg: ShardConfig, observer: O) -> Shard<O> {
         Shard {
             id,
             table: FlowTable::new(cfg.limits),
             hosts: hosts::HostSlab::new(cfg.max_hosts),
             epoch: 1,
-            hits: HitTable::new(cfg.max_hits),
-            frags: crate::detect::fragments::FragTracker::new(4096),
-            probes: crate::detect::scan::ProbeTable::new(cfg.max_hosts),
-            tunnels: crate::detect::tunnel::TunnelTable::new(16_384),
-            l2: Vec::new(),
-            l2_overflow: 0,
+            observer,
             stats: ShardStats::default(),
             spare: Vec::new(),
         }
@@ -299,23 +344,9 @@ impl Shard {
         };
         s.by_proto[p] += 1;
         s.bytes_by_proto[p] += u64::from(m.wire_len);
-        self.hits.inspect(m);
-        if let Some(o) = crate::detect::l2watch::L2Obs::of(m) {
-            if self.l2.len() < MAX_L2_OBS {
-                self.l2.push(o);
-            } else {
-                self.l2_overflow += 1;
-            }
-            if o.op == 1 && o.ip != o.target && !o.ip.ip().is_unspecified() {
-                self.probes.sweep(o.ip, o.target, 0, crate::detect::scan::PROTO_ARP);
-            }
-        }
+        self.observer.packet(m);
         if !m.is_ip() {
             return;
-        }
-        self.tunnels.inspect(m);
-        if m.frag & crate::decode::frag::IS_FRAGMENT != 0 {
-            self.frags.observe(m, &mut self.hits);
         }
         let (key, side) = FlowKey::of(m);
         let touch = self.table.touch(m, key, side, &mut |_, _| {});
@@ -336,7 +367,7 @@ impl Shard {
         let ports = m.has_ports();
         let d = &m.dns;
         let query = d.is_valid() && d.flags & crate::decode::dns::DNS_RESPONSE == 0;
-        let encoded = query && crate::detect::tunnel::encoded_name(d);
+        let encoded = query && d.looks_encoded();
         // Both ends' slots are cached on the flow for the interval, so a
         // packet of a known flow goes straight to its hosts' counters.
         let (a_slot, b_slot) = {
@@ -406,58 +437,11 @@ impl Shard {
             self.host(orig_slot, |h| h.flows_out += 1);
             self.host(resp_slot, |h| h.flows_in += 1);
         }
-        self.probe(m, &key, side, &touch);
+        self.observer.flow_packet(m, &FlowView { key: &key, side, touch: &touch });
         if matches!(touch.before, ConnState::SynAckSeen | ConnState::SynSent)
             && touch.after == ConnState::Established
         {
             self.host(resp_slot, |h| h.handshakes_in += 1);
-        }
-    }
-
-    /// Feeds the scan detector: connection attempts and what answered them.
-    fn probe(&mut self, m: &PacketMeta, key: &FlowKey, side: Side, touch: &table::Touch) {
-        use crate::detect::scan::Probe;
-        let opener = touch.orig == side;
-        match m.proto {
-            ip_proto::TCP if m.has_tcp_flags() && m.has_ports() => {
-                let f = m.tcp_flags;
-                if touch.created && opener {
-                    let how = if f & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN {
-                        Some(Probe::Syn)
-                    } else if crate::detect::misuse::invalid_tcp_flags(f) != 0 {
-                        Some(Probe::Stealth)
-                    } else {
-                        None
-                    };
-                    if let Some(how) = how {
-                        self.probes.probe(m.src, m.dst, m.dport, m.proto, how);
-                    }
-                }
-                if touch.after == ConnState::Established && touch.before != ConnState::Established {
-                    let (o, _) = key.endpoint(touch.orig);
-                    let (r, rp) = key.endpoint(touch.orig.other());
-                    self.probes.success(o, r, rp, ip_proto::TCP, true);
-                }
-            }
-            ip_proto::UDP if m.has_ports() => {
-                // A datagram from a service port to a high port is a response
-                // (reflection traffic, a late answer), not a probe.
-                let response_shaped =
-                    REFLECTOR_PORTS.contains(&m.sport) || (m.sport < 1024 && m.dport >= 1024);
-                if touch.created && opener && !response_shaped {
-                    self.probes.probe(m.src, m.dst, m.dport, m.proto, Probe::Udp);
-                } else if !opener && touch.sent == 1 {
-                    self.probes.success(m.dst, m.src, m.sport, ip_proto::UDP, false);
-                }
-            }
-            ip_proto::ICMP | ip_proto::ICMPV6 if m.has_icmp() => match (m.proto, m.icmp_type) {
-                (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128) => self.probes.sweep(m.src, m.dst, 0, m.proto),
-                (ip_proto::ICMP, 0) | (ip_proto::ICMPV6, 129) => {
-                    self.probes.success(m.dst, m.src, 0, m.proto, false)
-                }
-                _ => {}
-            },
-            _ => {}
         }
     }
 
@@ -470,7 +454,7 @@ impl Shard {
     }
 
     /// Closes the interval ending at `t`: expires idle flows and builds the report.
-    pub fn tick(&mut self, t: Timestamp, last: bool) -> ShardReport {
+    pub fn tick(&mut self, t: Timestamp, last: bool) -> ShardReport<O::Report> {
         if last {
             self.table.drain(&mut |_, _| {});
         } else {
@@ -484,17 +468,8 @@ impl Shard {
         self.stats.flows_open = self.table.len() as u64;
         self.stats.flow_table_bytes = self.table.memory_bytes() as u64;
         // Everything a per-interval cap turned away, so nothing is dropped silently.
-        self.stats.hit_overflow = self.hits.overflow
-            + self.probes.overflow
-            + self.tunnels.overflow
-            + self.frags.overflow
-            + self.l2_overflow;
-        self.frags.expire(t);
-        let mut hits = Vec::new();
-        self.hits.drain_into(&mut hits);
-        let (pairs, sweeps) = self.probes.drain();
-        let (dns, echo) = self.tunnels.drain();
-        let rules = RuleAggs { pairs, sweeps, dns, echo, l2: std::mem::take(&mut self.l2) };
+        self.stats.hit_overflow = self.observer.overflow();
+        let families = self.observer.close(t);
         ShardReport {
             shard: self.id,
             tick: t,
@@ -503,8 +478,7 @@ impl Shard {
                 self.epoch = self.epoch.wrapping_add(1).max(1);
                 self.hosts.take(self.spare.pop().unwrap_or_default())
             },
-            hits,
-            rules,
+            families,
             stats: self.stats,
             sent: None,
         }
@@ -524,10 +498,10 @@ pub fn is_unicast(a: &Addr) -> bool {
 ///
 /// Emptied batch vectors go back through `recycle`, so steady state
 /// allocates nothing per packet.
-pub fn run_shard(
-    mut shard: Shard,
+pub fn run_shard<O: Observer>(
+    mut shard: Shard<O>,
     rx: Receiver<ShardMsg>,
-    reports: Sender<ShardReport>,
+    reports: Sender<ShardReport<O::Report>>,
     recycle: Sender<Vec<PacketMeta>>,
     returned: Receiver<Vec<(Addr, HostCounters)>>,
 ) {
@@ -571,11 +545,11 @@ mod tests {
     use super::table::tests::seg;
     use super::*;
 
-    fn shard(max_hosts: usize) -> Shard {
-        Shard::new(0, ShardConfig { limits: TableLimits::default(), max_hosts, max_hits: 64 })
+    fn shard(max_hosts: usize) -> Shard<()> {
+        Shard::new(0, ShardConfig { limits: TableLimits::default(), max_hosts, max_hits: 64 }, ())
     }
 
-    fn counters(r: &ShardReport, host: u8) -> HostCounters {
+    fn counters(r: &ShardReport<()>, host: u8) -> HostCounters {
         let a = Addr::v4([10, 0, 0, host]);
         r.hosts.iter().find(|(x, _)| *x == a).map(|(_, c)| *c).unwrap_or_default()
     }

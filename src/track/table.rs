@@ -12,8 +12,8 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::key::{FlowKey, Side};
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::decode::{PacketMeta, ip_proto, tcp_flags};
-use crate::time::{NANOS_PER_SEC, Timestamp};
 
 const NIL: u32 = u32::MAX;
 

@@ -1,5 +1,9 @@
 //! Configuration: the only reader of the TOML file; validated into typed settings.
 //!
+//! This room owns every configuration type, the detectors' sections
+//! included (`detectors.rs`); the stages only read them and build their own
+//! run-time settings from them, so nothing here imports a stage.
+//!
 //! Unknown keys are rejected (a typo must not silently fall back to a
 //! default), and every check names the key at fault.
 
@@ -7,10 +11,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::DetectConfig;
-use crate::detect::episode::EpisodePolicy;
-use crate::time::NANOS_PER_SEC;
-use crate::track::{ShardConfig, TableLimits};
+use crate::base::Cidr;
+use crate::base::kind::AnomalyKind;
+
+mod detectors;
+
+pub use detectors::{
+    AllowRule, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SpikeConfig, Tuning,
+    TunnelConfig,
+};
 
 /// Configuration errors; each names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -62,177 +71,11 @@ pub struct Config {
     /// Per-network threshold overrides.
     pub hostgroup: Vec<HostGroup>,
     /// Scan detection.
-    pub scan: crate::detect::scan::ScanConfig,
+    pub scan: ScanConfig,
     /// DNS and ICMP tunnel detection.
-    pub tunnel: crate::detect::tunnel::TunnelConfig,
+    pub tunnel: TunnelConfig,
     /// The behaviour model (machine learning).
-    pub ml: crate::detect::ml::MlConfig,
-}
-
-/// `[spike]`: learned baselines and the statistical detectors.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpikeConfig {
-    /// Run the statistical detectors at all.
-    pub enabled: bool,
-    /// Seconds of history before a host is judged against its own baseline;
-    /// until then the absolute `ceiling` of each detector applies.
-    pub warmup: u64,
-    /// Half-lives in seconds of the fast and slow baselines.
-    pub half_lives: [u64; 2],
-    /// Standard deviations above the mean that count as anomalous.
-    pub k: f64,
-    /// Multiple of the mean that must also be exceeded.
-    pub ratio: f64,
-    /// Most hosts with a baseline; the least recently seen are forgotten past it.
-    pub max_hosts: usize,
-    /// Packets in one interval before a host earns a baseline (spoofed
-    /// one-packet sources never do).
-    pub admission_packets: u64,
-    /// Seconds of packet time between saves of the learned state.
-    pub save_interval: u64,
-    /// SYN flood: connection attempts that do not complete, per second, toward one host.
-    pub syn_flood: Tuning,
-    /// UDP flood: UDP packets per second toward one host.
-    pub udp_flood: Tuning,
-    /// ICMP flood: ICMP packets per second toward one host.
-    pub icmp_flood: Tuning,
-    /// Amplification: unsolicited reflector-port bytes per second toward one host.
-    pub amplification: Tuning,
-    /// Volume spike: bytes per second into or out of one host.
-    pub volume_spike: Tuning,
-    /// Fan-out spike: distinct peers per second one host talks to.
-    pub fanout_spike: Tuning,
-}
-
-/// Thresholds and persistence of one statistical detector.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Tuning {
-    /// Run this detector.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Absolute minimum: below it nothing is anomalous, whatever the baseline.
-    pub floor: f64,
-    /// During warm-up (no trusted baseline yet) values above this are anomalous.
-    pub ceiling: f64,
-    /// Intervals over the line, out of `window`, before an episode opens.
-    pub persistence: u32,
-    /// Length of the persistence window in intervals (at most 32).
-    pub window: u32,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for SpikeConfig {
-    fn default() -> Self {
-        // Floors and ceilings are per second toward (or from) one host; each is
-        // justified in the README's "Statistical detection" section.
-        let t = |floor: f64, ceiling: f64, persistence: u32, window: u32| Tuning {
-            enabled: true,
-            floor,
-            ceiling,
-            persistence,
-            window,
-        };
-        SpikeConfig {
-            enabled: true,
-            warmup: 300,
-            half_lives: [60, 3600],
-            k: 5.0,
-            ratio: 3.0,
-            max_hosts: 65_536,
-            admission_packets: 10,
-            save_interval: 300,
-            syn_flood: t(50.0, 100.0, 3, 5),
-            udp_flood: t(500.0, 2_000.0, 3, 5),
-            icmp_flood: t(200.0, 500.0, 3, 5),
-            amplification: t(12_500.0, 125_000.0, 2, 5),
-            volume_spike: t(12_500_000.0, 125_000_000.0, 10, 20),
-            fanout_spike: t(100.0, 500.0, 3, 5),
-        }
-    }
-}
-
-/// `[[allow]]`: a network whose traffic never opens the listed kinds.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AllowRule {
-    /// Address or CIDR (`192.0.2.0/24`, `2001:db8::/32`).
-    pub cidr: String,
-    /// Kinds suppressed (empty: all kinds).
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    /// Why, for the next person reading the config.
-    #[serde(default)]
-    pub reason: String,
-}
-
-/// `[[hostgroup]]`: per-network threshold overrides (a DNS server may
-/// legitimately take 20,000 UDP packets/s).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HostGroup {
-    /// A name for messages.
-    pub name: String,
-    /// Members (addresses or CIDRs); the first matching group wins.
-    pub cidrs: Vec<String>,
-    /// Overrides for `syn_flood`.
-    pub syn_flood: Option<Override>,
-    /// Overrides for `udp_flood`.
-    pub udp_flood: Option<Override>,
-    /// Overrides for `icmp_flood`.
-    pub icmp_flood: Option<Override>,
-    /// Overrides for `amplification`.
-    pub amplification: Option<Override>,
-    /// Overrides for `volume_spike`.
-    pub volume_spike: Option<Override>,
-    /// Overrides for `fanout_spike`.
-    pub fanout_spike: Option<Override>,
-}
-
-/// Replacement floor/ceiling for one detector in one host group.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Override {
-    /// New floor.
-    pub floor: Option<f64>,
-    /// New warm-up ceiling.
-    pub ceiling: Option<f64>,
-}
-
-/// A parsed network prefix, in the 128-bit space where IPv4 is mapped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    net: u128,
-    mask: u128,
-}
-
-impl Cidr {
-    /// Parses `addr` or `addr/len`; `None` if malformed.
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (a, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
-            None => (s, None),
-        };
-        let ip: std::net::IpAddr = a.trim().parse().ok()?;
-        let (bits, offset) = if ip.is_ipv4() { (32u8, 96u8) } else { (128, 0) };
-        let len = len.unwrap_or(bits);
-        if len > bits {
-            return None;
-        }
-        let total = u32::from(offset + len);
-        let mask = if total == 0 { 0 } else { u128::MAX << (128 - total) };
-        let net = u128::from_be_bytes(crate::decode::Addr::from(ip).0) & mask;
-        Some(Cidr { net, mask })
-    }
-
-    /// True when `a` is inside this prefix.
-    pub fn contains(&self, a: &crate::decode::Addr) -> bool {
-        u128::from_be_bytes(a.0) & self.mask == self.net
-    }
+    pub ml: MlConfig,
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -326,20 +169,6 @@ pub struct EpisodeConfig {
 impl Default for EpisodeConfig {
     fn default() -> Self {
         EpisodeConfig { cooldown: 60, update_interval: 60, max_open: 10_000 }
-    }
-}
-
-/// `[misuse]`: rule-based protocol misuse.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MisuseConfig {
-    /// Raise misuse events at all.
-    pub enabled: bool,
-}
-
-impl Default for MisuseConfig {
-    fn default() -> Self {
-        MisuseConfig { enabled: true }
     }
 }
 
@@ -468,12 +297,7 @@ impl Config {
         for a in &self.allow {
             check(Cidr::parse(&a.cidr).is_some(), "allow.cidr", &a.cidr, "must be an address or CIDR")?;
             for k in &a.kinds {
-                check(
-                    crate::detect::AnomalyKind::from_name(k).is_some(),
-                    "allow.kinds",
-                    k,
-                    "unknown anomaly kind",
-                )?;
+                check(AnomalyKind::from_name(k).is_some(), "allow.kinds", k, "unknown anomaly kind")?;
             }
         }
         let sc = &self.scan;
@@ -512,60 +336,6 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Per-shard tracking settings for `workers` shards.
-    pub fn shard_config(&self, workers: usize) -> ShardConfig {
-        let f = &self.flow;
-        let s = NANOS_PER_SEC;
-        ShardConfig {
-            limits: TableLimits {
-                max_flows: (f.max_flows / workers.max(1)).max(1),
-                idle: [
-                    f.tcp_embryonic_timeout * s,
-                    f.tcp_established_timeout * s,
-                    f.tcp_closed_timeout * s,
-                    f.udp_timeout * s,
-                    f.icmp_timeout * s,
-                    f.other_timeout * s,
-                ],
-                active: f.active_timeout * s,
-            },
-            max_hosts: (f.max_hosts_per_interval / workers.max(1)).max(1),
-            max_hits: 4096,
-        }
-    }
-
-    /// Host-stage detector settings.
-    pub fn detect_config(&self) -> DetectConfig {
-        let e = &self.episodes;
-        DetectConfig {
-            misuse_episodes: EpisodePolicy {
-                cooldown: e.cooldown * NANOS_PER_SEC,
-                update_every: e.update_interval * NANOS_PER_SEC,
-                max_open: e.max_open,
-            },
-            misuse_enabled: self.misuse.enabled,
-            spike: self.spike.clone(),
-            allow: self
-                .allow
-                .iter()
-                .filter_map(|a| {
-                    let kinds =
-                        a.kinds.iter().filter_map(|k| crate::detect::AnomalyKind::from_name(k)).collect();
-                    Cidr::parse(&a.cidr).map(|c| (c, kinds))
-                })
-                .collect(),
-            hostgroups: self
-                .hostgroup
-                .iter()
-                .map(|g| (g.cidrs.iter().filter_map(|c| Cidr::parse(c)).collect(), g.clone()))
-                .collect(),
-            interval_ns: self.interval_ns(),
-            scan: self.scan.clone(),
-            tunnel: self.tunnel.clone(),
-            ml: self.ml.clone(),
-        }
-    }
-
     /// Interval length in nanoseconds.
     pub fn interval_ns(&self) -> u64 {
         self.capture.interval_ms * 1_000_000
@@ -582,21 +352,6 @@ mod tests {
         c.validate().unwrap();
         let back = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
         assert_eq!(back, c);
-    }
-
-    #[test]
-    fn cidrs() {
-        use crate::decode::Addr;
-        let c = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(c.contains(&Addr::v4([10, 1, 200, 3])));
-        assert!(!c.contains(&Addr::v4([10, 2, 0, 1])));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&Addr::v4([8, 8, 8, 8])));
-        assert!(!Cidr::parse("0.0.0.0/0").unwrap().contains(&Addr::v6([0x20; 16])));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains(&Addr::from("2001:db8:1::1".parse::<std::net::IpAddr>().unwrap())));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("nonsense").is_none());
-        assert!(Cidr::parse("192.0.2.7").unwrap().contains(&Addr::v4([192, 0, 2, 7])));
     }
 
     #[test]

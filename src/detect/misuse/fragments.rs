@@ -5,10 +5,11 @@
 
 use hashbrown::HashMap;
 
-use super::anomaly::AnomalyKind;
-use super::misuse::{HitTable, frag_bad, icmp_bad};
-use crate::decode::{Addr, PacketMeta, ip_proto};
-use crate::time::{NANOS_PER_SEC, Timestamp};
+use super::{HitTable, frag_bad, icmp_bad};
+use crate::base::Addr;
+use crate::base::kind::AnomalyKind;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use crate::decode::{PacketMeta, ip_proto};
 
 /// Most ranges remembered per datagram; more fragments than this are judged
 /// against the first ones only (a datagram in 16+ pieces is itself unusual).

@@ -9,7 +9,7 @@ use std::fmt;
 /// Nanoseconds since the Unix epoch, taken from a packet header.
 ///
 /// ```
-/// use netvigil::time::Timestamp;
+/// use netvigil::base::time::Timestamp;
 /// let t = Timestamp::from_parts(1_566_400_000, 123_456_789);
 /// assert_eq!(t.to_string(), "2019-08-21T15:06:40.123456Z");
 /// assert_eq!(t.floor_to(1_000_000_000), Timestamp::from_secs(1_566_400_000));

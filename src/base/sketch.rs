@@ -5,7 +5,7 @@
 
 use std::hash::BuildHasher;
 
-use crate::decode::Addr;
+use crate::base::Addr;
 
 /// Distinct-count sketch: 256-bit linear counting (Whang et al., 1990).
 ///

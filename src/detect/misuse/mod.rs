@@ -1,20 +1,27 @@
-//! Protocol-misuse rules: per-packet checks in the shards, episodes in the host stage.
+//! Protocol-misuse family: per-packet checks in the shards, episodes in the host stage.
 //!
-//! A shard turns each offending packet into a *hit* and folds hits into a
-//! per-interval aggregate keyed by (kind, source, destination). Episodes are
-//! opened and closed only by the host stage from the merged aggregates, so a
-//! source whose bad packets spread over several flows (and shards) is still
-//! one episode, and the output does not depend on the number of workers.
+//! The shard half ([`MisuseShard`]) turns each offending packet into a
+//! *hit* and folds hits into a per-interval aggregate keyed by (kind,
+//! source, destination); fragment tracking (`fragments.rs`) adds its
+//! findings as hits too. Episodes are opened and closed only by the host
+//! half ([`Misuse`]) from the merged aggregates, so a source whose bad
+//! packets spread over several flows (and shards) is still one episode, and
+//! the output does not depend on the number of workers.
+
+pub mod fragments;
 
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
 use serde_json::{Map, json};
 
+use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, FlowTuple, Phase, Severity};
-use super::episode::{EpisodeKey, EpisodeState};
+use super::episode::{EpisodeKey, EpisodeState, Episodes};
+use super::family::{Context, Family};
+use crate::base::time::Timestamp;
 use crate::decode::{PacketMeta, anomaly, ip_proto, tcp_flags};
-use crate::time::Timestamp;
+use crate::track::{FlowView, Observer, ShardConfig};
 
 /// Invalid TCP flag combinations, one bit each (the `detail` of a hit).
 pub mod combo {
@@ -407,6 +414,88 @@ pub fn spread_over_sources(
     out
 }
 
+/// The shard half: per-packet rules and fragment tracking.
+pub struct MisuseShard {
+    hits: HitTable,
+    frags: fragments::FragTracker,
+}
+
+/// Datagrams a shard tracks for fragment checks at once.
+const MAX_DATAGRAMS: usize = 4096;
+
+impl Observer for MisuseShard {
+    type Report = Vec<(HitKey, HitAgg)>;
+
+    #[inline]
+    fn packet(&mut self, m: &PacketMeta) {
+        self.hits.inspect(m);
+        if m.is_ip() && m.frag & crate::decode::frag::IS_FRAGMENT != 0 {
+            self.frags.observe(m, &mut self.hits);
+        }
+    }
+
+    fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
+
+    fn close(&mut self, t: Timestamp) -> Self::Report {
+        self.frags.expire(t);
+        let mut hits = Vec::new();
+        self.hits.drain_into(&mut hits);
+        hits
+    }
+
+    fn overflow(&self) -> u64 {
+        self.hits.overflow + self.frags.overflow
+    }
+}
+
+/// The host half: misuse episodes from the merged hits.
+pub struct Misuse {
+    episodes: Episodes<MisuseEpisode>,
+}
+
+impl Family for Misuse {
+    type Shard = MisuseShard;
+
+    fn new(cfg: &DetectConfig) -> Misuse {
+        Misuse { episodes: Episodes::new(cfg.episodes) }
+    }
+
+    fn shard(_: &DetectConfig, shard: &ShardConfig) -> MisuseShard {
+        MisuseShard { hits: HitTable::new(shard.max_hits), frags: fragments::FragTracker::new(MAX_DATAGRAMS) }
+    }
+
+    fn judge(&mut self, hits: Vec<(HitKey, HitAgg)>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+        let cfg = cx.cfg;
+        if !cfg.misuse_enabled {
+            return;
+        }
+        let merged = merge_hits(hits.into_iter().filter(|(k, _)| !cfg.allowed(&k.src, k.kind)));
+        let open = |k: &EpisodeKey| self.episodes.is_open(k);
+        for (key, agg) in spread_over_sources(merged, &open) {
+            // Redirects toward a host under a flood are the flood's
+            // backscatter (routers answering spoofed packets), not an attack of their own.
+            let backscatter = key.kind == AnomalyKind::IcmpMisuse
+                && agg.detail == icmp_bad::REDIRECT
+                && cx.facts.under_flood(&key.dst);
+            if !backscatter {
+                self.episodes.observe(key, agg.first, &agg, out);
+            }
+        }
+    }
+
+    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
+        self.episodes.tick_or_close(t, last, out);
+    }
+
+    fn open_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
+    fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.episodes.set_policy(cfg.episodes);
+    }
+}
+
 /// Running state of one misuse episode.
 #[derive(Clone, Debug)]
 pub struct MisuseEpisode {
@@ -560,6 +649,19 @@ mod tests {
         // 20 with ACK and without SYN+FIN/SYN+RST, plus bare SYN and bare RST.
         let valid = (0u16..64).filter(|&f| invalid_tcp_flags(f) == 0).count();
         assert_eq!(valid, 22);
+    }
+
+    /// Regression (cargo-fuzz): the rules read every field of what the
+    /// decoder made of a truncated IPv6 extension header.
+    #[test]
+    fn rules_run_on_the_fuzz_regression_packet() {
+        let data: &[u8] = include_bytes!("../../../tests/data/fuzz/decode-ipv6-ext-overread.bin");
+        const DLTS: [i32; 12] = [0, 1, 9, 12, 14, 50, 101, 108, 113, 228, 229, 276];
+        let (&sel, frame) = data.split_first().unwrap();
+        let link = crate::decode::LinkType::from_dlt(DLTS[usize::from(sel) % DLTS.len()]);
+        let m = crate::decode::decode(link, Timestamp(1), frame.len() as u32, frame);
+        let mut hits = HitTable::new(16);
+        hits.inspect(&m);
     }
 
     #[test]

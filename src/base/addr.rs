@@ -1,0 +1,129 @@
+//! Addresses: one 16-byte type for IPv4 and IPv6, and network prefixes.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IPv4 or IPv6 address in 16 bytes (IPv4 as `::ffff:a.b.c.d`).
+///
+/// One fixed-size type keeps `PacketMeta` and flow keys `Copy`, hashable and
+/// free of enum padding; `Display` prints IPv4 in dotted form.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Addr(pub [u8; 16]);
+
+impl std::hash::Hash for Addr {
+    /// One 128-bit word: a single mixing round instead of sixteen bytes.
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
+
+impl Addr {
+    /// The all-zero address (`::`), also "no address".
+    pub const UNSPECIFIED: Addr = Addr([0; 16]);
+
+    /// An IPv4 address from its four bytes.
+    pub fn v4(b: [u8; 4]) -> Addr {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&b);
+        Addr(a)
+    }
+
+    /// An IPv6 address from its sixteen bytes.
+    pub fn v6(b: [u8; 16]) -> Addr {
+        Addr(b)
+    }
+
+    /// True for an IPv4 address stored in mapped form.
+    pub fn is_v4(&self) -> bool {
+        self.0[..10] == [0; 10] && self.0[10] == 0xff && self.0[11] == 0xff
+    }
+
+    /// The standard library's view of this address.
+    pub fn ip(&self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+
+    /// The bytes as they appear on the wire (4 for IPv4, 16 for IPv6).
+    pub fn wire_bytes(&self) -> &[u8] {
+        if self.is_v4() { &self.0[12..] } else { &self.0 }
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Addr {
+        match ip {
+            IpAddr::V4(v4) => Addr::v4(v4.octets()),
+            IpAddr::V6(v6) => Addr::v6(v6.octets()),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ip().fmt(f)
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ip().fmt(f)
+    }
+}
+
+/// A parsed network prefix, in the 128-bit space where IPv4 is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: u128,
+    mask: u128,
+}
+
+impl Cidr {
+    /// Parses `addr` or `addr/len`; `None` if malformed.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let ip: std::net::IpAddr = a.trim().parse().ok()?;
+        let (bits, offset) = if ip.is_ipv4() { (32u8, 96u8) } else { (128, 0) };
+        let len = len.unwrap_or(bits);
+        if len > bits {
+            return None;
+        }
+        let total = u32::from(offset + len);
+        let mask = if total == 0 { 0 } else { u128::MAX << (128 - total) };
+        let net = u128::from_be_bytes(Addr::from(ip).0) & mask;
+        Some(Cidr { net, mask })
+    }
+
+    /// True when `a` is inside this prefix.
+    pub fn contains(&self, a: &Addr) -> bool {
+        u128::from_be_bytes(a.0) & self.mask == self.net
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(&Addr::v4([10, 1, 200, 3])));
+        assert!(!c.contains(&Addr::v4([10, 2, 0, 1])));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&Addr::v4([8, 8, 8, 8])));
+        assert!(!Cidr::parse("0.0.0.0/0").unwrap().contains(&Addr::v6([0x20; 16])));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(&Addr::from("2001:db8:1::1".parse::<std::net::IpAddr>().unwrap())));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nonsense").is_none());
+        assert!(Cidr::parse("192.0.2.7").unwrap().contains(&Addr::v4([192, 0, 2, 7])));
+    }
+}

@@ -1,0 +1,284 @@
+//! The detector families' configuration sections: `[misuse]`, `[spike]`,
+//! `[[allow]]`, `[[hostgroup]]`, `[scan]`, `[tunnel]`, `[ml]`.
+//!
+//! Defaults carry their justification; `detect` reads these and never
+//! defines a configuration type of its own.
+
+use serde::{Deserialize, Serialize};
+
+/// `[misuse]`: rule-based protocol misuse.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MisuseConfig {
+    /// Raise misuse events at all.
+    pub enabled: bool,
+}
+
+impl Default for MisuseConfig {
+    fn default() -> Self {
+        MisuseConfig { enabled: true }
+    }
+}
+
+/// `[spike]`: learned baselines and the statistical detectors.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpikeConfig {
+    /// Run the statistical detectors at all.
+    pub enabled: bool,
+    /// Seconds of history before a host is judged against its own baseline;
+    /// until then the absolute `ceiling` of each detector applies.
+    pub warmup: u64,
+    /// Half-lives in seconds of the fast and slow baselines.
+    pub half_lives: [u64; 2],
+    /// Standard deviations above the mean that count as anomalous.
+    pub k: f64,
+    /// Multiple of the mean that must also be exceeded.
+    pub ratio: f64,
+    /// Most hosts with a baseline; the least recently seen are forgotten past it.
+    pub max_hosts: usize,
+    /// Packets in one interval before a host earns a baseline (spoofed
+    /// one-packet sources never do).
+    pub admission_packets: u64,
+    /// Seconds of packet time between saves of the learned state.
+    pub save_interval: u64,
+    /// SYN flood: connection attempts that do not complete, per second, toward one host.
+    pub syn_flood: Tuning,
+    /// UDP flood: UDP packets per second toward one host.
+    pub udp_flood: Tuning,
+    /// ICMP flood: ICMP packets per second toward one host.
+    pub icmp_flood: Tuning,
+    /// Amplification: unsolicited reflector-port bytes per second toward one host.
+    pub amplification: Tuning,
+    /// Volume spike: bytes per second into or out of one host.
+    pub volume_spike: Tuning,
+    /// Fan-out spike: distinct peers per second one host talks to.
+    pub fanout_spike: Tuning,
+}
+
+/// Thresholds and persistence of one statistical detector.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    /// Run this detector.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Absolute minimum: below it nothing is anomalous, whatever the baseline.
+    pub floor: f64,
+    /// During warm-up (no trusted baseline yet) values above this are anomalous.
+    pub ceiling: f64,
+    /// Intervals over the line, out of `window`, before an episode opens.
+    pub persistence: u32,
+    /// Length of the persistence window in intervals (at most 32).
+    pub window: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SpikeConfig {
+    fn default() -> Self {
+        // Floors and ceilings are per second toward (or from) one host; each is
+        // justified in the README's "Statistical detection" section.
+        let t = |floor: f64, ceiling: f64, persistence: u32, window: u32| Tuning {
+            enabled: true,
+            floor,
+            ceiling,
+            persistence,
+            window,
+        };
+        SpikeConfig {
+            enabled: true,
+            warmup: 300,
+            half_lives: [60, 3600],
+            k: 5.0,
+            ratio: 3.0,
+            max_hosts: 65_536,
+            admission_packets: 10,
+            save_interval: 300,
+            syn_flood: t(50.0, 100.0, 3, 5),
+            udp_flood: t(500.0, 2_000.0, 3, 5),
+            icmp_flood: t(200.0, 500.0, 3, 5),
+            amplification: t(12_500.0, 125_000.0, 2, 5),
+            volume_spike: t(12_500_000.0, 125_000_000.0, 10, 20),
+            fanout_spike: t(100.0, 500.0, 3, 5),
+        }
+    }
+}
+
+/// `[[allow]]`: a network whose traffic never opens the listed kinds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Address or CIDR (`192.0.2.0/24`, `2001:db8::/32`).
+    pub cidr: String,
+    /// Kinds suppressed (empty: all kinds).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Why, for the next person reading the config.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `[[hostgroup]]`: per-network threshold overrides (a DNS server may
+/// legitimately take 20,000 UDP packets/s).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostGroup {
+    /// A name for messages.
+    pub name: String,
+    /// Members (addresses or CIDRs); the first matching group wins.
+    pub cidrs: Vec<String>,
+    /// Overrides for `syn_flood`.
+    pub syn_flood: Option<Override>,
+    /// Overrides for `udp_flood`.
+    pub udp_flood: Option<Override>,
+    /// Overrides for `icmp_flood`.
+    pub icmp_flood: Option<Override>,
+    /// Overrides for `amplification`.
+    pub amplification: Option<Override>,
+    /// Overrides for `volume_spike`.
+    pub volume_spike: Option<Override>,
+    /// Overrides for `fanout_spike`.
+    pub fanout_spike: Option<Override>,
+}
+
+/// Replacement floor/ceiling for one detector in one host group.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// New floor.
+    pub floor: Option<f64>,
+    /// New warm-up ceiling.
+    pub ceiling: Option<f64>,
+}
+
+/// `[scan]`: thresholds of the scan detectors.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Run the scan detectors.
+    pub enabled: bool,
+    /// Window in seconds of packet time over which distinct targets are counted.
+    pub window: u64,
+    /// Distinct ports of one host, mostly failing, that make a port scan.
+    pub ports: u64,
+    /// Distinct hosts on one port (or pinged), that make a host scan.
+    pub hosts: u64,
+    /// Distinct hosts ARPed for that make an ARP sweep (routers ARP for many).
+    pub arp_hosts: u64,
+    /// Distinct ports of one host, probed by several sources, for a distributed scan.
+    pub distributed_ports: u64,
+    /// Sources needed for a distributed scan.
+    pub distributed_sources: u64,
+    /// Largest fraction of probes that may succeed for it to still be a scan.
+    pub max_success: f64,
+    /// Most (source, target) windows remembered.
+    pub max_tracked: usize,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        // Zeek's scan policy: 15 ports or 25 hosts within 5 minutes.
+        ScanConfig {
+            enabled: true,
+            window: 300,
+            ports: 15,
+            hosts: 25,
+            arp_hosts: 50,
+            distributed_ports: 100,
+            distributed_sources: 5,
+            max_success: 0.5,
+            max_tracked: 131_072,
+        }
+    }
+}
+
+/// `[tunnel]`: DNS and ICMP tunnel rules.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    /// Run the tunnel detectors.
+    pub enabled: bool,
+    /// Window in seconds of packet time.
+    pub window: u64,
+    /// Distinct encoded-looking names under one domain from one client.
+    pub encoded_names: u32,
+    /// Distinct names under one domain from one client with a long average name…
+    pub many_names: u64,
+    /// … of at least this many characters.
+    pub many_names_avg_len: u64,
+    /// NULL/TXT/CNAME/MX/ANY queries under one domain from one client.
+    pub bulky_queries: u32,
+    /// Echo requests between two hosts before payloads are judged.
+    pub icmp_echoes: u32,
+    /// Distinct echo payload sizes that mean data, not pings.
+    pub icmp_sizes: u64,
+    /// Parent domains never reported (reputation services that query by hash).
+    pub allow_domains: Vec<String>,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            enabled: true,
+            window: 300,
+            encoded_names: 5,
+            many_names: 50,
+            many_names_avg_len: 40,
+            bulky_queries: 20,
+            icmp_echoes: 20,
+            icmp_sizes: 8,
+            allow_domains: Vec::new(),
+        }
+    }
+}
+
+/// Which streaming detector scores the feature vectors.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Half-Space Trees (Tan, Ting & Liu 2011).
+    #[default]
+    Hst,
+    /// LODA: sparse random projections with histograms (Pevný 2016).
+    Loda,
+}
+
+/// `[ml]`: the behaviour model.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlConfig {
+    /// Run the model (off by default until tuned on your traffic).
+    pub enabled: bool,
+    /// The detector: `hst` (default) or `loda`.
+    pub model: ModelKind,
+    /// Members of the ensemble: trees (HST) or projections (LODA).
+    pub trees: usize,
+    /// Depth of each tree (nodes = 2^(depth+1) - 1).
+    pub depth: u32,
+    /// Host-intervals per mass window (reference and latest swap after this many).
+    pub window: u64,
+    /// Host-intervals learned before any verdict; the threshold is set from them.
+    pub training: usize,
+    /// Quantile of training scores the threshold sits above.
+    pub quantile: f64,
+    /// Packets a host needs in an interval to be scored.
+    pub min_packets: u64,
+}
+
+impl Default for MlConfig {
+    fn default() -> Self {
+        MlConfig {
+            enabled: false,
+            model: ModelKind::Hst,
+            trees: 25,
+            depth: 10,
+            window: 512,
+            training: 4096,
+            quantile: 0.999,
+            min_packets: 10,
+        }
+    }
+}
