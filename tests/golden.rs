@@ -4,8 +4,10 @@
 //! `NETVIGIL_BLESS=1 cargo test --test golden` and shows up in the diff.
 //!
 //! `NAME.jsonl` holds the events of one worker; `NAME.w3.jsonl` exists only
-//! where three workers give different events (a known defect, kept visible
-//! until it is fixed: the flood `top_sources` sketch merges differently).
+//! where three workers give different events, a known limit kept visible:
+//! flood `top_sources` are Space-Saving lower bounds, which depend on how
+//! the packets were split over shards when several real sources stand out
+//! (one capture; spoofed floods list nobody and agree).
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

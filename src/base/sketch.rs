@@ -1,77 +1,230 @@
-//! Tiny mergeable summaries for per-interval host counters.
+//! Small mergeable summaries for per-interval counters: distinct counts and
+//! heavy hitters.
 //!
-//! Both fit in a cache line or two, merge across shards without loss of
-//! meaning, and cost a hash and a few instructions per packet.
-
-use std::hash::BuildHasher;
+//! Both have a fixed size, merge across shards without loss of meaning, and
+//! cost a hash and a few instructions per packet. Both say how exact they
+//! are, so an event never prints an estimate as a fact.
 
 use crate::base::Addr;
 
-/// Distinct-count sketch: 256-bit linear counting (Whang et al., 1990).
+/// A distinct count as evidence: the value, and how far it can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Count {
+    /// The count (for a saturated sketch: a lower bound).
+    pub value: u64,
+    /// True when every distinct item was kept: the value is exact.
+    pub exact: bool,
+    /// For an estimate: relative error at 95 % confidence (two standard errors).
+    pub error: f64,
+    /// The sketch is full: the true count is at least `value`.
+    pub saturated: bool,
+}
+
+impl Count {
+    /// The count in words: "17", "about 230 (±4%)", "at least 3,540".
+    pub fn words(&self) -> String {
+        if self.exact {
+            self.value.to_string()
+        } else if self.saturated {
+            format!("at least {}", self.value)
+        } else {
+            format!("about {} (±{:.0}%)", self.value, (self.error * 100.0).max(1.0))
+        }
+    }
+}
+
+/// Distinct count: exact while it has seen at most `W` distinct items, then
+/// a linear-counting bitmap of `32·W` bits (Whang et al., 1990) in the same
+/// storage.
 ///
-/// Exact-ish up to a few hundred distinct items, saturating near 1,400:
-/// enough to tell "a handful" from "hundreds" of peers or ports in one
-/// second, at 32 bytes. Merging is a bitwise OR.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Distinct([u64; 4]);
+/// Items are 32-bit fingerprints of a well-mixed 64-bit hash, so two of the
+/// first `W` collide with probability below `W²/2³³` (one in 17 million for
+/// `W` = 16). Past `W` the estimate's relative error (95 %) is about 4 % up
+/// to `8·W` items and grows to about 10 % near `64·W`, where the bitmap
+/// saturates and the count becomes a lower bound. The estimate is also
+/// clamped to the number of insertions, which no distinct count can exceed.
+/// Merging is a union.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Distinct<const W: usize = 16> {
+    /// Insertions (saturating): an upper bound on the distinct count.
+    inserts: u32,
+    /// Exact mode: items held; [`SKETCH`] once the bitmap took over.
+    len: u16,
+    // Counters first, then the items in use: a set of a few items touches
+    // one cache line, not the whole array.
+    slots: [u32; W],
+}
 
-/// The most a [`Distinct`] can report (all bits set).
-pub const DISTINCT_SATURATED: u64 = 1420;
+/// `len` of a [`Distinct`] in bitmap mode.
+const SKETCH: u16 = u16::MAX;
 
-impl Distinct {
-    /// Records one item by its hash.
+impl<const W: usize> Default for Distinct<W> {
+    fn default() -> Self {
+        Distinct { slots: [0; W], len: 0, inserts: 0 }
+    }
+}
+
+impl<const W: usize> Distinct<W> {
+    const BITS: u32 = (W * 32) as u32;
+
+    /// Records one item by its (any) 64-bit hash.
     #[inline]
     pub fn insert_hash(&mut self, h: u64) {
-        let bit = (h >> 56) as usize; // top byte: the best-mixed bits of foldhash
-        self.0[bit >> 6] |= 1 << (bit & 63);
+        self.inserts = self.inserts.saturating_add(1);
+        // The finaliser makes the fingerprint uniform whatever the input
+        // hash's structure (sequential ports must not fill the bitmap evenly).
+        let fp = (mix(h) >> 32) as u32 | 1;
+        self.insert_fp(fp);
     }
 
-    /// Records an address.
+    #[inline]
+    fn insert_fp(&mut self, fp: u32) {
+        if self.len == SKETCH {
+            self.set_bit(fp);
+        } else if !self.slots[..usize::from(self.len).min(W)].contains(&fp) {
+            if usize::from(self.len) < W {
+                self.slots[usize::from(self.len)] = fp;
+                self.len += 1;
+            } else {
+                self.switch_to_bitmap();
+                self.set_bit(fp);
+            }
+        }
+    }
+
+    #[inline]
+    fn set_bit(&mut self, fp: u32) {
+        // Bit index from the fingerprint's top bits; W is a power of two.
+        let bit = (u64::from(fp) * u64::from(Self::BITS)) >> 32;
+        self.slots[(bit >> 5) as usize] |= 1 << (bit & 31);
+    }
+
+    fn switch_to_bitmap(&mut self) {
+        let held = self.slots;
+        self.slots = [0; W];
+        self.len = SKETCH;
+        for fp in held {
+            self.set_bit(fp);
+        }
+    }
+
+    /// Records an address (its two halves folded; the finaliser mixes them).
     #[inline]
     pub fn insert_addr(&mut self, a: &Addr) {
-        self.insert_hash(hash_of(a));
+        let v = u128::from_ne_bytes(a.0);
+        self.insert_hash((v as u64) ^ ((v >> 64) as u64).rotate_left(29));
     }
 
     /// Records a port.
     #[inline]
     pub fn insert_port(&mut self, p: u16) {
-        self.insert_hash(hash_of(&p));
+        self.insert_hash(u64::from(p));
     }
 
     /// Adds another sketch's items.
-    pub fn merge(&mut self, o: &Distinct) {
-        for i in 0..4 {
-            self.0[i] |= o.0[i];
+    pub fn merge(&mut self, o: &Distinct<W>) {
+        if self.inserts == 0 {
+            // Into an empty sketch (the host stage's first shard): a copy.
+            *self = *o;
+            return;
+        }
+        self.inserts = self.inserts.saturating_add(o.inserts);
+        match (self.len == SKETCH, o.len == SKETCH) {
+            (_, false) => {
+                for &fp in &o.slots[..usize::from(o.len)] {
+                    self.insert_fp(fp);
+                }
+            }
+            (false, true) => {
+                let mine = *self;
+                *self = *o;
+                self.inserts = mine.inserts;
+                for &fp in &mine.slots[..usize::from(mine.len)] {
+                    self.set_bit(fp);
+                }
+            }
+            (true, true) => {
+                for (a, b) in self.slots.iter_mut().zip(o.slots.iter()) {
+                    *a |= b;
+                }
+            }
         }
     }
 
-    /// Estimated number of distinct items.
+    /// True while every item is held (the count is exact).
+    pub fn is_exact(&self) -> bool {
+        self.len != SKETCH
+    }
+
+    /// The distinct count (estimated past `W` items), without the error
+    /// bound: what detectors compare with their lines.
     pub fn estimate(&self) -> u64 {
-        let ones: u32 = self.0.iter().map(|w| w.count_ones()).sum();
-        let zeros = 256 - ones;
-        if zeros == 0 {
-            return DISTINCT_SATURATED;
+        if self.len != SKETCH {
+            return u64::from(self.len);
         }
-        let m = 256.0f64;
-        (-m * (f64::from(zeros) / m).ln()).round() as u64
+        self.count().value
+    }
+
+    /// The distinct count with its exactness, for evidence.
+    pub fn count(&self) -> Count {
+        if self.len != SKETCH {
+            return Count { value: u64::from(self.len), exact: true, error: 0.0, saturated: false };
+        }
+        let m = f64::from(Self::BITS);
+        let ones: u32 = self.slots.iter().map(|w| w.count_ones()).sum();
+        let zeros = f64::from(Self::BITS - ones);
+        let floor = W as u64 + 1; // it overflowed the exact set
+        let cap = u64::from(self.inserts).max(floor);
+        if zeros == 0.0 {
+            // Every bit set: all that is known is that the count is at least
+            // what one empty bit would have meant.
+            let value = ((m * m.ln()).round() as u64).clamp(floor, cap);
+            return Count { value, exact: false, error: 0.0, saturated: true };
+        }
+        let n = -m * (zeros / m).ln();
+        let t = n / m;
+        let error = 2.0 * (m * (t.exp() - t - 1.0)).sqrt() / n.max(1.0);
+        let value = (n.round() as u64).clamp(floor, cap);
+        Count { value, exact: false, error: (error * 100.0).round() / 100.0, saturated: false }
     }
 }
 
-fn hash_of<T: std::hash::Hash>(v: &T) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x736b_6574_6368_2121).hash_one(v)
+/// SplitMix64's finaliser: full avalanche of a 64-bit value.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Number of slots in a [`TopK`].
 pub const TOPK: usize = 4;
 
-/// The heaviest few peers of a host by packets (Space-Saving, Metwally et al. 2005).
+/// The heaviest few peers of a host by packets (Space-Saving, Metwally et
+/// al. 2005), with each slot's error so that lower bounds can be reported.
 ///
-/// Counts are upper bounds; a peer holding more than 1/K of the traffic is
-/// always present. Merging sums counts of equal peers and keeps the largest.
+/// A slot's count is an upper bound on that peer's packets and `count -
+/// error` a guaranteed lower bound; a peer holding more than 1/K of the
+/// traffic is always present. Merging follows the mergeable summaries of
+/// Agarwal et al. (2012): a peer absent from a full summary may have had up
+/// to its smallest count there, which is added to both its count and error.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TopK {
     addrs: [Addr; TOPK],
     counts: [u32; TOPK],
+    errors: [u32; TOPK],
+}
+
+/// One heavy-hitter slot: the peer and bounds on its packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heavy {
+    /// The peer.
+    pub addr: Addr,
+    /// At most this many packets.
+    pub upper: u32,
+    /// At least this many packets (guaranteed).
+    pub lower: u32,
 }
 
 impl TopK {
@@ -88,42 +241,69 @@ impl TopK {
                 min_i = i;
             }
         }
+        // A newcomer inherits the evicted slot's count as its error.
         self.addrs[min_i] = a;
+        self.errors[min_i] = self.counts[min_i];
         self.counts[min_i] = self.counts[min_i].saturating_add(n);
+    }
+
+    /// The smallest count held when every slot is taken (what an absent
+    /// peer may have had), else 0.
+    fn floor(&self) -> u32 {
+        if self.counts.iter().all(|&c| c > 0) { self.counts.iter().copied().min().unwrap_or(0) } else { 0 }
     }
 
     /// Merges another summary into this one (no allocation: the host stage
     /// merges two of these per host per shard per interval).
     pub fn merge(&mut self, o: &TopK) {
-        let mut all = [(Addr::UNSPECIFIED, 0u32); 2 * TOPK];
+        let (mine, theirs) = (self.floor(), o.floor());
+        // (peer, count, error) over the union; a side that lacks the peer
+        // contributes its floor to both.
+        let mut all = [(Addr::UNSPECIFIED, 0u32, 0u32); 2 * TOPK];
         let mut n = 0;
         for i in (0..TOPK).filter(|&i| self.counts[i] > 0) {
-            all[n] = (self.addrs[i], self.counts[i]);
+            let (c, e) = match (0..TOPK).find(|&j| o.counts[j] > 0 && o.addrs[j] == self.addrs[i]) {
+                Some(j) => (o.counts[j], o.errors[j]),
+                None => (theirs, theirs),
+            };
+            all[n] = (self.addrs[i], self.counts[i].saturating_add(c), self.errors[i].saturating_add(e));
             n += 1;
         }
-        for i in (0..TOPK).filter(|&i| o.counts[i] > 0) {
-            match all[..n].iter_mut().find(|(x, _)| *x == o.addrs[i]) {
-                Some(e) => e.1 = e.1.saturating_add(o.counts[i]),
-                None => {
-                    all[n] = (o.addrs[i], o.counts[i]);
-                    n += 1;
-                }
+        for j in (0..TOPK).filter(|&j| o.counts[j] > 0) {
+            if !all[..n].iter().any(|(x, _, _)| *x == o.addrs[j]) {
+                all[n] = (o.addrs[j], o.counts[j].saturating_add(mine), o.errors[j].saturating_add(mine));
+                n += 1;
             }
         }
         let all = &mut all[..n];
         all.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
         *self = TopK::default();
-        for (i, (a, c)) in all.iter().take(TOPK).enumerate() {
+        for (i, (a, c, e)) in all.iter().take(TOPK).enumerate() {
             self.addrs[i] = *a;
             self.counts[i] = *c;
+            self.errors[i] = *e;
         }
     }
 
-    /// Non-empty slots, heaviest first (ties by address, for determinism).
+    /// Non-empty slots, heaviest first by upper bound (ties by address).
     pub fn entries(&self) -> Vec<(Addr, u32)> {
-        let mut v: Vec<(Addr, u32)> =
-            (0..TOPK).filter(|&i| self.counts[i] > 0).map(|i| (self.addrs[i], self.counts[i])).collect();
-        v.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        self.heavy().into_iter().map(|h| (h.addr, h.upper)).collect()
+    }
+
+    /// Peers that stand out: more than half of each one's count is
+    /// guaranteed (its lower bound exceeds its error), heaviest guaranteed
+    /// first (ties by address). Under spoofing, where slots change hands
+    /// every packet, nobody qualifies.
+    pub fn heavy(&self) -> Vec<Heavy> {
+        let mut v: Vec<Heavy> = (0..TOPK)
+            .filter(|&i| self.counts[i] - self.errors[i] > self.errors[i])
+            .map(|i| Heavy {
+                addr: self.addrs[i],
+                upper: self.counts[i],
+                lower: self.counts[i] - self.errors[i],
+            })
+            .collect();
+        v.sort_by(|x, y| y.lower.cmp(&x.lower).then(y.upper.cmp(&x.upper)).then(x.addr.cmp(&y.addr)));
         v
     }
 }
@@ -133,45 +313,85 @@ mod tests {
     use super::*;
 
     #[test]
-    fn distinct_counts_small_sets_closely() {
-        let mut d = Distinct::default();
-        assert_eq!(d.estimate(), 0);
-        for p in 0..50u16 {
+    fn distinct_is_exact_up_to_its_width_then_estimates() {
+        let mut d: Distinct = Distinct::default();
+        assert_eq!(d.count(), Count { value: 0, exact: true, error: 0.0, saturated: false });
+        for p in 0..16u16 {
             d.insert_port(p);
             d.insert_port(p); // duplicates do not count
         }
-        let e = d.estimate();
-        assert!((45..=56).contains(&e), "{e}");
-        let mut big = Distinct::default();
-        for p in 0..10_000u16 {
+        assert_eq!(d.count().value, 16);
+        assert!(d.count().exact);
+        d.insert_port(16);
+        let c = d.count();
+        assert!(!c.exact && c.value >= 17 && c.value <= 18, "{c:?}");
+        // Sequential ports: within the stated error, never above the insertions.
+        for n in [20u16, 50, 100, 300, 1000] {
+            let mut d: Distinct = Distinct::default();
+            for p in 1..=n {
+                d.insert_port(p);
+            }
+            let c = d.count();
+            let err = (c.value as f64 - f64::from(n)).abs() / f64::from(n);
+            assert!(err <= c.error.max(0.02) + 0.02, "{n}: {c:?}");
+            assert!(c.value <= u64::from(n), "{n}: {c:?}");
+        }
+        let mut big: Distinct = Distinct::default();
+        for p in 0..20_000u16 {
             big.insert_port(p);
         }
-        assert_eq!(big.estimate(), DISTINCT_SATURATED);
-        let (mut a, mut b) = (Distinct::default(), Distinct::default());
-        for p in 0..30u16 {
-            a.insert_port(p);
-            b.insert_port(p + 15);
-        }
-        a.merge(&b);
-        assert!((38..=52).contains(&a.estimate()), "{}", a.estimate());
+        let c = big.count();
+        assert!(c.saturated && c.value < 20_000, "{c:?}");
+        assert!(c.words().starts_with("at least"));
     }
 
     #[test]
-    fn topk_keeps_heavy_hitters_and_merges() {
+    fn distinct_merges_as_a_union_in_any_order() {
+        let fill = |from: u16, to: u16| {
+            let mut d: Distinct = Distinct::default();
+            (from..to).for_each(|p| d.insert_port(p));
+            d
+        };
+        let (a, b) = (fill(0, 10), fill(5, 12));
+        let mut ab = a;
+        ab.merge(&b);
+        assert_eq!(ab.count().value, 12);
+        assert!(ab.count().exact);
+        let (big, small) = (fill(0, 200), fill(190, 205));
+        let (mut x, mut y) = (big, small);
+        x.merge(&small);
+        y.merge(&big);
+        assert_eq!(x, y, "a union in either order");
+        assert_eq!(x.inserts, 215);
+    }
+
+    #[test]
+    fn topk_keeps_heavy_hitters_with_guaranteed_lower_bounds() {
         let mut t = TopK::default();
         for i in 0..100u8 {
             t.add(Addr::v4([10, 0, 0, i]), 1);
             t.add(Addr::v4([1, 1, 1, 1]), 5);
         }
-        let e = t.entries();
-        assert_eq!(e[0].0, Addr::v4([1, 1, 1, 1]));
-        assert_eq!(e[0].1, 500);
+        let h = t.heavy();
+        assert_eq!(h[0].addr, Addr::v4([1, 1, 1, 1]));
+        assert_eq!((h[0].lower, h[0].upper), (500, 500));
+        // The one-packet sources rotate through the other slots: none stands out.
+        assert_eq!(h.len(), 1, "{h:?}");
         let mut u = TopK::default();
         u.add(Addr::v4([1, 1, 1, 1]), 7);
         u.add(Addr::v4([2, 2, 2, 2]), 600);
         t.merge(&u);
-        let e = t.entries();
-        assert_eq!(e[0], (Addr::v4([2, 2, 2, 2]), 600));
-        assert_eq!(e[1], (Addr::v4([1, 1, 1, 1]), 507));
+        let h = t.heavy();
+        assert_eq!((h[0].addr, h[0].lower), (Addr::v4([2, 2, 2, 2]), 600));
+        assert_eq!((h[1].addr, h[1].lower), (Addr::v4([1, 1, 1, 1]), 507));
+    }
+
+    #[test]
+    fn spoofed_sources_get_no_guaranteed_count() {
+        let mut t = TopK::default();
+        for i in 0..5000u32 {
+            t.add(Addr::v4(i.to_be_bytes()), 1);
+        }
+        assert!(t.heavy().is_empty(), "{:?}", t.heavy());
     }
 }

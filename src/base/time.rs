@@ -17,6 +17,53 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub u64);
 
+/// The packet times a piece of evidence covers: its first and last packet.
+///
+/// Merges by widening; the empty span (no packet yet) is the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// The first packet.
+    pub first: Timestamp,
+    /// The last packet.
+    pub last: Timestamp,
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Span { first: Timestamp(u64::MAX), last: Timestamp::ZERO }
+    }
+}
+
+impl Span {
+    /// The span of one packet.
+    pub fn at(t: Timestamp) -> Span {
+        Span { first: t, last: t }
+    }
+
+    /// Widens the span to include `t`.
+    #[inline]
+    pub fn add(&mut self, t: Timestamp) {
+        self.first = self.first.min(t);
+        self.last = self.last.max(t);
+    }
+
+    /// Widens the span to include `o`.
+    pub fn merge(&mut self, o: &Span) {
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+    }
+
+    /// True before any packet was added.
+    pub fn is_empty(&self) -> bool {
+        self.first > self.last
+    }
+
+    /// Seconds from the first packet to the last.
+    pub fn secs(&self) -> f64 {
+        if self.is_empty() { 0.0 } else { self.last.since(self.first) as f64 / NANOS_PER_SEC as f64 }
+    }
+}
+
 /// One second in nanoseconds.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 

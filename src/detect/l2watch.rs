@@ -266,6 +266,7 @@ impl L2Watch {
         let was = previous.map(|b| format!(" (was {})", mac_str(&b.mac))).unwrap_or_default();
         let obs = RuleObs {
             ts: t,
+            span: crate::base::time::Span::at(o.ts),
             observed: 1.0,
             threshold: 1.0,
             unit: "spoofed replies",
@@ -314,6 +315,7 @@ impl L2Watch {
             if o.lifetime == 0 { "withdrawing the default route (lifetime 0)" } else { "advertising itself" };
         let obs = RuleObs {
             ts: t,
+            span: crate::base::time::Span::at(o.ts),
             observed: 1.0,
             threshold: 1.0,
             unit: "router advertisements",

@@ -506,6 +506,7 @@ impl BehaviourModel {
         );
         RuleObs {
             ts: t,
+            span: crate::base::time::Span::default(),
             observed: (score * 1000.0).round() / 1000.0,
             threshold: (line * 1000.0).round() / 1000.0,
             unit: "anomaly score",

@@ -13,6 +13,7 @@
 pub mod anomaly;
 pub mod baseline;
 pub mod episode;
+pub mod evidence;
 pub mod family;
 pub mod l2watch;
 pub mod misuse;

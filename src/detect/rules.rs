@@ -4,14 +4,16 @@ use serde_json::{Map, Value, json};
 
 use super::anomaly::{Anomaly, Phase, Severity};
 use super::episode::{EpisodeKey, EpisodeState};
-use crate::base::time::Timestamp;
+use crate::base::time::{Span, Timestamp};
 use crate::decode::Addr;
 
 /// One window's verdict from a rule detector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleObs {
-    /// When it was judged.
+    /// When it was judged (the interval's end).
     pub ts: Timestamp,
+    /// Packet times of the evidence (empty: not tracked, the interval stands in).
+    pub span: Span,
     /// The measured value (distinct ports, queries…).
     pub observed: f64,
     /// The rule's threshold.
@@ -44,11 +46,14 @@ impl EpisodeState for RuleEpisode {
     type Obs = RuleObs;
 
     fn open(o: &RuleObs) -> Self {
-        RuleEpisode { first: o.ts, last: o.ts, windows: 1, latest: o.clone(), peak: o.clone() }
+        let s = packet_span(o);
+        RuleEpisode { first: s.first, last: s.last, windows: 1, latest: o.clone(), peak: o.clone() }
     }
 
     fn merge(&mut self, o: &RuleObs) {
-        self.last = self.last.max(o.ts);
+        let s = packet_span(o);
+        self.first = self.first.min(s.first);
+        self.last = self.last.max(s.last);
         self.windows += 1;
         if o.observed >= self.peak.observed {
             self.peak = o.clone();
@@ -87,6 +92,11 @@ impl EpisodeState for RuleEpisode {
     }
 }
 
+/// The packet times an observation covers; the interval's end when it has none.
+fn packet_span(o: &RuleObs) -> Span {
+    if o.span.is_empty() { Span::at(o.ts) } else { o.span }
+}
+
 /// A tumbling window of an aggregate, for the windowed rule detectors.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Win<T> {
@@ -113,4 +123,21 @@ pub fn roll<K: std::hash::Hash + Eq, T: Default>(
 /// `Some(a)` unless `a` is the "nobody" placeholder of an episode key.
 pub fn some_addr(a: Addr) -> Option<Addr> {
     (a != Addr::UNSPECIFIED).then_some(a)
+}
+
+/// Merges the entries of equal keys (parts from several shards) and returns
+/// them in key order. Sorts small (key, index) pairs rather than moving the
+/// aggregates, which are a hundred bytes and more.
+pub fn merge_by_key<K: Ord + Copy, V: Copy>(v: Vec<(K, V)>, merge: fn(&mut V, &V)) -> Vec<(K, V)> {
+    let mut idx: Vec<(K, u32)> = v.iter().enumerate().map(|(i, (k, _))| (*k, i as u32)).collect();
+    idx.sort_unstable();
+    let mut out: Vec<(K, V)> = Vec::with_capacity(v.len());
+    for (k, i) in idx {
+        let a = &v[i as usize].1;
+        match out.last_mut() {
+            Some((lk, la)) if *lk == k => merge(la, a),
+            _ => out.push((k, *a)),
+        }
+    }
+    out
 }

@@ -14,9 +14,10 @@ use serde_json::{Map, json};
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::evidence::put_count;
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, roll};
-use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use super::rules::{RuleEpisode, RuleObs, Win, merge_by_key, roll};
+use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
 use crate::config::ScanConfig;
 use crate::decode::{L3, PacketMeta, ip_proto, tcp_flags};
@@ -41,9 +42,10 @@ pub enum Probe {
 
 /// Probes from one source to one host within an interval (or window).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct PairAgg {
-    /// Distinct destination ports probed.
-    pub ports: Distinct,
+    /// Packet times of the first and last probe.
+    pub span: Span,
     /// Probes sent.
     pub probes: u32,
     /// Of which bare SYNs.
@@ -60,6 +62,9 @@ pub struct PairAgg {
     pub low_port: u16,
     /// Highest port probed.
     pub high_port: u16,
+    // Last: the sketch only touches its first line for a few ports.
+    /// Distinct destination ports probed (exact up to 16, past the default line of 15).
+    pub ports: Distinct,
 }
 
 impl PairAgg {
@@ -72,6 +77,7 @@ impl PairAgg {
             self.high_port = self.high_port.max(o.high_port);
         }
         self.ports.merge(&o.ports);
+        self.span.merge(&o.span);
         self.probes += o.probes;
         self.syn += o.syn;
         self.stealth += o.stealth;
@@ -84,8 +90,10 @@ impl PairAgg {
 /// Probes from one source to one port (or ICMP echo / ARP) across hosts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepAgg {
-    /// Distinct hosts probed.
+    /// Distinct hosts probed (exact up to 16; estimated, ±6 %, at the default line of 25).
     pub dsts: Distinct,
+    /// Packet times of the first and last probe.
+    pub span: Span,
     /// Probes sent.
     pub probes: u32,
     /// Successes (handshakes, UDP answers).
@@ -95,6 +103,7 @@ pub struct SweepAgg {
 impl SweepAgg {
     fn merge(&mut self, o: &SweepAgg) {
         self.dsts.merge(&o.dsts);
+        self.span.merge(&o.span);
         self.probes += o.probes;
         self.ok += o.ok;
     }
@@ -129,7 +138,7 @@ impl ProbeTable {
     }
 
     /// Records a TCP/UDP probe from `src` to `dst:port`.
-    pub fn probe(&mut self, src: Addr, dst: Addr, port: u16, proto: u8, how: Probe) {
+    pub fn probe(&mut self, ts: Timestamp, src: Addr, dst: Addr, port: u16, proto: u8, how: Probe) {
         let cap = self.cap;
         if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
             if p.probes == 0 {
@@ -139,6 +148,7 @@ impl ProbeTable {
             p.low_port = p.low_port.min(port);
             p.high_port = p.high_port.max(port);
             p.ports.insert_port(port);
+            p.span.add(ts);
             p.probes += 1;
             match how {
                 Probe::Syn => p.syn += 1,
@@ -146,14 +156,15 @@ impl ProbeTable {
                 Probe::Udp => p.udp += 1,
             }
         }
-        self.sweep(src, dst, port, proto);
+        self.sweep(ts, src, dst, port, proto);
     }
 
     /// Records a probe of `dst` on a sweep key (ICMP echo, ARP, or a port).
-    pub fn sweep(&mut self, src: Addr, dst: Addr, port: u16, proto: u8) {
+    pub fn sweep(&mut self, ts: Timestamp, src: Addr, dst: Addr, port: u16, proto: u8) {
         let cap = self.cap;
         if let Some(s) = entry(&mut self.sweeps, (src, port, proto), cap, &mut self.overflow) {
             s.dsts.insert_addr(&dst);
+            s.span.add(ts);
             s.probes += 1;
         }
     }
@@ -186,7 +197,7 @@ impl Observer for ProbeTable {
     #[inline]
     fn packet(&mut self, m: &PacketMeta) {
         if m.l3 == L3::Arp && m.arp_op == 1 && m.src != m.dst && !m.src.ip().is_unspecified() {
-            self.sweep(m.src, m.dst, 0, PROTO_ARP);
+            self.sweep(m.ts, m.src, m.dst, 0, PROTO_ARP);
         }
     }
 
@@ -206,7 +217,7 @@ impl Observer for ProbeTable {
                         None
                     };
                     if let Some(how) = how {
-                        self.probe(m.src, m.dst, m.dport, m.proto, how);
+                        self.probe(m.ts, m.src, m.dst, m.dport, m.proto, how);
                     }
                 }
                 if touch.after == ConnState::Established && touch.before != ConnState::Established {
@@ -221,13 +232,13 @@ impl Observer for ProbeTable {
                 let response_shaped =
                     REFLECTOR_PORTS.contains(&m.sport) || (m.sport < 1024 && m.dport >= 1024);
                 if touch.created && opener && !response_shaped {
-                    self.probe(m.src, m.dst, m.dport, m.proto, Probe::Udp);
+                    self.probe(m.ts, m.src, m.dst, m.dport, m.proto, Probe::Udp);
                 } else if !opener && touch.sent == 1 {
                     self.success(m.dst, m.src, m.sport, ip_proto::UDP, false);
                 }
             }
             ip_proto::ICMP | ip_proto::ICMPV6 if m.has_icmp() => match (m.proto, m.icmp_type) {
-                (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128) => self.sweep(m.src, m.dst, 0, m.proto),
+                (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128) => self.sweep(m.ts, m.src, m.dst, 0, m.proto),
                 (ip_proto::ICMP, 0) | (ip_proto::ICMPV6, 129) => {
                     self.success(m.dst, m.src, 0, m.proto, false)
                 }
@@ -305,19 +316,17 @@ impl ScanDetector {
     /// Folds in one merged interval of probes and judges what changed.
     pub fn on_interval(
         &mut self,
-        mut pairs: PairList,
-        mut sweeps: SweepList,
+        pairs: PairList,
+        sweeps: SweepList,
         t: Timestamp,
         cfg: &ScanConfig,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
         out: &mut Vec<Anomaly>,
     ) {
         let window = cfg.window.saturating_mul(NANOS_PER_SEC);
-        pairs.sort_by_key(|(k, _)| *k);
-        sweeps.sort_by_key(|(k, _)| *k);
-        // Merge shard parts of the same key first (they arrive adjacent after sorting).
-        let pairs = merge_sorted(pairs, PairAgg::merge);
-        let sweeps = merge_sorted(sweeps, SweepAgg::merge);
+        // Shard parts of the same key merged, in key order (determinism).
+        let pairs = merge_by_key(pairs, PairAgg::merge);
+        let sweeps = merge_by_key(sweeps, SweepAgg::merge);
         self.bound(cfg.max_tracked, t, window);
         let mut touched: Vec<Addr> = Vec::new();
         for ((src, dst), agg) in pairs {
@@ -336,26 +345,26 @@ impl ScanDetector {
             }
             d.agg.probes += agg.probes;
             d.agg.ok += agg.established + agg.answered;
-            let ports = p.ports.estimate();
+            let count = p.ports.count();
+            let ports = count.value;
             let key = EpisodeKey { kind: AnomalyKind::PortScan, src, dst };
             // Once open, continued probing keeps the episode alive across windows.
             let ongoing = agg.probes > 0 && self.episodes.is_open(&key);
             if (ongoing || ports >= cfg.ports && failing) && !allowed(&src, AnomalyKind::PortScan) {
-                let how = match (p.syn, p.stealth, p.udp) {
-                    (_, s, _) if s * 2 > p.probes => "stealth (NULL/FIN/Xmas)",
-                    (_, _, u) if u * 2 > p.probes => "UDP",
-                    _ => "TCP SYN",
-                };
+                let how = probe_mix(&p);
                 let mut ev = Map::new();
-                ev.insert("distinct_ports".into(), json!(ports));
+                put_count(&mut ev, "distinct_ports", count);
                 ev.insert("port_range".into(), json!([p.low_port, p.high_port]));
                 ev.insert("probes".into(), json!(p.probes));
                 ev.insert("probe_types".into(), json!({"syn": p.syn, "stealth": p.stealth, "udp": p.udp}));
                 ev.insert("connections_completed".into(), json!(p.established));
                 ev.insert("udp_answered".into(), json!(p.answered));
+                ev.insert("first_probe".into(), json!(p.span.first.to_string()));
+                ev.insert("last_probe".into(), json!(p.span.last.to_string()));
                 ev.insert("window_start".into(), json!(start.to_string()));
                 let obs = RuleObs {
                     ts: t,
+                    span: p.span,
                     observed: ports as f64,
                     threshold: cfg.ports as f64,
                     unit: "distinct ports",
@@ -364,10 +373,12 @@ impl ScanDetector {
                     dst: Some(dst),
                     evidence: ev,
                     message: format!(
-                        "{src} probed {ports} distinct ports of {dst} (ports {}-{}) with {} {how} probes since {start}; {} completed: a port scan",
+                        "{src} probed {} distinct ports of {dst} (ports {}-{}) with {how} between {} and {}; {} completed: a port scan",
+                        count.words(),
                         p.low_port,
                         p.high_port,
-                        p.probes,
+                        p.span.first,
+                        p.span.last,
                         p.established + p.answered
                     ),
                 };
@@ -379,7 +390,8 @@ impl ScanDetector {
             w.agg.merge(&agg);
             let s = w.agg;
             let start = w.start;
-            let hosts = s.dsts.estimate();
+            let count = s.dsts.count();
+            let hosts = count.value;
             let (method, need, check_ok) = match proto {
                 PROTO_ARP => ("ARP who-has".to_string(), cfg.arp_hosts, false),
                 1 | 58 => ("ICMP echo".to_string(), cfg.hosts, false),
@@ -394,13 +406,16 @@ impl ScanDetector {
             let ongoing = agg.probes > 0 && self.episodes.is_open(&key);
             if (ongoing || hosts >= need && counts) && !allowed(&src, AnomalyKind::HostScan) {
                 let mut ev = Map::new();
-                ev.insert("distinct_hosts".into(), json!(hosts));
+                put_count(&mut ev, "distinct_hosts", count);
                 ev.insert("method".into(), json!(method));
                 ev.insert("probes".into(), json!(s.probes));
                 ev.insert("successes".into(), json!(s.ok));
+                ev.insert("first_probe".into(), json!(s.span.first.to_string()));
+                ev.insert("last_probe".into(), json!(s.span.last.to_string()));
                 ev.insert("window_start".into(), json!(start.to_string()));
                 let obs = RuleObs {
                     ts: t,
+                    span: s.span,
                     observed: hosts as f64,
                     threshold: need as f64,
                     unit: "distinct hosts",
@@ -409,8 +424,12 @@ impl ScanDetector {
                     dst: None,
                     evidence: ev,
                     message: format!(
-                        "{src} swept {hosts} hosts with {method} ({} probes since {start}, {} answered): a host scan",
-                        s.probes, s.ok
+                        "{src} swept {} hosts with {method} ({} probes between {} and {}, {} answered): a host scan",
+                        count.words(),
+                        s.probes,
+                        s.span.first,
+                        s.span.last,
+                        s.ok
                     ),
                 };
                 self.episodes.observe(key, t, &obs, out);
@@ -422,7 +441,8 @@ impl ScanDetector {
         for dst in touched {
             let Some(w) = self.dsts.get(&dst).copied() else { continue };
             let d = w.agg;
-            let (ports, sources) = (d.ports.estimate(), d.sources.estimate());
+            let (port_count, source_count) = (d.ports.count(), d.sources.count());
+            let (ports, sources) = (port_count.value, source_count.value);
             let key = EpisodeKey { kind: AnomalyKind::DistributedScan, src: Addr::UNSPECIFIED, dst };
             if ports < cfg.distributed_ports || sources < cfg.distributed_sources {
                 continue;
@@ -444,13 +464,14 @@ impl ScanDetector {
                 && !allowed(&dst, AnomalyKind::DistributedScan)
             {
                 let mut ev = Map::new();
-                ev.insert("distinct_ports".into(), json!(ports));
-                ev.insert("distinct_sources".into(), json!(sources));
+                put_count(&mut ev, "distinct_ports", port_count);
+                put_count(&mut ev, "distinct_sources", source_count);
                 ev.insert("sources_walking_ranges".into(), json!(sharing));
                 ev.insert("probes".into(), json!(d.probes));
                 ev.insert("window_start".into(), json!(w.start.to_string()));
                 let obs = RuleObs {
                     ts: t,
+                    span: Span::default(),
                     observed: ports as f64,
                     threshold: cfg.distributed_ports as f64,
                     unit: "distinct ports",
@@ -459,7 +480,9 @@ impl ScanDetector {
                     dst: Some(dst),
                     evidence: ev,
                     message: format!(
-                        "{sources} sources together probed {ports} distinct ports of {dst} ({} probes, mostly failing): a distributed port scan",
+                        "{} sources together probed {} distinct ports of {dst} ({} probes, mostly failing): a distributed port scan",
+                        source_count.words(),
+                        port_count.words(),
                         d.probes
                     ),
                 };
@@ -525,19 +548,23 @@ impl Family for ScanDetector {
     }
 }
 
-fn failing(probes: u32, ok: u32, max_success: f64) -> bool {
-    probes > 0 && f64::from(ok) <= max_success * f64::from(probes)
+/// The probes in words, by kind: "100 TCP SYN probes", or for a mix
+/// "300 probes (200 TCP SYN, 100 stealth NULL/FIN/Xmas)".
+fn probe_mix(p: &PairAgg) -> String {
+    let kinds: Vec<String> = [(p.syn, "TCP SYN"), (p.stealth, "stealth NULL/FIN/Xmas"), (p.udp, "UDP")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, name)| format!("{n} {name}"))
+        .collect();
+    let pl = if p.probes == 1 { "" } else { "s" };
+    match kinds.as_slice() {
+        [one] => format!("{one} probe{pl}"),
+        _ => format!("{} probe{pl} ({})", p.probes, kinds.join(", ")),
+    }
 }
 
-fn merge_sorted<K: PartialEq + Copy, V>(v: Vec<(K, V)>, merge: fn(&mut V, &V)) -> Vec<(K, V)> {
-    let mut out: Vec<(K, V)> = Vec::with_capacity(v.len());
-    for (k, a) in v {
-        match out.last_mut() {
-            Some((lk, la)) if *lk == k => merge(la, &a),
-            _ => out.push((k, a)),
-        }
-    }
-    out
+fn failing(probes: u32, ok: u32, max_success: f64) -> bool {
+    probes > 0 && f64::from(ok) <= max_success * f64::from(probes)
 }
 
 #[cfg(test)]
@@ -546,6 +573,15 @@ mod tests {
 
     fn addr(i: u8) -> Addr {
         Addr::v4([198, 51, 100, i])
+    }
+
+    #[test]
+    fn mixed_probes_are_named_by_kind() {
+        let one = PairAgg { probes: 100, syn: 100, ..PairAgg::default() };
+        assert_eq!(probe_mix(&one), "100 TCP SYN probes");
+        // Regression: 200 SYN plus 100 Xmas were "300 TCP SYN probes".
+        let mixed = PairAgg { probes: 300, syn: 200, stealth: 100, ..PairAgg::default() };
+        assert_eq!(probe_mix(&mixed), "300 probes (200 TCP SYN, 100 stealth NULL/FIN/Xmas)");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use super::anomaly::{Anomaly, AnomalyKind, Baseline, Phase, Severity};
 use super::baseline::{MetricBaseline, ThresholdRule, alpha_for_half_life};
 use super::episode::{EpisodeKey, EpisodeState, Episodes};
+use super::evidence::put_count;
 use super::family::{Context, Family, Restored};
 use super::{DetectConfig, HostInterval};
 use crate::base::Addr;
@@ -631,8 +632,12 @@ fn shape_of(
     }
 }
 
+/// The peers with a guaranteed share, each with the packets it certainly sent
+/// (Space-Saving's lower bound): spoofed one-packet sources list nobody.
 fn peers_json(top: &crate::base::TopK) -> Value {
-    Value::Array(top.entries().into_iter().map(|(a, n)| json!({"ip": a.to_string(), "packets": n})).collect())
+    Value::Array(
+        top.heavy().into_iter().map(|h| json!({"ip": h.addr.to_string(), "packets": h.lower})).collect(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -648,18 +653,19 @@ fn observation(
 ) -> SpikeObs {
     let spec = &SPECS[i];
     let mut ev = Map::new();
-    let sources = h.peers_in.estimate();
+    let sources = h.peers_in.count();
     let (top, total) = if spec.actor { (&h.top_dst, h.pkts_out) } else { (&h.top_src, h.pkts_in) };
-    let dominant = top.entries().first().filter(|(_, n)| u64::from(*n) * 2 > total).map(|(a, _)| *a);
+    // "Mostly from X" only on a guaranteed majority.
+    let dominant = top.heavy().first().filter(|p| u64::from(p.lower) * 2 > total).map(|p| p.addr);
     if spec.actor {
         ev.insert("top_destinations".into(), peers_json(&h.top_dst));
-        ev.insert("distinct_destinations".into(), json!(h.peers_out.estimate()));
-        ev.insert("distinct_dst_ports".into(), json!(h.ports_out.estimate()));
+        put_count(&mut ev, "distinct_destinations", h.peers_out.count());
+        put_count(&mut ev, "distinct_dst_ports", h.ports_out.count());
         ev.insert("packets_out".into(), json!(h.pkts_out));
     } else {
         ev.insert("top_sources".into(), peers_json(&h.top_src));
-        ev.insert("distinct_sources".into(), json!(sources));
-        ev.insert("distinct_dst_ports".into(), json!(h.ports_in.estimate()));
+        put_count(&mut ev, "distinct_sources", sources);
+        put_count(&mut ev, "distinct_dst_ports", h.ports_in.count());
         ev.insert("new_flows_in".into(), json!(h.flows_in));
         ev.insert(
             "protocol_mix_in".into(),
@@ -667,11 +673,11 @@ fn observation(
         );
     }
     ev.insert("host_age_intervals".into(), json!(age));
-    let who = |n: u64| -> String {
+    let who = |n: crate::base::sketch::Count| -> String {
         match dominant {
             Some(d) => format!("mostly from {d}"),
-            None if n >= crate::base::sketch::DISTINCT_SATURATED => "from over 1,400 sources".into(),
-            None => format!("from about {n} sources"),
+            None if n.value == 1 => "from 1 source".into(),
+            None => format!("from {} sources, none of them the majority", n.words()),
         }
     };
     let what = match spec.kind {
@@ -703,12 +709,13 @@ fn observation(
             )
         }
         AnomalyKind::Amplification => {
-            let refl = h.amp_sources.estimate();
-            ev.insert("reflectors".into(), json!(refl));
+            let refl = h.amp_sources.count();
+            put_count(&mut ev, "reflectors", refl);
             ev.insert("unsolicited_packets".into(), json!(h.amp_pkts_in));
             format!(
-                "Reflection/amplification: {host} receives {} of responses it never asked for (UDP from amplifier ports, fragments, or SYN-ACKs to no SYN) from about {refl} reflectors",
-                human(v, "bytes/s")
+                "Reflection/amplification: {host} receives {} of responses it never asked for (UDP from amplifier ports, fragments, or SYN-ACKs to no SYN) from {} reflectors",
+                human(v, "bytes/s"),
+                refl.words()
             )
         }
         AnomalyKind::VolumeSpike if spec.actor => {

@@ -11,9 +11,10 @@ use serde_json::{Map, json};
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
+use super::evidence::put_count;
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, roll};
-use crate::base::time::{NANOS_PER_SEC, Timestamp};
+use super::rules::{RuleEpisode, RuleObs, Win, merge_by_key, roll};
+use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
 use crate::config::TunnelConfig;
 use crate::decode::{PacketMeta, ip_proto};
@@ -44,6 +45,8 @@ pub struct DnsAgg {
     pub longest: u8,
     /// The parent domain, for the message.
     pub parent: [u8; 24],
+    /// Packet times of the first and last query.
+    pub span: Span,
 }
 
 impl DnsAgg {
@@ -54,6 +57,7 @@ impl DnsAgg {
         self.bulky += o.bulky;
         self.name_bytes += o.name_bytes;
         self.longest = self.longest.max(o.longest);
+        self.span.merge(&o.span);
         if self.parent == [0; 24] {
             self.parent = o.parent;
         }
@@ -71,6 +75,8 @@ pub struct EchoAgg {
     pub large: u32,
     /// Payload bytes.
     pub bytes: u64,
+    /// Packet times of the first and last request.
+    pub span: Span,
 }
 
 impl EchoAgg {
@@ -79,6 +85,7 @@ impl EchoAgg {
         self.sizes.merge(&o.sizes);
         self.large += o.large;
         self.bytes += o.bytes;
+        self.span.merge(&o.span);
     }
 }
 
@@ -121,6 +128,7 @@ impl TunnelTable {
             }
             let a = self.dns.entry(key).or_default();
             a.queries += 1;
+            a.span.add(m.ts);
             a.names.insert_hash(u64::from(d.name_hash) << 32 | u64::from(d.name_hash));
             let encoded = d.looks_encoded();
             a.encoded += u32::from(encoded);
@@ -140,6 +148,7 @@ impl TunnelTable {
             }
             let a = self.echo.entry(key).or_default();
             a.echoes += 1;
+            a.span.add(m.ts);
             a.sizes.insert_hash(u64::from(m.payload_len).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             a.large += u32::from(m.payload_len > 64);
             a.bytes += u64::from(m.payload_len);
@@ -207,8 +216,8 @@ impl TunnelDetector {
     /// Folds in one merged interval and judges what changed.
     pub fn on_interval(
         &mut self,
-        mut dns: DnsList,
-        mut echo: EchoList,
+        dns: DnsList,
+        echo: EchoList,
         t: Timestamp,
         cfg: &TunnelConfig,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
@@ -219,8 +228,9 @@ impl TunnelDetector {
         // active within one window, bounded by the shards' per-interval caps.
         self.dns.retain(|_, w| t.since(w.start) < window);
         self.echo.retain(|_, w| t.since(w.start) < window);
-        dns.sort_by_key(|(k, _)| *k);
-        echo.sort_by_key(|(k, _)| *k);
+        // Shard parts of one key are judged together, once, in key order.
+        let dns = merge_by_key(dns, DnsAgg::merge);
+        let echo = merge_by_key(echo, EchoAgg::merge);
         for (key, agg) in dns {
             let w = roll(&mut self.dns, key, t, window);
             w.agg.merge(&agg);
@@ -232,7 +242,8 @@ impl TunnelDetector {
             {
                 continue;
             }
-            let names = a.names.estimate();
+            let name_count = a.names.count();
+            let names = name_count.value;
             let avg = a.name_bytes / u64::from(a.queries.max(1));
             let mut reasons = Vec::new();
             if a.encoded >= cfg.encoded_names && names >= u64::from(cfg.encoded_names) {
@@ -251,7 +262,7 @@ impl TunnelDetector {
             let mut ev = Map::new();
             ev.insert("domain".into(), json!(parent));
             ev.insert("queries".into(), json!(a.queries));
-            ev.insert("distinct_names".into(), json!(names));
+            put_count(&mut ev, "distinct_names", name_count);
             ev.insert("encoded_looking".into(), json!(a.encoded));
             ev.insert("null_txt_cname_mx".into(), json!(a.bulky));
             ev.insert("avg_name_len".into(), json!(avg));
@@ -259,6 +270,7 @@ impl TunnelDetector {
             ev.insert("reasons".into(), json!(reasons));
             ev.insert("window_start".into(), json!(w.start.to_string()));
             let obs = RuleObs {
+                span: a.span,
                 ts: t,
                 observed: names as f64,
                 threshold: f64::from(cfg.encoded_names),
@@ -268,8 +280,9 @@ impl TunnelDetector {
                 dst: Some(server),
                 evidence: ev,
                 message: format!(
-                    "{client} sent {} DNS queries for {names} distinct names under {parent} via {server} ({}; average name {avg} characters): data tunnelled over DNS (exfiltration or C2)",
+                    "{client} sent {} DNS queries for {} distinct names under {parent} via {server} ({}; average name {avg} characters): data tunnelled over DNS (exfiltration or C2)",
                     a.queries,
+                    name_count.words(),
                     reasons.join(", ")
                 ),
             };
@@ -280,7 +293,8 @@ impl TunnelDetector {
             w.agg.merge(&agg);
             let a = w.agg;
             let (src, dst) = key;
-            let sizes = a.sizes.estimate();
+            let size_count = a.sizes.count();
+            let sizes = size_count.value;
             // Ping sends one payload size (56 bytes on Unix, 32 on Windows);
             // a tunnel's payloads follow the data: many sizes, mostly large.
             let key_ep = EpisodeKey { kind: AnomalyKind::IcmpTunnel, src, dst };
@@ -288,11 +302,12 @@ impl TunnelDetector {
             if (judged || self.episodes.is_open(&key_ep)) && !allowed(&src, AnomalyKind::IcmpTunnel) {
                 let mut ev = Map::new();
                 ev.insert("echo_requests".into(), json!(a.echoes));
-                ev.insert("distinct_payload_sizes".into(), json!(sizes));
+                put_count(&mut ev, "distinct_payload_sizes", size_count);
                 ev.insert("avg_payload".into(), json!(a.bytes / u64::from(a.echoes.max(1))));
                 ev.insert("payload_bytes".into(), json!(a.bytes));
                 ev.insert("window_start".into(), json!(w.start.to_string()));
                 let obs = RuleObs {
+                    span: a.span,
                     ts: t,
                     observed: sizes as f64,
                     threshold: cfg.icmp_sizes as f64,
@@ -302,8 +317,10 @@ impl TunnelDetector {
                     dst: Some(dst),
                     evidence: ev,
                     message: format!(
-                        "{src} sent {dst} {} echo requests with {sizes} different payload sizes ({} bytes in all): data tunnelled over ICMP",
-                        a.echoes, a.bytes
+                        "{src} sent {dst} {} echo requests with {} different payload sizes ({} bytes in all): data tunnelled over ICMP",
+                        a.echoes,
+                        size_count.words(),
+                        a.bytes
                     ),
                 };
                 self.episodes.observe(key_ep, t, &obs, out);

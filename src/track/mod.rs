@@ -55,10 +55,10 @@ pub struct HostCounters {
     pub dns_encoded: u64,
     /// Flows this host opened.
     pub flows_out: u64,
-    /// Distinct destinations this host talked to.
-    pub peers_out: Distinct,
-    /// Distinct destination ports this host sent to.
-    pub ports_out: Distinct,
+    /// Distinct destinations this host talked to (exact up to 8).
+    pub peers_out: Distinct<8>,
+    /// Distinct destination ports this host sent to (exact up to 8).
+    pub ports_out: Distinct<8>,
     /// Heaviest destinations of this host.
     pub top_dst: TopK,
     /// Packets received.
@@ -77,10 +77,10 @@ pub struct HostCounters {
     pub other_in: u64,
     /// Flows opened toward this host.
     pub flows_in: u64,
-    /// Distinct sources talking to this host.
-    pub peers_in: Distinct,
-    /// Distinct destination ports hit on this host.
-    pub ports_in: Distinct,
+    /// Distinct sources talking to this host (exact up to 8).
+    pub peers_in: Distinct<8>,
+    /// Distinct destination ports hit on this host (exact up to 8).
+    pub ports_in: Distinct<8>,
     /// Heaviest sources toward this host.
     pub top_src: TopK,
     /// Connections to this host whose three-way handshake completed.
@@ -91,8 +91,8 @@ pub struct HostCounters {
     pub amp_pkts_in: u64,
     /// Wire bytes of those packets.
     pub amp_bytes_in: u64,
-    /// Distinct sources of the unsolicited reflector traffic.
-    pub amp_sources: Distinct,
+    /// Distinct sources of the unsolicited reflector traffic (exact up to 8).
+    pub amp_sources: Distinct<8>,
 }
 
 impl HostCounters {

@@ -1,0 +1,246 @@
+//! Evidence check: every bundled capture is replayed and the numbers its
+//! events state are recomputed from the packets with an independent reader
+//! (libpcap + etherparse here, not netvigil's decoder): exact where the
+//! event says exact, within the stated error where it says estimate, at
+//! least the value where it says lower bound.
+//!
+//! Checked so far: packet times of rule evidence (`first_seen`, `last_seen`,
+//! `first_probe`, `last_probe` are times of real packets, in order); port
+//! and host scans' distinct counts; flood and spike `top_sources`
+//! (guaranteed lower bounds) and `distinct_sources`. Each new detector
+//! family adds its fields here.
+
+// Test helpers panic on purpose: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use serde_json::Value;
+
+/// One packet as the test reads it.
+#[derive(Clone, Debug)]
+struct Pkt {
+    /// Nanoseconds since the epoch.
+    ns: u64,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    /// (sport, dport, TCP flags or 0xffff for UDP) when TCP/UDP.
+    ports: Option<(u16, u16, u16)>,
+    /// ICMP echo request (v4 type 8, v6 type 128).
+    echo: bool,
+}
+
+fn read(path: &Path) -> Vec<Pkt> {
+    let mut c = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).unwrap();
+    let dlt = c.get_datalink().0;
+    let mut out = Vec::new();
+    while let Ok(p) = c.next_packet() {
+        let ns = (p.header.ts.tv_sec as u64) * 1_000_000_000 + p.header.ts.tv_usec as u64;
+        let sliced = match dlt {
+            1 => SlicedPacket::from_ethernet(p.data).ok(),
+            101 | 12 | 14 | 228 | 229 => SlicedPacket::from_ip(p.data).ok(),
+            113 => SlicedPacket::from_linux_sll(p.data).ok(),
+            _ => None,
+        };
+        let mut k = Pkt { ns, src: None, dst: None, ports: None, echo: false };
+        if let Some(s) = sliced {
+            match &s.net {
+                Some(NetSlice::Ipv4(v4)) => {
+                    k.src = Some(IpAddr::V4(v4.header().source_addr()));
+                    k.dst = Some(IpAddr::V4(v4.header().destination_addr()));
+                }
+                Some(NetSlice::Ipv6(v6)) => {
+                    k.src = Some(IpAddr::V6(v6.header().source_addr()));
+                    k.dst = Some(IpAddr::V6(v6.header().destination_addr()));
+                }
+                _ => {}
+            }
+            match &s.transport {
+                Some(TransportSlice::Tcp(t)) => {
+                    let flags = u16::from(t.slice()[13]);
+                    k.ports = Some((t.source_port(), t.destination_port(), flags));
+                }
+                Some(TransportSlice::Udp(u)) => {
+                    k.ports = Some((u.source_port(), u.destination_port(), 0xffff))
+                }
+                Some(TransportSlice::Icmpv4(i)) => k.echo = i.type_u8() == 8,
+                Some(TransportSlice::Icmpv6(i)) => k.echo = i.type_u8() == 128,
+                _ => {}
+            }
+        }
+        out.push(k);
+    }
+    out
+}
+
+fn events(cap: &Path) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
+        .env_remove("NETVIGIL_LOG")
+        .args(["replay", "-q", "--workers", "1"])
+        .arg(cap)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Parses the RFC 3339 times events print (microsecond precision).
+fn ns_of(s: &str) -> u64 {
+    let (date, time) = s.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<u64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe - 719_468) as u64;
+    let frac_ns: u64 = format!("{frac:0<9}")[..9].parse().unwrap();
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000_000) + frac_ns
+}
+
+fn ip(v: &Value) -> Option<IpAddr> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+/// The count `ev[key]` states, checked against the `truth` recomputed from packets.
+fn check_count(ctx: &str, ev: &Value, key: &str, truth: u64) -> Option<String> {
+    let stated = ev[key].as_u64()?;
+    let est = &ev["estimated"][key];
+    let ok = if est.is_null() {
+        stated == truth
+    } else if est["lower_bound"] == true {
+        truth >= stated
+    } else {
+        let err = est["relative_error"].as_f64().unwrap_or(0.0);
+        // A 95 % bound: allow one rounding step besides.
+        (stated as f64 - truth as f64).abs() <= err * truth as f64 + 1.0
+    };
+    (!ok).then(|| format!("{ctx}: {key} says {stated} ({est}), the packets say {truth}"))
+}
+
+fn captures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = ["benign", "floods", "lab", "malformed", "misuse", "scans"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(common::cap(d)).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("pcap" | "pcapng")))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_number_agrees_with_the_packets() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for cap in captures() {
+        let evs = events(&cap);
+        if evs.is_empty() {
+            continue;
+        }
+        let pkts = read(&cap);
+        let times: HashSet<u64> = pkts.iter().map(|p| p.ns / 1000 * 1000).collect();
+        let name = cap.file_name().unwrap().to_string_lossy().into_owned();
+        for e in &evs {
+            let ctx = format!("{name} {} {}", e["kind"].as_str().unwrap(), e["phase"].as_str().unwrap());
+            let ev = &e["evidence"];
+            let (src, dst) = (ip(&e["src_ip"]), ip(&e["dst_ip"]));
+            // Rule evidence carries packet times: they must be real packets, in order.
+            let category = e["category"].as_str().unwrap();
+            if category == "scan" || category == "misuse" {
+                for key in ["first_seen", "last_seen", "first_probe", "last_probe"] {
+                    if let Some(t) = ev[key].as_str() {
+                        checked += 1;
+                        if !times.contains(&ns_of(t)) {
+                            failures.push(format!("{ctx}: {key} {t} is no packet's time"));
+                        }
+                    }
+                }
+                if let (Some(a), Some(b)) = (ev["first_seen"].as_str(), ev["last_seen"].as_str()) {
+                    if ns_of(a) > ns_of(b) {
+                        failures.push(format!("{ctx}: first_seen {a} after last_seen {b}"));
+                    }
+                }
+            }
+            let span =
+                || (ns_of(ev["first_probe"].as_str().unwrap()), ns_of(ev["last_probe"].as_str().unwrap()));
+            match e["kind"].as_str().unwrap() {
+                "port_scan" => {
+                    let (a, b) = span();
+                    // Probes open flows without ACK (SYN, NULL/FIN/Xmas) or are UDP.
+                    let ports: BTreeSet<u16> = pkts
+                        .iter()
+                        .filter(|p| p.src == src && p.dst == dst && (a..=b + 999).contains(&p.ns))
+                        .filter_map(|p| p.ports)
+                        .filter(|&(_, _, f)| f == 0xffff || f & 0x14 == 0)
+                        .map(|(_, d, _)| d)
+                        .collect();
+                    checked += 1;
+                    failures.extend(check_count(&ctx, ev, "distinct_ports", ports.len() as u64));
+                    let probes = ev["probes"].as_u64().unwrap();
+                    if ev["distinct_ports"].as_u64().unwrap() > probes {
+                        failures.push(format!("{ctx}: more distinct ports than probes"));
+                    }
+                }
+                "host_scan" if ev["method"] == "ICMP echo" => {
+                    let (a, b) = span();
+                    let hosts: BTreeSet<IpAddr> = pkts
+                        .iter()
+                        .filter(|p| p.src == src && p.echo && (a..=b + 999).contains(&p.ns))
+                        .filter_map(|p| p.dst)
+                        .collect();
+                    checked += 1;
+                    failures.extend(check_count(&ctx, ev, "distinct_hosts", hosts.len() as u64));
+                }
+                _ => {}
+            }
+            // Flood evidence describes the interval that ends at the event's time.
+            if category == "spike" && e["phase"] == "start" {
+                // An interval is [t - 1 s, t) at a boundary; the last one,
+                // closed at the end of input, runs from its boundary to the
+                // last packet inclusive.
+                let end = ns_of(e["timestamp"].as_str().unwrap());
+                const S: u64 = 1_000_000_000;
+                let (from, to) = if end % S == 0 { (end - S, end - 1) } else { (end / S * S, end) };
+                let iv = |p: &&Pkt| (from..=to).contains(&p.ns) && p.dst == dst;
+                if let Some(top) = ev["top_sources"].as_array() {
+                    for s in top {
+                        let who = ip(&s["ip"]);
+                        let sent = pkts.iter().filter(iv).filter(|p| p.src == who).count() as u64;
+                        let claim = s["packets"].as_u64().unwrap();
+                        checked += 1;
+                        if sent < claim {
+                            failures
+                                .push(format!("{ctx}: {who:?} said to send at least {claim}, sent {sent}"));
+                        }
+                    }
+                }
+                if ev.get("distinct_sources").is_some() {
+                    let sources: HashSet<IpAddr> = pkts.iter().filter(iv).filter_map(|p| p.src).collect();
+                    checked += 1;
+                    failures.extend(check_count(&ctx, ev, "distinct_sources", sources.len() as u64));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "the check ran on too little: {checked} fields");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} fields disagree with the packets:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn times_parse_back_to_the_nanosecond() {
+    assert_eq!(ns_of("1970-01-01T00:00:01.000001Z"), 1_000_001_000);
+    assert_eq!(ns_of("2019-08-21T15:06:40.123456Z"), 1_566_400_000_123_456_000);
+}
