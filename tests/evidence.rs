@@ -7,7 +7,9 @@
 //! Checked so far: packet times of rule evidence (`first_seen`, `last_seen`,
 //! `first_probe`, `last_probe` are times of real packets, in order); port
 //! and host scans' distinct counts; flood and spike `top_sources`
-//! (guaranteed lower bounds) and `distinct_sources`. Each new detector
+//! (guaranteed lower bounds), `distinct_sources`, `first_seen`/`last_seen`
+//! (real packets toward the target, not before the `onset`),
+//! `active_seconds`, and `intervals_over` never above `intervals_observed`. Each new detector
 //! family adds its fields here.
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
@@ -220,6 +222,28 @@ fn every_number_agrees_with_the_packets() {
                             failures
                                 .push(format!("{ctx}: {who:?} said to send at least {claim}, sent {sent}"));
                         }
+                    }
+                }
+                // Packet times: real packets toward the target, after the onset.
+                for key in ["first_seen", "last_seen"] {
+                    let t = ev[key].as_str().unwrap();
+                    checked += 1;
+                    if !pkts.iter().any(|p| p.ns / 1000 * 1000 == ns_of(t) && p.dst == dst) {
+                        failures.push(format!("{ctx}: {key} {t} is no packet toward the target"));
+                    }
+                }
+                if ns_of(ev["onset"].as_str().unwrap()) > ns_of(ev["first_seen"].as_str().unwrap()) {
+                    failures.push(format!("{ctx}: onset after first_seen"));
+                }
+                if ev["intervals_over"].as_u64() > ev["intervals_observed"].as_u64() {
+                    failures.push(format!("{ctx}: more intervals over the line than observed"));
+                }
+                if let Some(active) = ev["active_seconds"].as_f64() {
+                    let inside: Vec<u64> = pkts.iter().filter(iv).map(|p| p.ns).collect();
+                    let span = (inside.iter().max().unwrap() - inside.iter().min().unwrap()) as f64 / 1e9;
+                    checked += 1;
+                    if (span - active).abs() > 0.002 {
+                        failures.push(format!("{ctx}: active_seconds {active}, the packets span {span:.3}"));
                     }
                 }
                 if ev.get("distinct_sources").is_some() {

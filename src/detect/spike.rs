@@ -22,7 +22,7 @@ use super::evidence::put_count;
 use super::family::{Context, Family, Restored};
 use super::{DetectConfig, HostInterval};
 use crate::base::Addr;
-use crate::base::time::Timestamp;
+use crate::base::time::{Span, Timestamp};
 use crate::config::Tuning;
 use crate::track::{HostCounters, ShardConfig};
 
@@ -100,6 +100,14 @@ pub struct SpikeObs {
     pub spec: usize,
     /// Rendered message fragment (what happened).
     pub what: String,
+    /// The value was over the line (an immediate shape can open below it).
+    pub over: bool,
+    /// Start of the first interval over the line in this run (the onset).
+    pub onset: Timestamp,
+    /// What opened the episode: persistence over the line, or a shape.
+    pub opened_by: String,
+    /// Packet times of the host's traffic in this interval (empty when not tracked).
+    pub span: Span,
 }
 
 /// Running state of one spike episode.
@@ -107,7 +115,12 @@ pub struct SpikeObs {
 pub struct SpikeEpisode {
     first: Timestamp,
     last: Timestamp,
-    intervals: u64,
+    /// Intervals observed over the line (not every second of the episode).
+    over: u64,
+    /// Intervals observed (over the line, or opening by shape).
+    observed: u64,
+    onset: Timestamp,
+    opened_by: String,
     latest: SpikeObs,
     peak: SpikeObs,
 }
@@ -116,12 +129,25 @@ impl EpisodeState for SpikeEpisode {
     type Obs = SpikeObs;
 
     fn open(obs: &SpikeObs) -> Self {
-        SpikeEpisode { first: obs.ts, last: obs.ts, intervals: 1, latest: obs.clone(), peak: obs.clone() }
+        let s = if obs.span.is_empty() { Span::at(obs.ts) } else { obs.span };
+        SpikeEpisode {
+            first: s.first,
+            last: s.last,
+            over: u64::from(obs.over),
+            observed: 1,
+            onset: obs.onset,
+            opened_by: obs.opened_by.clone(),
+            latest: obs.clone(),
+            peak: obs.clone(),
+        }
     }
 
     fn merge(&mut self, obs: &SpikeObs) {
-        self.last = self.last.max(obs.ts);
-        self.intervals += 1;
+        let s = if obs.span.is_empty() { Span::at(obs.ts) } else { obs.span };
+        self.first = self.first.min(s.first);
+        self.last = self.last.max(s.last);
+        self.over += u64::from(obs.over);
+        self.observed += 1;
         if obs.value > self.peak.value {
             self.peak = obs.clone();
         }
@@ -140,7 +166,10 @@ impl EpisodeState for SpikeEpisode {
         let mut ev = o.evidence.clone();
         ev.insert("first_seen".into(), json!(self.first.to_string()));
         ev.insert("last_seen".into(), json!(self.last.to_string()));
-        ev.insert("intervals_over".into(), json!(self.intervals));
+        ev.insert("intervals_over".into(), json!(self.over));
+        ev.insert("intervals_observed".into(), json!(self.observed));
+        ev.insert("onset".into(), json!(self.onset.to_string()));
+        ev.insert("opened_by".into(), json!(self.opened_by));
         ev.insert("metric".into(), json!(spec.name));
         if phase != Phase::Start {
             ev.insert("peak_at".into(), json!(self.peak.ts.to_string()));
@@ -308,7 +337,7 @@ impl SpikeDetector {
             let warm = idx.saturating_sub(hb.first) >= warm_after;
             let flood_key = |k: AnomalyKind| EpisodeKey { kind: k, src: Addr::UNSPECIFIED, dst: *a };
             let open_flood = FLOOD_KINDS.iter().position(|k| self.episodes.is_open(&flood_key(*k)));
-            let mut d = [Decision::default(); METRICS];
+            let mut d: [Decision; METRICS] = Default::default();
             for (i, spec) in SPECS.iter().enumerate() {
                 let tuning = tuning_for(cfg, spec.kind, group);
                 let v = values[i];
@@ -327,6 +356,24 @@ impl SpikeDetector {
                 let shape = shape_of(i, a, h, v, tuning.floor, line, open_flood.is_some());
                 let persistent = hb.over[i].count_ones() >= tuning.persistence;
                 let trigger = tuning.enabled && shape.eligible && ((over && persistent) || shape.immediate);
+                let opened_by = if over && persistent {
+                    format!(
+                        "over the line in {} of the last {} intervals",
+                        hb.over[i].count_ones(),
+                        tuning.window
+                    )
+                } else {
+                    shape.why.to_string()
+                };
+                // Start of the oldest interval over the line still in the
+                // window (this one's start when it opens by shape alone; the
+                // last interval of an input ends at its last packet).
+                let this_start = Timestamp(t.as_nanos().saturating_sub(1)).floor_to(cfg.interval_ns.max(1));
+                let back = match hb.over[i] {
+                    0 => 0,
+                    bits => u64::from(31 - bits.leading_zeros()),
+                };
+                let onset = this_start.as_nanos().saturating_sub(back * cfg.interval_ns);
                 let baseline = trusted.then(|| {
                     let (mean, sd) = base.reported();
                     Baseline { mean: round2(mean), stddev: round2(sd), samples: base.samples }
@@ -335,6 +382,8 @@ impl SpikeDetector {
                     v,
                     line,
                     over,
+                    onset: Timestamp(onset),
+                    opened_by,
                     trigger,
                     report: trigger,
                     open: self.episodes.is_open(&key),
@@ -356,14 +405,14 @@ impl SpikeDetector {
                     di.report = false;
                 }
             }
-            for (i, di) in d.iter().enumerate() {
+            for (i, di) in d.iter_mut().enumerate() {
                 if di.report || (di.open && di.over) {
                     let spec = &SPECS[i];
                     let who = if spec.actor { di.key.src } else { di.key.dst };
                     if cfg.allowed(&who, spec.kind) {
                         self.allowlisted += 1;
                     } else {
-                        let obs = observation(
+                        let mut obs = observation(
                             i,
                             *a,
                             h,
@@ -372,7 +421,11 @@ impl SpikeDetector {
                             di.baseline,
                             t,
                             idx.saturating_sub(hb.first),
+                            cfg.interval_ns as f64 / 1e9,
                         );
+                        obs.over = di.over;
+                        obs.onset = di.onset;
+                        obs.opened_by = di.opened_by.clone();
                         self.episodes.observe(di.key, t, &obs, out);
                     }
                 }
@@ -533,11 +586,13 @@ const FLOOD_KINDS: [AnomalyKind; 4] =
     [AnomalyKind::SynFlood, AnomalyKind::UdpFlood, AnomalyKind::IcmpFlood, AnomalyKind::Amplification];
 
 /// One metric's verdict for one host and interval.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Decision {
     v: f64,
     line: f64,
     over: bool,
+    onset: Timestamp,
+    opened_by: String,
     trigger: bool,
     report: bool,
     open: bool,
@@ -551,6 +606,8 @@ impl Default for Decision {
             v: 0.0,
             line: 0.0,
             over: false,
+            onset: Timestamp::ZERO,
+            opened_by: String::new(),
             trigger: false,
             report: false,
             open: false,
@@ -582,7 +639,12 @@ struct Shape {
     eligible: bool,
     /// Open without waiting for persistence.
     immediate: bool,
+    /// Why it opens at once, in words (when `immediate`).
+    why: &'static str,
 }
+
+const STORM_WHY: &str = "a storm toward an address every host must process, above the floor";
+const EXTREME_WHY: &str = "ten times over the line and unanswered";
 
 fn answered(out: u64, inn: u64) -> bool {
     out as f64 > ANSWERED_MAX * inn as f64
@@ -605,30 +667,48 @@ fn shape_of(
             // Many ports from few sources is a port scan (the scan detector's job).
             eligible: h.ports_in.estimate() <= SCAN_PORTS || sources >= FLOOD_SOURCES,
             immediate: above_floor && sources >= FLOOD_SOURCES,
+            why: "a storm: above the floor from 32 or more sources at once",
         },
         AnomalyKind::UdpFlood => {
             let unanswered = !answered(h.udp_out, h.udp_in);
+            let spread = above_floor && (sources >= FLOOD_SOURCES || h.flows_in >= FLOOD_FLOWS);
             Shape {
                 // Mostly reflector traffic is typed as amplification instead.
                 eligible: h.amp_pkts_in * 2 < h.udp_in,
-                immediate: storm
-                    || (unanswered
-                        && ((above_floor && (sources >= FLOOD_SOURCES || h.flows_in >= FLOOD_FLOWS))
-                            || v >= EXTREME * line)),
+                immediate: storm || (unanswered && (spread || v >= EXTREME * line)),
+                why: if storm {
+                    STORM_WHY
+                } else if spread {
+                    "a storm: above the floor from 32 or more sources or over 100 new flows, unanswered"
+                } else {
+                    EXTREME_WHY
+                },
             }
         }
-        AnomalyKind::IcmpFlood => Shape {
-            eligible: true,
-            immediate: storm
-                || (above_floor && sources >= FLOOD_SOURCES)
-                || (v >= EXTREME * line && !answered(h.icmp_out, h.icmp_in)),
-        },
-        AnomalyKind::Amplification => {
-            Shape { eligible: true, immediate: above_floor && h.amp_sources.estimate() >= AMP_REFLECTORS }
+        AnomalyKind::IcmpFlood => {
+            let spread = above_floor && sources >= FLOOD_SOURCES;
+            Shape {
+                eligible: true,
+                immediate: storm || spread || (v >= EXTREME * line && !answered(h.icmp_out, h.icmp_in)),
+                why: if storm {
+                    STORM_WHY
+                } else if spread {
+                    "a storm: above the floor from 32 or more sources at once"
+                } else {
+                    EXTREME_WHY
+                },
+            }
         }
+        AnomalyKind::Amplification => Shape {
+            eligible: true,
+            immediate: above_floor && h.amp_sources.estimate() >= AMP_REFLECTORS,
+            why: "unsolicited responses from 3 or more reflectors above the floor",
+        },
         // Inbound volume during a flood is the flood: one episode, typed.
-        AnomalyKind::VolumeSpike if !SPECS[i].actor => Shape { eligible: !flood_open, immediate: false },
-        _ => Shape { eligible: true, immediate: false },
+        AnomalyKind::VolumeSpike if !SPECS[i].actor => {
+            Shape { eligible: !flood_open, immediate: false, why: "" }
+        }
+        _ => Shape { eligible: true, immediate: false, why: "" },
     }
 }
 
@@ -650,6 +730,7 @@ fn observation(
     baseline: Option<Baseline>,
     t: Timestamp,
     age: u64,
+    interval_s: f64,
 ) -> SpikeObs {
     let spec = &SPECS[i];
     let mut ev = Map::new();
@@ -728,7 +809,39 @@ fn observation(
             "Fan-out spike: {host} talks to {v:.0} distinct peers in one second (worm, scanner or compromised host?)"
         ),
     };
-    SpikeObs { ts: t, host, value: v, threshold: line, baseline, dominant, evidence: ev, spec: i, what }
+    // A burst shorter than the interval: say how short, so a per-interval
+    // count is not read as the burst's rate.
+    let mut what = what;
+    if !spec.actor && !h.span_in.is_empty() {
+        let secs = h.span_in.secs();
+        ev.insert("active_seconds".into(), json!((secs * 1000.0).round() / 1000.0));
+        if secs < 0.9 * interval_s {
+            let n = h.pkts_in;
+            if secs >= 0.01 {
+                what.push_str(&format!(
+                    "; its {n} packets arrived within {secs:.2} s (about {:.0} packets/s while it lasted)",
+                    n as f64 / secs
+                ));
+            } else {
+                what.push_str(&format!("; its {n} packets arrived within {:.0} ms", secs * 1000.0));
+            }
+        }
+    }
+    SpikeObs {
+        ts: t,
+        host,
+        value: v,
+        threshold: line,
+        baseline,
+        dominant,
+        evidence: ev,
+        spec: i,
+        what,
+        over: false,
+        onset: t,
+        opened_by: String::new(),
+        span: if spec.actor { Span::default() } else { h.span_in },
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,8 @@ pub struct HostCounters {
     pub amp_pkts_in: u64,
     /// Wire bytes of those packets.
     pub amp_bytes_in: u64,
+    /// Packet times of the first and last packet received.
+    pub span_in: crate::base::time::Span,
     /// Distinct sources of the unsolicited reflector traffic (exact up to 8).
     pub amp_sources: Distinct<8>,
 }
@@ -122,6 +124,7 @@ impl HostCounters {
         self.peers_out.merge(&o.peers_out);
         self.ports_out.merge(&o.ports_out);
         self.amp_sources.merge(&o.amp_sources);
+        self.span_in.merge(&o.span_in);
         self.top_src.merge(&o.top_src);
         self.top_dst.merge(&o.top_dst);
     }
@@ -406,8 +409,10 @@ impl<O: Observer> Shard<O> {
             }
             h.top_dst.add(dst, 1);
         });
+        let ts = m.ts;
         self.host(dst_slot, |h| {
             h.pkts_in += 1;
+            h.span_in.add(ts);
             h.bytes_in += wire;
             h.syn_in += u64::from(bare_syn);
             match proto {
