@@ -146,9 +146,14 @@ pub mod anomaly {
     pub const ARP_MALFORMED: u32 = 1 << 16;
     /// IPv4 header checksum wrong (reported as a counter only).
     pub const IPV4_BAD_CHECKSUM: u32 = 1 << 17;
+    /// IPv4 total length 0 on a frame holding a whole TCP segment: a
+    /// segmentation-offload super-frame captured on the sending host, whose
+    /// length the NIC fills in later (Wireshark: "presumed TSO"). A counter,
+    /// like bad checksums: offload, not misuse.
+    pub const IPV4_OFFLOAD_ZERO_LEN: u32 = 1 << 18;
 
     /// Every reason with its stable snake_case name (metric label and summary).
-    pub const NAMES: [(u32, &str); 18] = [
+    pub const NAMES: [(u32, &str); 19] = [
         (TRUNCATED_LINK, "truncated_link"),
         (TRUNCATED_IP, "truncated_ip"),
         (TRUNCATED_L4, "truncated_l4"),
@@ -167,6 +172,7 @@ pub mod anomaly {
         (TS_BACKWARDS, "timestamp_backwards"),
         (ARP_MALFORMED, "arp_malformed"),
         (IPV4_BAD_CHECKSUM, "ipv4_bad_checksum"),
+        (IPV4_OFFLOAD_ZERO_LEN, "ipv4_offload_zero_len"),
     ];
 
     /// Number of distinct reasons (size of per-reason counter arrays).

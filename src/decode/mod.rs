@@ -162,8 +162,12 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
                 m.anomalies |= anomaly::IPV4_RESERVED_FLAG;
             }
             let hdr_len = u32::from(h.ihl()) * 4;
-            let total = u32::from(h.total_len());
-            if total < hdr_len || total > wire {
+            let mut total = u32::from(h.total_len());
+            if total == 0 && m.proto == ip_proto::TCP && wire >= hdr_len + 20 {
+                // TSO super-frame: the NIC writes the length per segment later.
+                m.anomalies |= anomaly::IPV4_OFFLOAD_ZERO_LEN;
+                total = wire;
+            } else if total < hdr_len || total > wire {
                 m.anomalies |= anomaly::IPV4_BAD_TOTAL_LEN;
             }
             if !ipv4_options_ok(hb.get(20..).unwrap_or(&[])) {

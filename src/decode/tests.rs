@@ -122,6 +122,26 @@ fn ipv4_header_anomalies() {
     assert_eq!(decode(LinkType::Unsupported(160), T, 60, &[0; 60]).anomalies, anomaly::UNSUPPORTED_LINK);
 }
 
+/// Regression: a TCP segmentation-offload super-frame (IPv4 total length 0,
+/// 4,879 bytes captured on the sender) is offload, not a malformed header.
+#[test]
+fn tso_super_frame_is_offload_not_a_bad_length() {
+    let mut f = eth_tcp(|b| b.ack(1), &[0x41; 4800]);
+    f[14 + 2] = 0;
+    f[14 + 3] = 0;
+    let m = decode(LinkType::Ethernet, T, f.len() as u32, &f);
+    assert_eq!(m.anomalies & anomaly::IPV4_BAD_TOTAL_LEN, 0);
+    assert_ne!(m.anomalies & anomaly::IPV4_OFFLOAD_ZERO_LEN, 0);
+    assert_eq!((m.sport, m.dport, m.payload_len), (40000, 443, 4800));
+    // A zero length without a TCP segment behind it is still malformed.
+    let mut short = eth_tcp(|b| b.ack(1), &[]);
+    short[14 + 2] = 0;
+    short[14 + 3] = 0;
+    short[14 + 9] = 17;
+    let m = decode(LinkType::Ethernet, T, short.len() as u32, &short);
+    assert_ne!(m.anomalies & anomaly::IPV4_BAD_TOTAL_LEN, 0);
+}
+
 #[test]
 fn options_parser() {
     assert!(ipv4_options_ok(&[]));

@@ -193,11 +193,22 @@ impl ProbeTable {
 impl Observer for ProbeTable {
     type Report = (PairList, SweepList);
 
-    /// ARP who-has: a sweep of the link's addresses, flows or not.
+    /// ARP who-has: a sweep of the link's addresses, flows or not; an ARP
+    /// reply to the sweeper answers one of its probes.
     #[inline]
     fn packet(&mut self, m: &PacketMeta) {
-        if m.l3 == L3::Arp && m.arp_op == 1 && m.src != m.dst && !m.src.ip().is_unspecified() {
-            self.sweep(m.ts, m.src, m.dst, 0, PROTO_ARP);
+        if m.l3 != L3::Arp || m.src == m.dst || m.src.ip().is_unspecified() {
+            return;
+        }
+        match m.arp_op {
+            1 => self.sweep(m.ts, m.src, m.dst, 0, PROTO_ARP),
+            2 => {
+                let cap = self.cap;
+                if let Some(s) = entry(&mut self.sweeps, (m.dst, 0, PROTO_ARP), cap, &mut self.overflow) {
+                    s.ok += 1;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -424,9 +435,11 @@ impl ScanDetector {
                     dst: None,
                     evidence: ev,
                     message: format!(
-                        "{src} swept {} hosts with {method} ({} probes between {} and {}, {} answered): a host scan",
+                        "{src} swept {} hosts with {method} ({} {} between {} and {}, {} answered): a host scan",
                         count.words(),
                         s.probes,
+                        // A TCP/UDP probe is a new flow's first packet, not every datagram.
+                        if check_ok { "new flows" } else { "probes" },
                         s.span.first,
                         s.span.last,
                         s.ok

@@ -395,20 +395,26 @@ impl<O: Observer> Shard<O> {
             Side::A => (a_slot, b_slot),
             Side::B => (b_slot, a_slot),
         };
-        self.host(src_slot, |h| {
-            h.dns_queries += u64::from(query);
-            h.dns_encoded += u64::from(encoded);
-            h.pkts_out += 1;
-            h.bytes_out += wire;
-            h.syn_out += u64::from(bare_syn);
-            h.udp_out += u64::from(proto == ip_proto::UDP);
-            h.icmp_out += u64::from(proto == ip_proto::ICMP || proto == ip_proto::ICMPV6);
-            h.peers_out.insert_addr(&dst);
-            if ports {
-                h.ports_out.insert_port(dport);
-            }
-            h.top_dst.add(dst, 1);
-        });
+        // A packet addressed to its own sender (a spoofed multicast source
+        // sent to that group, a LAND packet) is received, not sent: a host
+        // does not answer itself.
+        let own = src == dst;
+        if !own {
+            self.host(src_slot, |h| {
+                h.dns_queries += u64::from(query);
+                h.dns_encoded += u64::from(encoded);
+                h.pkts_out += 1;
+                h.bytes_out += wire;
+                h.syn_out += u64::from(bare_syn);
+                h.udp_out += u64::from(proto == ip_proto::UDP);
+                h.icmp_out += u64::from(proto == ip_proto::ICMP || proto == ip_proto::ICMPV6);
+                h.peers_out.insert_addr(&dst);
+                if ports {
+                    h.ports_out.insert_port(dport);
+                }
+                h.top_dst.add(dst, 1);
+            });
+        }
         let ts = m.ts;
         self.host(dst_slot, |h| {
             h.pkts_in += 1;

@@ -496,6 +496,27 @@ impl Family for Misuse {
     }
 }
 
+/// The ICMP-misuse sentence: each reason says what it does.
+fn icmp_sentence(src: &str, n: u64, dst: &crate::base::Addr, detail: u32) -> String {
+    let pl = if n == 1 { "" } else { "s" };
+    let mut what = Vec::new();
+    if detail & icmp_bad::REDIRECT != 0 {
+        what.push(format!(
+            "redirects that rewrite how {dst} routes (check whether {src} is a legitimate router)"
+        ));
+    }
+    if detail & icmp_bad::SMALL_MTU != 0 {
+        what.push(
+            "Packet Too Big / fragmentation-needed below the minimum MTU, which forces tiny or atomic fragments (evasion, RFC 8021)"
+                .to_string(),
+        );
+    }
+    if detail & icmp_bad::OVERSIZED_ECHO != 0 {
+        what.push("echo requests reassembling to more than 10,000 bytes (ping-of-death style)".to_string());
+    }
+    format!("{src} sent {n} ICMP message{pl} to {dst}: {}", what.join("; "))
+}
+
 /// Running state of one misuse episode.
 #[derive(Clone, Debug)]
 pub struct MisuseEpisode {
@@ -572,7 +593,8 @@ impl EpisodeState for MisuseEpisode {
             AnomalyKind::InvalidSource => (
                 Severity::High,
                 format!(
-                    "{n} packet{pl} to {dst} carry source addresses that cannot send ({joined}; from {src}): spoofed traffic (smurf-style reflection or evasion)"
+                    "{n} packet{pl} to {dst} {} source addresses that cannot send ({joined}; from {src}): spoofed traffic (smurf-style reflection or evasion)",
+                    if n == 1 { "carries" } else { "carry" }
                 ),
             ),
             AnomalyKind::Ipv6ExtHeaderAbuse => (
@@ -581,12 +603,7 @@ impl EpisodeState for MisuseEpisode {
                     "{src} sent {n} IPv6 packet{pl} to {dst} with abusive extension headers ({joined}): source routing, firewall evasion or a covert channel"
                 ),
             ),
-            AnomalyKind::IcmpMisuse => (
-                Severity::Medium,
-                format!(
-                    "{src} sent {n} ICMP message{pl} to {dst} that rewrite how it routes or fragments ({joined}): check whether {src} is a legitimate router"
-                ),
-            ),
+            AnomalyKind::IcmpMisuse => (Severity::Medium, icmp_sentence(&src, n, &dst, t.detail)),
             AnomalyKind::IpFragmentAbuse => (
                 Severity::High,
                 format!(
@@ -596,7 +613,8 @@ impl EpisodeState for MisuseEpisode {
             AnomalyKind::ProtocolPortMismatch => (
                 Severity::Medium,
                 format!(
-                    "{n} datagram{pl} between {src} and {dst} on UDP port 53 are not DNS: something is using the DNS port as a tunnel or covert channel"
+                    "{n} datagram{pl} between {src} and {dst} on UDP port 53 {} not DNS: something is using the DNS port as a tunnel or covert channel",
+                    if n == 1 { "is" } else { "are" }
                 ),
             ),
             _ => (Severity::Medium, format!("{src} -> {dst}: {n} packet{pl} ({joined})")),
