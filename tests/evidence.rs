@@ -191,6 +191,22 @@ fn every_number_agrees_with_the_packets() {
                         failures.push(format!("{ctx}: more distinct ports than probes"));
                     }
                 }
+                "icmp_tunnel" => {
+                    // The episode's totals cover its whole first..last span.
+                    let (a, b) =
+                        (ns_of(ev["first_seen"].as_str().unwrap()), ns_of(ev["last_seen"].as_str().unwrap()));
+                    let echoes = pkts
+                        .iter()
+                        .filter(|p| p.src == src && p.dst == dst && p.echo && (a..=b + 999).contains(&p.ns))
+                        .count() as u64;
+                    checked += 1;
+                    let total = ev["episode_totals"]["echo_requests"].as_u64().unwrap();
+                    if total != echoes {
+                        failures.push(format!(
+                            "{ctx}: episode_totals.echo_requests {total}, the packets say {echoes}"
+                        ));
+                    }
+                }
                 "host_scan" if ev["method"] == "ICMP echo" => {
                     let (a, b) = span();
                     let hosts: BTreeSet<IpAddr> = pkts

@@ -267,6 +267,9 @@ impl L2Watch {
         let obs = RuleObs {
             ts: t,
             span: crate::base::time::Span::at(o.ts),
+            window: o.ts,
+            totals: vec![("spoofed_replies", 1)],
+            observed_total: Some("spoofed_replies"),
             observed: 1.0,
             threshold: 1.0,
             unit: "spoofed replies",
@@ -316,6 +319,9 @@ impl L2Watch {
         let obs = RuleObs {
             ts: t,
             span: crate::base::time::Span::at(o.ts),
+            window: o.ts,
+            totals: vec![("router_advertisements", 1)],
+            observed_total: Some("router_advertisements"),
             observed: 1.0,
             threshold: 1.0,
             unit: "router advertisements",

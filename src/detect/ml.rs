@@ -507,6 +507,9 @@ impl BehaviourModel {
         RuleObs {
             ts: t,
             span: crate::base::time::Span::default(),
+            window: t,
+            totals: Vec::new(),
+            observed_total: None,
             observed: (score * 1000.0).round() / 1000.0,
             threshold: (line * 1000.0).round() / 1000.0,
             unit: "anomaly score",

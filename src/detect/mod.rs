@@ -125,6 +125,9 @@ struct Pending {
     reports: usize,
     last: bool,
     hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+    /// Shards' host summaries waiting to be merged in shard order: the
+    /// heavy-hitter merge keeps the top few, so its result depends on order.
+    parts: Vec<(usize, Vec<(Addr, HostCounters)>)>,
     families: Reports,
 }
 
@@ -173,16 +176,13 @@ impl HostStage {
             // A cleared map from an earlier interval: its pages are already
             // resident, so a busy link does not fault in megabytes per second.
             hosts: spare.take().unwrap_or_else(|| HashMap::with_hasher(Default::default())),
+            parts: Vec::new(),
             families: Reports::default(),
         });
         p.reports += 1;
         p.last |= r.last;
         p.families.absorb(r.families);
-        let mut hosts = r.hosts;
-        for (a, h) in hosts.drain(..) {
-            p.hosts.entry(a).or_default().merge(&h);
-        }
-        self.returned.push((r.shard, hosts));
+        p.parts.push((r.shard, r.hosts));
         let mut completed = false;
         // Intervals complete in order: each shard reports its ticks in order.
         while let Some(entry) = self.pending.first_entry() {
@@ -191,7 +191,14 @@ impl HostStage {
             if !done {
                 break;
             }
-            let (t, p) = entry.remove_entry();
+            let (t, mut p) = entry.remove_entry();
+            p.parts.sort_unstable_by_key(|(shard, _)| *shard);
+            for (shard, mut hosts) in std::mem::take(&mut p.parts) {
+                for (a, h) in hosts.drain(..) {
+                    p.hosts.entry(a).or_default().merge(&h);
+                }
+                self.returned.push((shard, hosts));
+            }
             self.close_interval(t, p, out);
             completed = true;
         }

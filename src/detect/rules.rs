@@ -14,6 +14,15 @@ pub struct RuleObs {
     pub ts: Timestamp,
     /// Packet times of the evidence (empty: not tracked, the interval stands in).
     pub span: Span,
+    /// Start of the window this observation belongs to: observations of one
+    /// window are cumulative, of different windows additive.
+    pub window: Timestamp,
+    /// Additive counts of the window so far (probes, queries, bytes…),
+    /// summed over windows into the episode's totals.
+    pub totals: Vec<(&'static str, u64)>,
+    /// When set, the event's `observed` is the episode total of this count
+    /// (each observation is one more offence, e.g. a spoofed ARP reply).
+    pub observed_total: Option<&'static str>,
     /// The measured value (distinct ports, queries…).
     pub observed: f64,
     /// The rule's threshold.
@@ -38,8 +47,28 @@ pub struct RuleEpisode {
     first: Timestamp,
     last: Timestamp,
     windows: u64,
+    /// Totals of the windows already over.
+    done: Vec<(&'static str, u64)>,
     latest: RuleObs,
     peak: RuleObs,
+}
+
+fn add_into(acc: &mut Vec<(&'static str, u64)>, v: &[(&'static str, u64)]) {
+    for &(k, n) in v {
+        match acc.iter_mut().find(|(a, _)| *a == k) {
+            Some(e) => e.1 += n,
+            None => acc.push((k, n)),
+        }
+    }
+}
+
+impl RuleEpisode {
+    /// The episode's totals: finished windows plus the current one.
+    fn totals(&self) -> Vec<(&'static str, u64)> {
+        let mut t = self.done.clone();
+        add_into(&mut t, &self.latest.totals);
+        t
+    }
 }
 
 impl EpisodeState for RuleEpisode {
@@ -47,7 +76,14 @@ impl EpisodeState for RuleEpisode {
 
     fn open(o: &RuleObs) -> Self {
         let s = packet_span(o);
-        RuleEpisode { first: s.first, last: s.last, windows: 1, latest: o.clone(), peak: o.clone() }
+        RuleEpisode {
+            first: s.first,
+            last: s.last,
+            windows: 1,
+            done: Vec::new(),
+            latest: o.clone(),
+            peak: o.clone(),
+        }
     }
 
     fn merge(&mut self, o: &RuleObs) {
@@ -55,6 +91,11 @@ impl EpisodeState for RuleEpisode {
         self.first = self.first.min(s.first);
         self.last = self.last.max(s.last);
         self.windows += 1;
+        if o.window != self.latest.window {
+            // The latest window is over: its last (cumulative) counts stand.
+            let finished = std::mem::take(&mut self.latest.totals);
+            add_into(&mut self.done, &finished);
+        }
         if o.observed >= self.peak.observed {
             self.peak = o.clone();
         }
@@ -66,12 +107,24 @@ impl EpisodeState for RuleEpisode {
     }
 
     fn render(&self, key: &EpisodeKey, phase: Phase, ts: Timestamp, id: &str) -> Anomaly {
-        let o = if phase == Phase::Start { &self.latest } else { &self.peak };
+        // Start and updates describe the latest window; the end, the peak
+        // window. Whole-episode counts are under `episode_totals`.
+        let (o, which) = if phase == Phase::End { (&self.peak, "peak") } else { (&self.latest, "latest") };
+        let totals = self.totals();
         let mut ev = o.evidence.clone();
         ev.insert("first_seen".into(), json!(self.first.to_string()));
         ev.insert("last_seen".into(), json!(self.last.to_string()));
         ev.insert("observations".into(), json!(self.windows));
-        let score = if o.threshold > 0.0 { o.observed / o.threshold } else { o.observed };
+        ev.insert("reported_window".into(), json!(which));
+        if !totals.is_empty() {
+            let m: Map<String, Value> = totals.iter().map(|(k, n)| ((*k).to_string(), json!(n))).collect();
+            ev.insert("episode_totals".into(), Value::Object(m));
+        }
+        let observed = match o.observed_total.and_then(|k| totals.iter().find(|(a, _)| *a == k)) {
+            Some((_, n)) => *n as f64,
+            None => o.observed,
+        };
+        let score = if o.threshold > 0.0 { observed / o.threshold } else { observed };
         Anomaly {
             ts,
             phase,
@@ -81,7 +134,7 @@ impl EpisodeState for RuleEpisode {
             src: o.src,
             dst: o.dst,
             flow: None,
-            observed: o.observed,
+            observed,
             unit: o.unit,
             baseline: None,
             threshold: o.threshold,

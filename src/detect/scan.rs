@@ -376,6 +376,9 @@ impl ScanDetector {
                 let obs = RuleObs {
                     ts: t,
                     span: p.span,
+                    window: start,
+                    totals: vec![("probes", u64::from(p.probes))],
+                    observed_total: None,
                     observed: ports as f64,
                     threshold: cfg.ports as f64,
                     unit: "distinct ports",
@@ -427,6 +430,9 @@ impl ScanDetector {
                 let obs = RuleObs {
                     ts: t,
                     span: s.span,
+                    window: start,
+                    totals: vec![("probes", u64::from(s.probes))],
+                    observed_total: None,
                     observed: hosts as f64,
                     threshold: need as f64,
                     unit: "distinct hosts",
@@ -485,6 +491,9 @@ impl ScanDetector {
                 let obs = RuleObs {
                     ts: t,
                     span: Span::default(),
+                    window: w.start,
+                    totals: vec![("probes", u64::from(d.probes))],
+                    observed_total: None,
                     observed: ports as f64,
                     threshold: cfg.distributed_ports as f64,
                     unit: "distinct ports",

@@ -271,6 +271,9 @@ impl TunnelDetector {
             ev.insert("window_start".into(), json!(w.start.to_string()));
             let obs = RuleObs {
                 span: a.span,
+                window: w.start,
+                totals: vec![("queries", u64::from(a.queries))],
+                observed_total: None,
                 ts: t,
                 observed: names as f64,
                 threshold: f64::from(cfg.encoded_names),
@@ -308,6 +311,9 @@ impl TunnelDetector {
                 ev.insert("window_start".into(), json!(w.start.to_string()));
                 let obs = RuleObs {
                     span: a.span,
+                    window: w.start,
+                    totals: vec![("echo_requests", u64::from(a.echoes)), ("payload_bytes", a.bytes)],
+                    observed_total: None,
                     ts: t,
                     observed: sizes as f64,
                     threshold: cfg.icmp_sizes as f64,
