@@ -120,7 +120,11 @@ fn icmp_misuse_and_ipv6_extension_abuse() {
 #[test]
 fn arp_spoofing_and_rogue_router_adverts() {
     expect("lab/arp_spoof.pcap", &[("arp_spoof", "10.77.0.1", "10.77.0.2")]);
-    expect("misuse/softvulnsec_arp_short.pcap", &[("arp_spoof", "192.168.1.1", "192.168.1.254")]);
+    // Both ends of the conversation poisoned: each victim named.
+    expect(
+        "misuse/softvulnsec_arp_short.pcap",
+        &[("arp_spoof", "192.168.1.1", "192.168.1.254"), ("arp_spoof", "192.168.1.254", "192.168.1.1")],
+    );
     expect("misuse/chrissanders_arppoison.pcapng", &[("arp_spoof", "172.16.0.1", "172.16.0.107")]);
     expect(
         "misuse/suricata_kill_router6.pcap",

@@ -108,19 +108,61 @@ fn mac_str(m: &[u8; 6]) -> String {
 #[derive(Clone, Debug, Default)]
 struct Claims {
     ips: Vec<Addr>,
-    unasked: Option<(Addr, Addr)>,
+    /// It has claimed an address in a reply nobody asked for.
+    any_unasked: bool,
+    /// Unasked claims not reported yet: (claimed address, told to, when).
+    pending: Vec<(Addr, Addr, Timestamp)>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Binding {
     mac: [u8; 6],
     seen: Timestamp,
+    /// The MAC this binding replaced, kept while the same MAC repeats its
+    /// claim: the address's owner before a spoofer took it over.
+    displaced: Option<[u8; 6]>,
 }
+
+impl Binding {
+    /// The binding after `mac` speaks for the address at `seen`.
+    fn rebind(prev: Option<Binding>, mac: [u8; 6], seen: Timestamp) -> Binding {
+        let displaced = match prev {
+            Some(p) if p.mac != mac => Some(p.mac),
+            Some(p) => p.displaced,
+            None => None,
+        };
+        Binding { mac, seen, displaced }
+    }
+
+    /// The other MAC this address was at, as seen from a claim by `mac`.
+    fn other_than(&self, mac: [u8; 6]) -> Option<[u8; 6]> {
+        if self.mac != mac { Some(self.mac) } else { self.displaced }
+    }
+}
+
+/// One MAC that advertised a router address.
+#[derive(Clone, Copy, Debug)]
+struct RaMac {
+    mac: [u8; 6],
+    first: Timestamp,
+    last: Timestamp,
+    adverts: u32,
+    /// Adverts with router lifetime 0 (withdrawing the default route).
+    withdrawals: u32,
+    /// Adverts already reported in an episode.
+    reported: u32,
+}
+
+/// Unasked ARP claims kept per MAC until they are reported.
+const MAX_PENDING_CLAIMS: usize = 16;
+
+/// MACs remembered per router address.
+const MAX_RA_MACS: usize = 4;
 
 /// The host-stage binding watch.
 pub struct L2Watch {
     arp: HashMap<Addr, Binding, foldhash::fast::FixedState>,
-    routers: HashMap<Addr, Binding, foldhash::fast::FixedState>,
+    routers: HashMap<Addr, Vec<RaMac>, foldhash::fast::FixedState>,
     pending: HashMap<(Addr, Addr), Timestamp, foldhash::fast::FixedState>,
     claims: HashMap<[u8; 6], Claims, foldhash::fast::FixedState>,
     episodes: Episodes<RuleEpisode>,
@@ -189,7 +231,8 @@ impl L2Watch {
             return; // ARP probe (RFC 5227): claims nothing yet
         }
         self.pending.insert((o.ip, o.target), o.ts);
-        let previous = self.arp.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+        let prior = self.arp.get(&o.ip).copied();
+        let previous = self.arp.insert(o.ip, Binding::rebind(prior, o.mac, o.ts));
         let mut reasons = Vec::new();
         if previous.is_some_and(|b| b.mac != o.mac && o.ts.since(b.seen) < BINDING_TTL) {
             reasons.push("rebinds_live_address");
@@ -207,10 +250,13 @@ impl L2Watch {
         if !c.ips.contains(&o.ip) && c.ips.len() < 8 {
             c.ips.push(o.ip);
         }
-        if unasked_reply && c.unasked.is_none() {
-            c.unasked = Some((o.ip, o.target));
+        if unasked_reply {
+            c.any_unasked = true;
+            if c.pending.len() < MAX_PENDING_CLAIMS {
+                c.pending.push((o.ip, o.target, o.ts));
+            }
         }
-        c.ips.len() >= 2 && c.unasked.is_some()
+        c.ips.len() >= 2 && c.any_unasked
     }
 
     fn arp_reply(
@@ -226,12 +272,23 @@ impl L2Watch {
         if let Some(b) = previous {
             if b.mac != o.mac && o.ts.since(b.seen) < BINDING_TTL {
                 reasons.push("rebinds_live_address");
+            } else if b.mac == o.mac
+                && b.displaced.is_some()
+                && !solicited
+                && self.episodes.is_open(&EpisodeKey {
+                    kind: AnomalyKind::ArpSpoof,
+                    src: o.ip,
+                    dst: o.target,
+                })
+            {
+                // The spoofer keeps the victim's cache poisoned: each repeat counts.
+                reasons.push("repeats_spoofed_binding");
             }
         }
         if self.claim(o, !solicited) {
             reasons.push("one_mac_claims_several_addresses_unasked");
         }
-        self.arp.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+        self.arp.insert(o.ip, Binding::rebind(previous, o.mac, o.ts));
         self.flag(o, previous, reasons, t, allowed, out);
     }
 
@@ -244,47 +301,70 @@ impl L2Watch {
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
         out: &mut Vec<Anomaly>,
     ) {
-        // The episode is about the address being stolen: the one claimed
-        // unasked if there was one, else the one rebound.
-        let (ip, target) = self.claims.get(&o.mac).and_then(|c| c.unasked).unwrap_or((o.ip, o.target));
-        if reasons.is_empty() || allowed(&ip, AnomalyKind::ArpSpoof) {
+        if reasons.is_empty() {
             return;
         }
-        let claims: Vec<String> = self
+        // Each offence is an address stolen toward one victim, so poisoning
+        // both ends of a conversation is two episodes, each victim named:
+        // the address this packet rebinds, or every unasked claim of a MAC
+        // that speaks for several addresses (the first ones included, which
+        // were not suspect until the second address).
+        let rebinds = reasons.iter().any(|r| *r == "rebinds_live_address" || *r == "repeats_spoofed_binding");
+        let claims = self.claims.get_mut(&o.mac);
+        let offences: Vec<(Addr, Addr, Timestamp)> = match claims {
+            Some(c) if !rebinds => std::mem::take(&mut c.pending),
+            Some(c) => {
+                c.pending.retain(|p| *p != (o.ip, o.target, o.ts));
+                vec![(o.ip, o.target, o.ts)]
+            }
+            None => vec![(o.ip, o.target, o.ts)],
+        };
+        let claimed: Vec<String> = self
             .claims
             .get(&o.mac)
             .map(|c| c.ips.iter().map(|a| a.to_string()).collect())
             .unwrap_or_default();
-        let mut ev = Map::new();
-        ev.insert("claimed_ip".into(), json!(ip.to_string()));
-        ev.insert("claiming_mac".into(), json!(mac_str(&o.mac)));
-        if let Some(b) = previous {
-            ev.insert("previous_mac".into(), json!(mac_str(&b.mac)));
+        for (ip, target, when) in offences {
+            if allowed(&ip, AnomalyKind::ArpSpoof) {
+                continue;
+            }
+            let mut ev = Map::new();
+            ev.insert("claimed_ip".into(), json!(ip.to_string()));
+            ev.insert("claiming_mac".into(), json!(mac_str(&o.mac)));
+            let owner = previous.filter(|_| ip == o.ip).and_then(|b| b.other_than(o.mac));
+            if let Some(m) = owner {
+                ev.insert("previous_mac".into(), json!(mac_str(&m)));
+            }
+            ev.insert("addresses_claimed_by_mac".into(), json!(claimed));
+            ev.insert("reasons".into(), json!(reasons));
+            let was = owner.map(|m| format!(" (was {})", mac_str(&m))).unwrap_or_default();
+            let obs = RuleObs {
+                ts: t,
+                span: crate::base::time::Span::at(when),
+                window: when,
+                totals: vec![("spoofed_replies", 1)],
+                observed_total: Some("spoofed_replies"),
+                observed: 1.0,
+                threshold: 1.0,
+                unit: "spoofed replies",
+                severity: Severity::High,
+                src: Some(ip),
+                dst: Some(target),
+                evidence: ev,
+                message: format!(
+                    "MAC {} told {target} that {ip} is at {}{was} ({}): ARP spoofing, the first step of a man-in-the-middle",
+                    mac_str(&o.mac),
+                    mac_str(&o.mac),
+                    reasons.join(", ")
+                ),
+            };
+            self.episodes.observe(
+                EpisodeKey { kind: AnomalyKind::ArpSpoof, src: ip, dst: target },
+                t,
+                &obs,
+                out,
+            );
         }
-        ev.insert("addresses_claimed_by_mac".into(), json!(claims));
-        ev.insert("reasons".into(), json!(reasons));
-        let was = previous.map(|b| format!(" (was {})", mac_str(&b.mac))).unwrap_or_default();
-        let obs = RuleObs {
-            ts: t,
-            span: crate::base::time::Span::at(o.ts),
-            window: o.ts,
-            totals: vec![("spoofed_replies", 1)],
-            observed_total: Some("spoofed_replies"),
-            observed: 1.0,
-            threshold: 1.0,
-            unit: "spoofed replies",
-            severity: Severity::High,
-            src: Some(ip),
-            dst: Some(target),
-            evidence: ev,
-            message: format!(
-                "MAC {} told {target} that {ip} is at {}{was} ({}): ARP spoofing, the first step of a man-in-the-middle",
-                mac_str(&o.mac),
-                mac_str(&o.mac),
-                reasons.join(", ")
-            ),
-        };
-        self.episodes.observe(EpisodeKey { kind: AnomalyKind::ArpSpoof, src: ip, dst: target }, t, &obs, out);
     }
 
     fn router_advert(
@@ -294,50 +374,82 @@ impl L2Watch {
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
         out: &mut Vec<Anomaly>,
     ) {
-        let previous = self.routers.get(&o.ip).copied();
-        let Some(b) = previous else {
-            self.routers.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
-            return;
-        };
-        if b.mac == o.mac {
-            self.routers.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
+        let macs = self.routers.entry(o.ip).or_default();
+        // Forget MACs silent for longer than a binding lives.
+        macs.retain(|m| o.ts.since(m.last) < BINDING_TTL);
+        match macs.iter().position(|m| m.mac == o.mac) {
+            Some(i) => {
+                let m = &mut macs[i];
+                m.last = o.ts;
+                m.adverts += 1;
+                m.withdrawals += u32::from(o.lifetime == 0);
+            }
+            None if macs.len() < MAX_RA_MACS => macs.push(RaMac {
+                mac: o.mac,
+                first: o.ts,
+                last: o.ts,
+                adverts: 1,
+                withdrawals: u32::from(o.lifetime == 0),
+                reported: 0,
+            }),
+            None => return,
+        }
+        if macs.len() < 2 || allowed(&o.ip, AnomalyKind::RogueRouterAdvert) {
             return;
         }
-        // The same router address from a second MAC: one of them is lying.
-        // The known binding is kept, so the impostor keeps being flagged.
-        if allowed(&o.ip, AnomalyKind::RogueRouterAdvert) || o.ts.since(b.seen) >= BINDING_TTL {
-            self.routers.insert(o.ip, Binding { mac: o.mac, seen: o.ts });
-            return;
+        // The router's usual MAC is the one advertising it as a router
+        // (lifetime above 0) most often; ties go to the first seen. The
+        // others are impostors, whichever came first: kill_router6 speaks
+        // before the real router does.
+        let usual = macs
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, m)| (m.adverts - m.withdrawals, std::cmp::Reverse(m.first)))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let known = macs[usual];
+        for m in macs.iter_mut().filter(|m| m.mac != known.mac && m.adverts > m.reported) {
+            let new = m.adverts - m.reported;
+            m.reported = m.adverts;
+            let what = if m.withdrawals > 0 {
+                format!("withdrawing the default route (lifetime 0) in {} of them", m.withdrawals)
+            } else {
+                "advertising itself as the router".to_string()
+            };
+            let newer = if m.first > known.first { "new" } else { "earlier" };
+            let mut ev = Map::new();
+            ev.insert("router".into(), json!(o.ip.to_string()));
+            ev.insert("advertising_mac".into(), json!(mac_str(&m.mac)));
+            ev.insert("advertising_mac_first_seen".into(), json!(m.first.to_string()));
+            ev.insert("advertising_mac_is".into(), json!(newer));
+            ev.insert("known_mac".into(), json!(mac_str(&known.mac)));
+            ev.insert("known_mac_first_seen".into(), json!(known.first.to_string()));
+            ev.insert("lifetime_zero_adverts".into(), json!(m.withdrawals));
+            let obs = RuleObs {
+                ts: t,
+                span: crate::base::time::Span { first: m.first, last: m.last },
+                window: m.last,
+                totals: vec![("router_advertisements", u64::from(new))],
+                observed_total: Some("router_advertisements"),
+                observed: f64::from(m.adverts),
+                threshold: 1.0,
+                unit: "router advertisements",
+                severity: Severity::High,
+                src: Some(o.ip),
+                dst: Some(o.target),
+                evidence: ev,
+                message: format!(
+                    "MAC {} ({newer} for this address) sent {} router advertisements as {}, {what}, while {} advertises that router from its usual MAC {}: a rogue or spoofed IPv6 router",
+                    mac_str(&m.mac),
+                    m.adverts,
+                    o.ip,
+                    o.ip,
+                    mac_str(&known.mac)
+                ),
+            };
+            let key = EpisodeKey { kind: AnomalyKind::RogueRouterAdvert, src: o.ip, dst: Addr::UNSPECIFIED };
+            self.episodes.observe(key, t, &obs, out);
         }
-        let mut ev = Map::new();
-        ev.insert("router".into(), json!(o.ip.to_string()));
-        ev.insert("advertising_mac".into(), json!(mac_str(&o.mac)));
-        ev.insert("known_mac".into(), json!(mac_str(&b.mac)));
-        ev.insert("router_lifetime".into(), json!(o.lifetime));
-        let what =
-            if o.lifetime == 0 { "withdrawing the default route (lifetime 0)" } else { "advertising itself" };
-        let obs = RuleObs {
-            ts: t,
-            span: crate::base::time::Span::at(o.ts),
-            window: o.ts,
-            totals: vec![("router_advertisements", 1)],
-            observed_total: Some("router_advertisements"),
-            observed: 1.0,
-            threshold: 1.0,
-            unit: "router advertisements",
-            severity: Severity::High,
-            src: Some(o.ip),
-            dst: Some(o.target),
-            evidence: ev,
-            message: format!(
-                "MAC {} sent router advertisements as {} {what}, but that router is at {}: a rogue or spoofed IPv6 router",
-                mac_str(&o.mac),
-                o.ip,
-                mac_str(&b.mac)
-            ),
-        };
-        let key = EpisodeKey { kind: AnomalyKind::RogueRouterAdvert, src: o.ip, dst: Addr::UNSPECIFIED };
-        self.episodes.observe(key, t, &obs, out);
     }
 }
 
