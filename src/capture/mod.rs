@@ -112,6 +112,13 @@ pub struct CaptureStats {
     pub if_drops: u64,
     /// Packets dropped because a shard queue was full (live only).
     pub queue_drops: u64,
+    /// Packets stamped a little (at most a second) before one already
+    /// seen, stamped with the latest time instead: the ordinary
+    /// interleaving of a capture fed by several CPUs or queues, not a
+    /// decode anomaly. Larger steps back are `timestamp_backwards`.
+    pub reordered: u64,
+    /// The largest such step back, in nanoseconds.
+    pub reordered_max_ns: u64,
     /// Savefiles read completely.
     pub files_ok: usize,
     /// Errors met while reading (damaged files); processing went on.
@@ -133,6 +140,8 @@ impl CaptureStats {
         self.kernel_drops += o.kernel_drops;
         self.if_drops += o.if_drops;
         self.queue_drops += o.queue_drops;
+        self.reordered += o.reordered;
+        self.reordered_max_ns = self.reordered_max_ns.max(o.reordered_max_ns);
         self.files_ok += o.files_ok;
         self.errors.extend(o.errors.iter().cloned());
     }

@@ -19,6 +19,8 @@ pub const PACKETS: &str = "netvigil_packets_total";
 pub const BYTES: &str = "netvigil_bytes_total";
 /// Packets lost before analysis, by where (kernel, interface, queue_full).
 pub const DROPPED: &str = "netvigil_packets_dropped_total";
+/// Packets a little out of time order (multi-CPU/queue capture), kept in order.
+pub const REORDERED: &str = "netvigil_packets_reordered_total";
 /// Decode anomalies, by reason.
 pub const DECODE_ANOMALIES: &str = "netvigil_decode_anomalies_total";
 /// Flows in the tables now.
@@ -70,6 +72,11 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
     describe_counter!(BYTES, metrics::Unit::Bytes, "Wire bytes seen, by protocol.");
     describe_counter!(DROPPED, metrics::Unit::Count, "Packets lost before analysis, by where.");
     describe_counter!(DECODE_ANOMALIES, metrics::Unit::Count, "Decode anomalies, by reason.");
+    describe_counter!(
+        REORDERED,
+        metrics::Unit::Count,
+        "Packets stamped up to a second before one already seen (multi-CPU capture), kept in order."
+    );
     describe_gauge!(FLOWS_ACTIVE, metrics::Unit::Count, "Flows tracked now.");
     describe_counter!(FLOWS_CREATED, metrics::Unit::Count, "Flow records created.");
     describe_counter!(FLOWS_EVICTED, metrics::Unit::Count, "Flows evicted at the table cap.");
@@ -152,6 +159,7 @@ pub fn publish_capture(c: &CaptureStats) {
     counter!(DROPPED, "reason" => "kernel").absolute(c.kernel_drops);
     counter!(DROPPED, "reason" => "interface").absolute(c.if_drops);
     counter!(DROPPED, "reason" => "queue_full").absolute(c.queue_drops);
+    counter!(REORDERED).absolute(c.reordered);
     for (i, (_, name)) in anomaly::NAMES.iter().enumerate() {
         counter!(DECODE_ANOMALIES, "reason" => *name).absolute(c.decode_anomalies[i]);
     }

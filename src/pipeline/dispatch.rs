@@ -153,11 +153,15 @@ impl FrameSink for Dispatcher {
         // spacing rather than all piling into one interval and faking a spike.
         match self.watermark {
             Some(w) if ts < w => {
-                if w.since(ts) > REBASE_NS {
-                    self.skew = self.skew.saturating_add(w.since(ts));
+                let back = w.since(ts);
+                if back > REBASE_NS {
+                    self.skew = self.skew.saturating_add(back);
+                    m.anomalies |= anomaly::TS_BACKWARDS;
+                } else {
+                    self.stats.reordered += 1;
+                    self.stats.reordered_max_ns = self.stats.reordered_max_ns.max(back);
                 }
                 m.ts = w;
-                m.anomalies |= anomaly::TS_BACKWARDS;
             }
             _ => self.watermark = Some(ts),
         }

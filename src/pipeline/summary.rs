@@ -86,6 +86,7 @@ impl Summary {
             "episodes": self.episodes_by_kind,
             "events_written": self.events_written,
             "drops": {"kernel": c.kernel_drops, "interface": c.if_drops, "queue_full": c.queue_drops},
+            "reordered": {"packets": c.reordered, "max_step_us": c.reordered_max_ns / 1000},
             "errors": c.errors,
             "events_error": self.events_error,
             "reloads": {"applied": self.reloads.0, "rejected": self.reloads.1},
@@ -147,6 +148,14 @@ impl Summary {
             "  decode       {}",
             if anomalies.is_empty() { "no anomalies".to_string() } else { anomalies.join(", ") }
         );
+        if c.reordered > 0 {
+            let _ = writeln!(
+                s,
+                "  reordered    {} packets a little out of time order (at most {:.3} ms back), kept in order",
+                c.reordered,
+                c.reordered_max_ns as f64 / 1e6
+            );
+        }
         for (dlt, n) in &c.unsupported_links {
             let _ = writeln!(s, "  link type    {dlt} unsupported: {n} packets counted, not analysed");
         }
