@@ -121,6 +121,8 @@ pub struct SpikeEpisode {
     observed: u64,
     onset: Timestamp,
     opened_by: String,
+    /// Sum of the metric over the observed intervals (packets, bytes…).
+    total: f64,
     latest: SpikeObs,
     peak: SpikeObs,
 }
@@ -137,6 +139,7 @@ impl EpisodeState for SpikeEpisode {
             observed: 1,
             onset: obs.onset,
             opened_by: obs.opened_by.clone(),
+            total: obs.value,
             latest: obs.clone(),
             peak: obs.clone(),
         }
@@ -148,6 +151,7 @@ impl EpisodeState for SpikeEpisode {
         self.last = self.last.max(s.last);
         self.over += u64::from(obs.over);
         self.observed += 1;
+        self.total += obs.value;
         if obs.value > self.peak.value {
             self.peak = obs.clone();
         }
@@ -159,7 +163,9 @@ impl EpisodeState for SpikeEpisode {
     }
 
     fn render(&self, key: &EpisodeKey, phase: Phase, ts: Timestamp, id: &str) -> Anomaly {
-        let o = if phase == Phase::Start { &self.latest } else { &self.peak };
+        // Start and updates describe the latest interval, the end the peak;
+        // the whole episode is under `episode_totals`.
+        let (o, which) = if phase == Phase::End { (&self.peak, "peak") } else { (&self.latest, "latest") };
         let spec = &SPECS[o.spec];
         let score = if o.threshold > 0.0 { o.value / o.threshold } else { o.value };
         let severity = severity(key.kind, score);
@@ -170,6 +176,8 @@ impl EpisodeState for SpikeEpisode {
         ev.insert("intervals_observed".into(), json!(self.observed));
         ev.insert("onset".into(), json!(self.onset.to_string()));
         ev.insert("opened_by".into(), json!(self.opened_by));
+        ev.insert("reported_interval".into(), json!(which));
+        ev.insert("episode_totals".into(), json!({ spec.name: round2(self.total) }));
         ev.insert("metric".into(), json!(spec.name));
         if phase != Phase::Start {
             ev.insert("peak_at".into(), json!(self.peak.ts.to_string()));
