@@ -171,22 +171,106 @@ impl<const W: usize> Distinct<W> {
         if self.len != SKETCH {
             return Count { value: u64::from(self.len), exact: true, error: 0.0, saturated: false };
         }
-        let m = f64::from(Self::BITS);
         let ones: u32 = self.slots.iter().map(|w| w.count_ones()).sum();
-        let zeros = f64::from(Self::BITS - ones);
-        let floor = W as u64 + 1; // it overflowed the exact set
-        let cap = u64::from(self.inserts).max(floor);
-        if zeros == 0.0 {
-            // Every bit set: all that is known is that the count is at least
-            // what one empty bit would have meant.
-            let value = ((m * m.ln()).round() as u64).clamp(floor, cap);
-            return Count { value, exact: false, error: 0.0, saturated: true };
+        linear_count(ones, Self::BITS, W as u64 + 1, u64::from(self.inserts))
+    }
+}
+
+/// Linear counting (Whang et al., 1990) from a bitmap with `ones` of `bits`
+/// set, for a set known to hold at least `floor` and at most `cap` items.
+fn linear_count(ones: u32, bits: u32, floor: u64, cap: u64) -> Count {
+    let m = f64::from(bits);
+    let zeros = f64::from(bits - ones);
+    let cap = cap.max(floor);
+    if zeros == 0.0 {
+        // Every bit set: all that is known is that the count is at least
+        // what one empty bit would have meant.
+        let value = ((m * m.ln()).round() as u64).clamp(floor, cap);
+        return Count { value, exact: false, error: 0.0, saturated: true };
+    }
+    let n = -m * (zeros / m).ln();
+    let t = n / m;
+    let error = 2.0 * (m * (t.exp() - t - 1.0)).sqrt() / n.max(1.0);
+    let value = (n.round() as u64).clamp(floor, cap);
+    Count { value, exact: false, error: (error * 100.0).round() / 100.0, saturated: false }
+}
+
+/// Distinct ports: exact (the ports themselves) up to 16, then a 256-bit
+/// linear-counting bitmap in the same 32 bytes; half the size of a
+/// [`Distinct`] of the same exact width, for the scan detector's
+/// per-pair tables, which hold one entry per probed pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PortSet {
+    inserts: u32,
+    /// Exact mode: ports held; [`SKETCH`] once the bitmap took over.
+    len: u16,
+    slots: [u16; 16],
+}
+
+impl PortSet {
+    /// Records a port.
+    #[inline]
+    pub fn insert_port(&mut self, p: u16) {
+        self.inserts = self.inserts.saturating_add(1);
+        self.insert(p);
+    }
+
+    #[inline]
+    fn insert(&mut self, p: u16) {
+        if self.len == SKETCH {
+            self.set_bit(p);
+        } else if !self.slots[..usize::from(self.len).min(16)].contains(&p) {
+            if self.len < 16 {
+                self.slots[usize::from(self.len)] = p;
+                self.len += 1;
+            } else {
+                let held = self.slots;
+                self.slots = [0; 16];
+                self.len = SKETCH;
+                held.iter().for_each(|&q| self.set_bit(q));
+                self.set_bit(p);
+            }
         }
-        let n = -m * (zeros / m).ln();
-        let t = n / m;
-        let error = 2.0 * (m * (t.exp() - t - 1.0)).sqrt() / n.max(1.0);
-        let value = (n.round() as u64).clamp(floor, cap);
-        Count { value, exact: false, error: (error * 100.0).round() / 100.0, saturated: false }
+    }
+
+    #[inline]
+    fn set_bit(&mut self, p: u16) {
+        let bit = (mix(u64::from(p)) >> 56) as usize;
+        self.slots[bit >> 4] |= 1 << (bit & 15);
+    }
+
+    /// Adds another set's ports.
+    pub fn merge(&mut self, o: &PortSet) {
+        if self.inserts == 0 {
+            *self = *o;
+            return;
+        }
+        let inserts = self.inserts.saturating_add(o.inserts);
+        match (self.len == SKETCH, o.len == SKETCH) {
+            (_, false) => o.slots[..usize::from(o.len)].iter().for_each(|&p| self.insert(p)),
+            (false, true) => {
+                let mine = *self;
+                *self = *o;
+                mine.slots[..usize::from(mine.len)].iter().for_each(|&p| self.set_bit(p));
+            }
+            (true, true) => self.slots.iter_mut().zip(o.slots.iter()).for_each(|(a, b)| *a |= b),
+        }
+        self.inserts = inserts;
+    }
+
+    /// The distinct count (estimated past 16 ports).
+    pub fn estimate(&self) -> u64 {
+        self.count().value
+    }
+
+    /// The distinct count with its exactness, for evidence.
+    pub fn count(&self) -> Count {
+        if self.len != SKETCH {
+            return Count { value: u64::from(self.len), exact: true, error: 0.0, saturated: false };
+        }
+        let ones: u32 = self.slots.iter().map(|w| w.count_ones()).sum();
+        linear_count(ones, 256, 17, u64::from(self.inserts))
     }
 }
 
@@ -363,6 +447,32 @@ mod tests {
         y.merge(&big);
         assert_eq!(x, y, "a union in either order");
         assert_eq!(x.inserts, 215);
+    }
+
+    #[test]
+    fn port_sets_are_exact_to_sixteen_then_estimate_within_their_error() {
+        let fill = |from: u16, to: u16| {
+            let mut s = PortSet::default();
+            (from..to).for_each(|p| s.insert_port(p));
+            s
+        };
+        let s = fill(1, 17);
+        assert_eq!((s.count().value, s.count().exact), (16, true));
+        for n in [17u16, 50, 100, 300] {
+            let c = fill(1, n + 1).count();
+            let err = (c.value as f64 - f64::from(n)).abs() / f64::from(n);
+            assert!(!c.exact && err <= c.error + 0.03 && c.value <= u64::from(n), "{n}: {c:?}");
+        }
+        let (a, b) = (fill(0, 10), fill(5, 30));
+        let (mut x, mut y) = (a, b);
+        x.merge(&b);
+        y.merge(&a);
+        assert_eq!(x, y);
+        assert_eq!(fill(0, 12).count(), {
+            let mut m = fill(0, 8);
+            m.merge(&fill(4, 12));
+            m.count()
+        });
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family};
 use super::rules::{RuleEpisode, RuleObs, Win, merge_by_key, roll};
+use crate::base::sketch::PortSet;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
 use crate::config::ScanConfig;
@@ -62,9 +63,8 @@ pub struct PairAgg {
     pub low_port: u16,
     /// Highest port probed.
     pub high_port: u16,
-    // Last: the sketch only touches its first line for a few ports.
     /// Distinct destination ports probed (exact up to 16, past the default line of 15).
-    pub ports: Distinct,
+    pub ports: PortSet,
 }
 
 impl PairAgg {
@@ -288,7 +288,7 @@ fn entry<'a, K: std::hash::Hash + Eq, V: Default>(
 #[derive(Clone, Copy, Debug, Default)]
 struct DstAgg {
     sources: Distinct,
-    ports: Distinct,
+    ports: PortSet,
     probes: u32,
     ok: u32,
 }
