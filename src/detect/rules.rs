@@ -178,19 +178,29 @@ pub fn some_addr(a: Addr) -> Option<Addr> {
     (a != Addr::UNSPECIFIED).then_some(a)
 }
 
-/// Merges the entries of equal keys (parts from several shards) and returns
-/// them in key order. Sorts small (key, index) pairs rather than moving the
-/// aggregates, which are a hundred bytes and more.
-pub fn merge_by_key<K: Ord + Copy, V: Copy>(v: Vec<(K, V)>, merge: fn(&mut V, &V)) -> Vec<(K, V)> {
-    let mut idx: Vec<(K, u32)> = v.iter().enumerate().map(|(i, (k, _))| (*k, i as u32)).collect();
+/// The entries of `v` in key order, equal keys (parts from several shards)
+/// merged. Sorts small (key, index) pairs in `idx` (a buffer the caller
+/// keeps between intervals) instead of moving the aggregates, which are a
+/// hundred bytes and more, and builds no second list of them.
+pub fn merged_by_key<'a, K: Ord + Copy, V: Copy>(
+    v: &'a [(K, V)],
+    idx: &'a mut Vec<(K, u32)>,
+    merge: fn(&mut V, &V),
+) -> impl Iterator<Item = (K, V)> + 'a {
+    idx.clear();
+    idx.extend(v.iter().enumerate().map(|(i, (k, _))| (*k, i as u32)));
     idx.sort_unstable();
-    let mut out: Vec<(K, V)> = Vec::with_capacity(v.len());
-    for (k, i) in idx {
-        let a = &v[i as usize].1;
-        match out.last_mut() {
-            Some((lk, la)) if *lk == k => merge(la, a),
-            _ => out.push((k, *a)),
+    let mut it = idx.iter().peekable();
+    std::iter::from_fn(move || {
+        let &(k, i) = it.next()?;
+        let mut acc = v[i as usize].1;
+        while let Some(&&(k2, j)) = it.peek() {
+            if k2 != k {
+                break;
+            }
+            merge(&mut acc, &v[j as usize].1);
+            it.next();
         }
-    }
-    out
+        Some((k, acc))
+    })
 }

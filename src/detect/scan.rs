@@ -16,7 +16,7 @@ use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, merge_by_key, roll};
+use super::rules::{RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::sketch::PortSet;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
@@ -299,6 +299,9 @@ pub struct ScanDetector {
     sweeps: HashMap<SweepKey, Win<SweepAgg>, foldhash::fast::FixedState>,
     dsts: HashMap<Addr, Win<DstAgg>, foldhash::fast::FixedState>,
     episodes: Episodes<RuleEpisode>,
+    /// Sort buffers kept between intervals.
+    pair_idx: Vec<((Addr, Addr), u32)>,
+    sweep_idx: Vec<(SweepKey, u32)>,
     /// Windows dropped to stay under `max_tracked`.
     pub forgotten: u64,
 }
@@ -312,6 +315,8 @@ impl ScanDetector {
             sweeps: HashMap::with_hasher(Default::default()),
             dsts: HashMap::with_hasher(Default::default()),
             episodes: Episodes::new(policy),
+            pair_idx: Vec::new(),
+            sweep_idx: Vec::new(),
             forgotten: 0,
         }
     }
@@ -336,11 +341,11 @@ impl ScanDetector {
     ) {
         let window = cfg.window.saturating_mul(NANOS_PER_SEC);
         // Shard parts of the same key merged, in key order (determinism).
-        let pairs = merge_by_key(pairs, PairAgg::merge);
-        let sweeps = merge_by_key(sweeps, SweepAgg::merge);
+        let (mut pair_idx, mut sweep_idx) =
+            (std::mem::take(&mut self.pair_idx), std::mem::take(&mut self.sweep_idx));
         self.bound(cfg.max_tracked, t, window);
         let mut touched: Vec<Addr> = Vec::new();
-        for ((src, dst), agg) in pairs {
+        for ((src, dst), agg) in merged_by_key(&pairs, &mut pair_idx, PairAgg::merge) {
             if agg.probes > 0 {
                 touched.push(dst);
             }
@@ -399,7 +404,7 @@ impl ScanDetector {
                 self.episodes.observe(key, t, &obs, out);
             }
         }
-        for ((src, port, proto), agg) in sweeps {
+        for ((src, port, proto), agg) in merged_by_key(&sweeps, &mut sweep_idx, SweepAgg::merge) {
             let w = roll(&mut self.sweeps, (src, port, proto), t, window);
             w.agg.merge(&agg);
             let s = w.agg;
@@ -454,6 +459,7 @@ impl ScanDetector {
                 self.episodes.observe(key, t, &obs, out);
             }
         }
+        (self.pair_idx, self.sweep_idx) = (pair_idx, sweep_idx);
         // Only targets probed in this interval can have crossed a line.
         touched.sort_unstable();
         touched.dedup();

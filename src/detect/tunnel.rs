@@ -13,7 +13,7 @@ use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, merge_by_key, roll};
+use super::rules::{RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
 use crate::config::TunnelConfig;
@@ -229,9 +229,8 @@ impl TunnelDetector {
         self.dns.retain(|_, w| t.since(w.start) < window);
         self.echo.retain(|_, w| t.since(w.start) < window);
         // Shard parts of one key are judged together, once, in key order.
-        let dns = merge_by_key(dns, DnsAgg::merge);
-        let echo = merge_by_key(echo, EchoAgg::merge);
-        for (key, agg) in dns {
+        let (mut dns_idx, mut echo_idx) = (Vec::new(), Vec::new());
+        for (key, agg) in merged_by_key(&dns, &mut dns_idx, DnsAgg::merge) {
             let w = roll(&mut self.dns, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
@@ -291,7 +290,7 @@ impl TunnelDetector {
             };
             self.episodes.observe(key_ep, t, &obs, out);
         }
-        for (key, agg) in echo {
+        for (key, agg) in merged_by_key(&echo, &mut echo_idx, EchoAgg::merge) {
             let w = roll(&mut self.echo, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;

@@ -213,7 +213,12 @@ impl Merge for () {
 
 impl<T: Send> Merge for Vec<T> {
     fn absorb(&mut self, mut other: Vec<T>) {
-        self.append(&mut other);
+        if self.is_empty() {
+            // The first (or only) shard's list: taken as it is, not copied.
+            *self = other;
+        } else {
+            self.append(&mut other);
+        }
     }
 }
 
