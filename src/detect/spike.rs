@@ -249,6 +249,11 @@ pub struct SpikeDetector {
     pub forgotten: u64,
     /// Detections not opened because of an allowlist.
     pub allowlisted: u64,
+    /// The latest interval judged (its index).
+    latest: u64,
+    /// After a restore: the interval the state was saved at, so the time the
+    /// sensor was not running is not taken for silence of every host.
+    resume_from: Option<u64>,
 }
 
 /// Learned state as saved to disk.
@@ -260,6 +265,10 @@ pub struct SpikeState {
     pub interval_ns: u64,
     /// Per-host baselines.
     pub hosts: Vec<(String, HostBaseline)>,
+    /// Index of the last interval judged before saving (0 in files written
+    /// before it existed: the hosts' latest `last` stands in).
+    #[serde(default)]
+    pub saved_at: u64,
 }
 
 /// Current [`SpikeState::version`].
@@ -279,6 +288,8 @@ impl SpikeDetector {
             episodes: Episodes::new(cfg.episodes),
             forgotten: 0,
             allowlisted: 0,
+            latest: 0,
+            resume_from: None,
         }
     }
 
@@ -316,6 +327,18 @@ impl SpikeDetector {
     ) {
         let sp = &cfg.spike;
         let idx = t.as_nanos() / cfg.interval_ns.max(1);
+        if let Some(from) = self.resume_from.take() {
+            // The sensor was down from `from` to now: move every restored
+            // host's clock forward by the gap, so the downtime neither
+            // decays baselines (a 1-h half-life would leave nothing of a
+            // night) nor counts toward warm-up.
+            let gap = idx.saturating_sub(from.saturating_add(1));
+            for h in self.hosts.values_mut() {
+                h.last = h.last.saturating_add(gap);
+                h.first = h.first.saturating_add(gap);
+            }
+        }
+        self.latest = idx;
         let warm_after = warmup_intervals(cfg);
         let mut addrs: Vec<&Addr> = iv.hosts.keys().collect();
         addrs.sort();
@@ -466,11 +489,14 @@ impl SpikeDetector {
             version: STATE_VERSION,
             interval_ns,
             hosts: hosts.into_iter().map(|(a, h)| (a.to_string(), h.clone())).collect(),
+            saved_at: self.latest,
         }
     }
 
     /// Loads saved state; returns how many hosts were restored.
     pub fn restore(&mut self, st: SpikeState, max_hosts: usize) -> usize {
+        let newest = st.hosts.iter().map(|(_, h)| h.last).max().unwrap_or(0);
+        self.resume_from = Some(if st.saved_at > 0 { st.saved_at } else { newest });
         let mut n = 0;
         for (a, h) in st.hosts.into_iter().take(max_hosts) {
             if let Ok(ip) = a.parse::<std::net::IpAddr>() {
@@ -961,6 +987,29 @@ mod tests {
         let other = DetectConfig { interval_ns: cfg.interval_ns / 2, ..cfg.clone() };
         assert!(matches!(fresh.load_state(&text, &other), Restored::Bad(e) if e.contains("interval")));
         assert!(matches!(fresh.load_state("{not json", &cfg), Restored::Bad(e) if e.contains("corrupt")));
+    }
+
+    /// Regression (issue 15, learning that lasts): a baseline restored after
+    /// a night of downtime is the baseline that was saved, not one decayed by
+    /// every interval of the gap.
+    #[test]
+    fn downtime_between_save_and_restart_is_not_silence() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        run(&mut det, &cfg, 1, 900, normal);
+        let saved = det.hosts[&X].base[1].slow.mean;
+        let text = String::from_utf8(det.save_state(&cfg).unwrap()).unwrap();
+        let mut fresh = SpikeDetector::new(&cfg);
+        assert_eq!(fresh.load_state(&text, &cfg), Restored::Loaded(1));
+        // Ten hours later the host speaks again, at its usual rate.
+        let later = 900 + 36_000;
+        run(&mut fresh, &cfg, later, later, normal);
+        let mean = fresh.hosts[&X].base[1].slow.mean;
+        assert!(mean > saved * 0.9, "baseline decayed over the downtime: {saved} -> {mean}");
+        // Silence while the sensor runs still decays, as it should.
+        let mut running = det;
+        run(&mut running, &cfg, later, later, normal);
+        assert!(running.hosts[&X].base[1].slow.mean < saved * 0.5);
     }
 
     #[test]
