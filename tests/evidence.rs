@@ -10,7 +10,7 @@
 //! (guaranteed lower bounds), `distinct_sources`, `first_seen`/`last_seen`
 //! (real packets toward the target, not before the `onset`),
 //! `active_seconds`, and `intervals_over` never above `intervals_observed`;
-//! ICMP tunnel episode totals; the packet counts of `tcp_invalid_flags`,
+//! ICMP and DNS tunnel episode totals; the packet counts of `tcp_invalid_flags`,
 //! `land` and `port_zero` episodes. Each new detector
 //! family adds its fields here.
 
@@ -39,6 +39,8 @@ struct Pkt {
     ports: Option<(u16, u16, u16)>,
     /// ICMP echo request (v4 type 8, v6 type 128).
     echo: bool,
+    /// The question name of a DNS query to UDP port 53, lower-cased.
+    query: Option<String>,
 }
 
 fn read(path: &Path) -> Vec<Pkt> {
@@ -60,7 +62,7 @@ fn read(path: &Path) -> Vec<Pkt> {
             }
             _ => None,
         };
-        let mut k = Pkt { ns, src: None, dst: None, ports: None, echo: false };
+        let mut k = Pkt { ns, src: None, dst: None, ports: None, echo: false, query: None };
         let ip = sliced.as_ref().and_then(|s| s.net.as_ref());
         let (proto, payload, first_fragment) = match ip {
             Some(LaxNetSlice::Ipv4(v4)) => {
@@ -83,7 +85,12 @@ fn read(path: &Path) -> Vec<Pkt> {
             6 if first_fragment && payload.len() >= 14 => {
                 k.ports = Some((port(0), port(2), u16::from(payload[13])))
             }
-            17 if first_fragment && payload.len() >= 4 => k.ports = Some((port(0), port(2), 0xffff)),
+            17 if first_fragment && payload.len() >= 4 => {
+                k.ports = Some((port(0), port(2), 0xffff));
+                if port(2) == 53 {
+                    k.query = payload.get(8..).and_then(dns_query_name);
+                }
+            }
             1 => k.echo = payload.first() == Some(&8),
             58 => k.echo = payload.first() == Some(&128),
             _ => {}
@@ -249,6 +256,28 @@ fn every_number_agrees_with_the_packets() {
                         failures.push(format!("{ctx}: packets {said}, the packets say {n}"));
                     }
                 }
+                "dns_tunnel" => {
+                    // Queries from the client to the server under the domain, over the episode.
+                    let (a, b) =
+                        (ns_of(ev["first_seen"].as_str().unwrap()), ns_of(ev["last_seen"].as_str().unwrap()));
+                    let domain = ev["domain"].as_str().unwrap().to_lowercase();
+                    let queries = pkts
+                        .iter()
+                        .filter(|p| p.src == src && p.dst == dst && (a..=b + 999).contains(&p.ns))
+                        .filter(|p| {
+                            p.query
+                                .as_ref()
+                                .is_some_and(|q| *q == domain || q.ends_with(&format!(".{domain}")))
+                        })
+                        .count() as u64;
+                    checked += 1;
+                    let total = ev["episode_totals"]["queries"].as_u64().unwrap();
+                    if total != queries {
+                        failures.push(format!(
+                            "{ctx}: episode_totals.queries {total}, the packets say {queries}"
+                        ));
+                    }
+                }
                 "host_scan" if ev["method"] == "ICMP echo" => {
                     let (a, b) = span();
                     let hosts: BTreeSet<IpAddr> = pkts
@@ -320,6 +349,26 @@ fn every_number_agrees_with_the_packets() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The first question's name of a DNS query message (QR = 0), if it parses.
+fn dns_query_name(msg: &[u8]) -> Option<String> {
+    if msg.len() < 12 || msg[2] & 0x80 != 0 || u16::from_be_bytes([msg[4], msg[5]]) == 0 {
+        return None;
+    }
+    let (mut i, mut labels) = (12, Vec::new());
+    loop {
+        let n = usize::from(*msg.get(i)?);
+        if n == 0 {
+            break;
+        }
+        if n >= 64 {
+            return None; // compression pointers do not occur in a question
+        }
+        labels.push(String::from_utf8_lossy(msg.get(i + 1..i + 1 + n)?).to_lowercase());
+        i += 1 + n;
+    }
+    Some(labels.join("."))
 }
 
 /// RFC 9293, written out independently of the sensor's classifier: after
