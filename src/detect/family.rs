@@ -66,10 +66,12 @@ pub trait Family: Sized {
     /// A fresh shard half for one shard.
     fn shard(cfg: &DetectConfig, shard: &ShardConfig) -> Self::Shard;
     /// Judges one closed interval: the shards' merged observations and the
-    /// host summaries in `cx`. New episodes and updates go to `out`.
+    /// host summaries in `cx`. New episodes and updates go to `out`. The
+    /// report is left empty (its vectors keep their capacity and go back to
+    /// a shard).
     fn judge(
         &mut self,
-        report: <Self::Shard as Observer>::Report,
+        report: &mut <Self::Shard as Observer>::Report,
         cx: &mut Context<'_>,
         out: &mut Vec<Anomaly>,
     );
@@ -143,6 +145,9 @@ macro_rules! families {
             fn overflow(&self) -> u64 {
                 0 $(+ $crate::track::Observer::overflow(&self.$name))+
             }
+            fn recycle(&mut self, r: Reports) {
+                $($crate::track::Observer::recycle(&mut self.$name, r.$name);)+
+            }
         }
 
         /// The host-stage half of every family.
@@ -159,11 +164,11 @@ macro_rules! families {
             /// Judges one closed interval, family by family in registration order.
             pub fn judge(
                 &mut self,
-                r: Reports,
+                r: &mut Reports,
                 cx: &mut $crate::detect::family::Context<'_>,
                 out: &mut Vec<$crate::detect::Anomaly>,
             ) {
-                $($crate::detect::family::Family::judge(&mut self.$name, r.$name, cx, out);)+
+                $($crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, cx, out);)+
             }
 
             /// Updates and ends at an interval boundary.

@@ -71,6 +71,7 @@ const MAX_OBS: usize = 4096;
 #[derive(Debug, Default)]
 pub struct L2Shard {
     obs: Vec<L2Obs>,
+    spare: Vec<L2Obs>,
     overflow: u64,
 }
 
@@ -91,7 +92,12 @@ impl Observer for L2Shard {
     fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
 
     fn close(&mut self, _: Timestamp) -> Vec<L2Obs> {
-        std::mem::take(&mut self.obs)
+        let spare = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.obs, spare)
+    }
+
+    fn recycle(&mut self, spare: Vec<L2Obs>) {
+        self.spare = spare;
     }
 
     fn overflow(&self) -> u64 {
@@ -188,13 +194,13 @@ impl L2Watch {
     /// Processes one interval's observations in time order.
     pub fn on_interval(
         &mut self,
-        mut obs: Vec<L2Obs>,
+        obs: &mut Vec<L2Obs>,
         t: Timestamp,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
         out: &mut Vec<Anomaly>,
     ) {
         obs.sort();
-        for o in obs {
+        for o in obs.drain(..) {
             match o.op {
                 // A gratuitous request announces a binding like a reply does.
                 1 if o.ip == o.target => self.arp_reply(&o, true, t, allowed, out),
@@ -464,11 +470,12 @@ impl Family for L2Watch {
         L2Shard::default()
     }
 
-    fn judge(&mut self, obs: Vec<L2Obs>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+    fn judge(&mut self, obs: &mut Vec<L2Obs>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
         if cfg.misuse_enabled {
             self.on_interval(obs, cx.t, &|a, k| cfg.allowed(a, k), out);
         }
+        obs.clear();
     }
 
     fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {

@@ -534,7 +534,7 @@ impl Family for BehaviourModel {
 
     fn shard(_: &DetectConfig, _: &ShardConfig) {}
 
-    fn judge(&mut self, _: (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+    fn judge(&mut self, _: &mut (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
         if cfg.ml.enabled {
             self.on_interval(cx.hosts, cx.t, &|a, k| cfg.allowed(a, k), out);

@@ -30,7 +30,7 @@ use hashbrown::HashMap;
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::base::{Addr, Cidr};
 use crate::config::{Config, HostGroup, MlConfig, ScanConfig, SpikeConfig, TunnelConfig};
-use crate::track::{HostCounters, Merge, ShardReport, ShardStats};
+use crate::track::{HostCounters, Merge, Returned, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
 use episode::EpisodePolicy;
 use family::{Context, Facts, Restored};
@@ -129,6 +129,8 @@ struct Pending {
     /// heavy-hitter merge keeps the top few, so its result depends on order.
     parts: Vec<(usize, Vec<(Addr, HostCounters)>)>,
     families: Reports,
+    /// The shard whose report vectors `families` took over (they go back to it).
+    families_from: Option<usize>,
 }
 
 /// The single host-stage state machine.
@@ -141,7 +143,7 @@ pub struct HostStage {
     cfg: DetectConfig,
     finished: usize,
     spare_hosts: Option<HashMap<Addr, HostCounters, foldhash::fast::FixedState>>,
-    returned: Vec<(usize, Vec<(Addr, HostCounters)>)>,
+    returned: Vec<(usize, Returned<Reports>)>,
 }
 
 impl HostStage {
@@ -178,9 +180,11 @@ impl HostStage {
             hosts: spare.take().unwrap_or_else(|| HashMap::with_hasher(Default::default())),
             parts: Vec::new(),
             families: Reports::default(),
+            families_from: None,
         });
         p.reports += 1;
         p.last |= r.last;
+        p.families_from.get_or_insert(r.shard);
         p.families.absorb(r.families);
         p.parts.push((r.shard, r.hosts));
         let mut completed = false;
@@ -197,16 +201,21 @@ impl HostStage {
                 for (a, h) in hosts.drain(..) {
                     p.hosts.entry(a).or_default().merge(&h);
                 }
-                self.returned.push((shard, hosts));
+                self.returned.push((shard, (hosts, None)));
             }
-            self.close_interval(t, p, out);
+            let from = p.families_from;
+            let families = self.close_interval(t, p, out);
+            // The emptied report lists go back to a shard to be filled again.
+            if let Some(r) = self.returned.iter_mut().find(|(s, _)| Some(*s) == from) {
+                r.1.1 = Some(families);
+            }
             completed = true;
         }
         completed
     }
 
     /// Emptied host vectors to hand back to their shards, with the shard index.
-    pub fn take_returned(&mut self) -> impl Iterator<Item = (usize, Vec<(Addr, HostCounters)>)> + '_ {
+    pub fn take_returned(&mut self) -> impl Iterator<Item = (usize, Returned<Reports>)> + '_ {
         self.returned.drain(..)
     }
 
@@ -215,7 +224,7 @@ impl HostStage {
         self.finished >= self.shards
     }
 
-    fn close_interval(&mut self, t: Timestamp, p: Pending, out: &mut Vec<Anomaly>) {
+    fn close_interval(&mut self, t: Timestamp, mut p: Pending, out: &mut Vec<Anomaly>) -> Reports {
         let start = out.len();
         self.interval.end = t;
         let mut old = std::mem::replace(&mut self.interval.hosts, p.hosts);
@@ -224,9 +233,10 @@ impl HostStage {
             self.spare_hosts = Some(old);
         }
         let mut cx = Context { t, hosts: &self.interval, cfg: &self.cfg, facts: Facts::default() };
-        self.families.judge(p.families, &mut cx, out);
+        self.families.judge(&mut p.families, &mut cx, out);
         self.families.tick(t, p.last, out);
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        p.families
     }
 
     /// The latest cumulative counters, summed over shards.

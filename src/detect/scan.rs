@@ -121,6 +121,7 @@ pub type SweepList = Vec<(SweepKey, SweepAgg)>;
 pub struct ProbeTable {
     pairs: HashMap<(Addr, Addr), PairAgg, foldhash::fast::FixedState>,
     sweeps: HashMap<SweepKey, SweepAgg, foldhash::fast::FixedState>,
+    spare: Option<(PairList, SweepList)>,
     cap: usize,
     /// Probes not recorded because the table was full.
     pub overflow: u64,
@@ -132,6 +133,7 @@ impl ProbeTable {
         ProbeTable {
             pairs: HashMap::with_hasher(Default::default()),
             sweeps: HashMap::with_hasher(Default::default()),
+            spare: None,
             cap,
             overflow: 0,
         }
@@ -184,9 +186,12 @@ impl ProbeTable {
         }
     }
 
-    /// Moves this interval's aggregates out.
+    /// Moves this interval's aggregates out (into the recycled lists).
     pub fn drain(&mut self) -> (PairList, SweepList) {
-        (self.pairs.drain().collect(), self.sweeps.drain().collect())
+        let (mut pairs, mut sweeps) = self.spare.take().unwrap_or_default();
+        pairs.extend(self.pairs.drain());
+        sweeps.extend(self.sweeps.drain());
+        (pairs, sweeps)
     }
 }
 
@@ -263,6 +268,10 @@ impl Observer for ProbeTable {
         self.drain()
     }
 
+    fn recycle(&mut self, spare: (PairList, SweepList)) {
+        self.spare = Some(spare);
+    }
+
     fn overflow(&self) -> u64 {
         self.overflow
     }
@@ -332,8 +341,8 @@ impl ScanDetector {
     /// Folds in one merged interval of probes and judges what changed.
     pub fn on_interval(
         &mut self,
-        pairs: PairList,
-        sweeps: SweepList,
+        pairs: &[((Addr, Addr), PairAgg)],
+        sweeps: &[(SweepKey, SweepAgg)],
         t: Timestamp,
         cfg: &ScanConfig,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
@@ -345,7 +354,7 @@ impl ScanDetector {
             (std::mem::take(&mut self.pair_idx), std::mem::take(&mut self.sweep_idx));
         self.bound(cfg.max_tracked, t, window);
         let mut touched: Vec<Addr> = Vec::new();
-        for ((src, dst), agg) in merged_by_key(&pairs, &mut pair_idx, PairAgg::merge) {
+        for ((src, dst), agg) in merged_by_key(pairs, &mut pair_idx, PairAgg::merge) {
             if agg.probes > 0 {
                 touched.push(dst);
             }
@@ -404,7 +413,7 @@ impl ScanDetector {
                 self.episodes.observe(key, t, &obs, out);
             }
         }
-        for ((src, port, proto), agg) in merged_by_key(&sweeps, &mut sweep_idx, SweepAgg::merge) {
+        for ((src, port, proto), agg) in merged_by_key(sweeps, &mut sweep_idx, SweepAgg::merge) {
             let w = roll(&mut self.sweeps, (src, port, proto), t, window);
             w.agg.merge(&agg);
             let s = w.agg;
@@ -551,16 +560,14 @@ impl Family for ScanDetector {
         ProbeTable::new(shard.max_hosts)
     }
 
-    fn judge(
-        &mut self,
-        (pairs, sweeps): (PairList, SweepList),
-        cx: &mut Context<'_>,
-        out: &mut Vec<Anomaly>,
-    ) {
+    fn judge(&mut self, report: &mut (PairList, SweepList), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
+        let (pairs, sweeps) = report;
         if cfg.scan.enabled {
             self.on_interval(pairs, sweeps, cx.t, &cfg.scan, &|a, k| cfg.allowed(a, k), out);
         }
+        pairs.clear();
+        sweeps.clear();
     }
 
     fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
@@ -633,7 +640,7 @@ mod tests {
         }
         let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
         let mut out = Vec::new();
-        det.on_interval(pairs, Vec::new(), Timestamp::from_secs(10), &cfg, &never, &mut out);
+        det.on_interval(&pairs, &[], Timestamp::from_secs(10), &cfg, &never, &mut out);
         let kinds: Vec<AnomalyKind> = out.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![AnomalyKind::DistributedScan], "{out:#?}");
 
@@ -648,7 +655,7 @@ mod tests {
         }
         let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
         let mut out = Vec::new();
-        det.on_interval(pairs, Vec::new(), Timestamp::from_secs(10), &cfg, &never, &mut out);
+        det.on_interval(&pairs, &[], Timestamp::from_secs(10), &cfg, &never, &mut out);
         assert!(out.is_empty(), "{out:#?}");
     }
 }

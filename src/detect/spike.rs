@@ -520,7 +520,7 @@ impl Family for SpikeDetector {
 
     fn shard(_: &DetectConfig, _: &ShardConfig) {}
 
-    fn judge(&mut self, _: (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+    fn judge(&mut self, _: &mut (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         if cx.cfg.spike.enabled {
             self.on_interval(cx.hosts, cx.t, cx.cfg, out);
         }

@@ -101,6 +101,7 @@ pub type EchoList = Vec<((Addr, Addr), EchoAgg)>;
 pub struct TunnelTable {
     dns: HashMap<DnsKey, DnsAgg, foldhash::fast::FixedState>,
     echo: HashMap<(Addr, Addr), EchoAgg, foldhash::fast::FixedState>,
+    spare: Option<(DnsList, EchoList)>,
     cap: usize,
     /// Records not kept because the table was full.
     pub overflow: u64,
@@ -112,6 +113,7 @@ impl TunnelTable {
         TunnelTable {
             dns: HashMap::with_hasher(Default::default()),
             echo: HashMap::with_hasher(Default::default()),
+            spare: None,
             cap,
             overflow: 0,
         }
@@ -155,9 +157,12 @@ impl TunnelTable {
         }
     }
 
-    /// Moves this interval's aggregates out.
+    /// Moves this interval's aggregates out (into the recycled lists).
     pub fn drain(&mut self) -> (DnsList, EchoList) {
-        (self.dns.drain().collect(), self.echo.drain().collect())
+        let (mut dns, mut echo) = self.spare.take().unwrap_or_default();
+        dns.extend(self.dns.drain());
+        echo.extend(self.echo.drain());
+        (dns, echo)
     }
 }
 
@@ -175,6 +180,10 @@ impl Observer for TunnelTable {
 
     fn close(&mut self, _: Timestamp) -> (DnsList, EchoList) {
         self.drain()
+    }
+
+    fn recycle(&mut self, spare: (DnsList, EchoList)) {
+        self.spare = Some(spare);
     }
 
     fn overflow(&self) -> u64 {
@@ -216,8 +225,8 @@ impl TunnelDetector {
     /// Folds in one merged interval and judges what changed.
     pub fn on_interval(
         &mut self,
-        dns: DnsList,
-        echo: EchoList,
+        dns: &[(DnsKey, DnsAgg)],
+        echo: &[((Addr, Addr), EchoAgg)],
         t: Timestamp,
         cfg: &TunnelConfig,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
@@ -230,7 +239,7 @@ impl TunnelDetector {
         self.echo.retain(|_, w| t.since(w.start) < window);
         // Shard parts of one key are judged together, once, in key order.
         let (mut dns_idx, mut echo_idx) = (Vec::new(), Vec::new());
-        for (key, agg) in merged_by_key(&dns, &mut dns_idx, DnsAgg::merge) {
+        for (key, agg) in merged_by_key(dns, &mut dns_idx, DnsAgg::merge) {
             let w = roll(&mut self.dns, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
@@ -290,7 +299,7 @@ impl TunnelDetector {
             };
             self.episodes.observe(key_ep, t, &obs, out);
         }
-        for (key, agg) in merged_by_key(&echo, &mut echo_idx, EchoAgg::merge) {
+        for (key, agg) in merged_by_key(echo, &mut echo_idx, EchoAgg::merge) {
             let w = roll(&mut self.echo, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
@@ -345,11 +354,14 @@ impl Family for TunnelDetector {
         TunnelTable::new(MAX_KEYS)
     }
 
-    fn judge(&mut self, (dns, echo): (DnsList, EchoList), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+    fn judge(&mut self, report: &mut (DnsList, EchoList), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
+        let (dns, echo) = report;
         if cfg.tunnel.enabled {
             self.on_interval(dns, echo, cx.t, &cfg.tunnel, &|a, k| cfg.allowed(a, k), out);
         }
+        dns.clear();
+        echo.clear();
     }
 
     fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::base::Addr;
 use crate::base::time::Timestamp;
 use crate::config::Config;
 use crate::detect::family::Restored;
 use crate::detect::{Anomaly, DetectConfig, HostStage, Reports};
 use crate::export::{EventWriter, EventsError, metrics};
-use crate::track::{HostCounters, ShardReport, ShardStats};
+use crate::track::{Returned, ShardReport, ShardStats};
 
 /// What the host stage reports when the run ends.
 pub(super) struct HostResult {
@@ -116,7 +115,7 @@ pub(super) fn run(
     stop: &AtomicBool,
     mut persist: Persist,
     ctl: Control,
-    give_back: Vec<Sender<Vec<(Addr, HostCounters)>>>,
+    give_back: Vec<Sender<Returned<Reports>>>,
 ) -> HostResult {
     let mut out: Vec<Anomaly> = Vec::new();
     let mut error: Option<String> = None;

@@ -242,6 +242,9 @@ pub trait Observer: Send {
     fn flow_packet(&mut self, m: &PacketMeta, f: &FlowView<'_>);
     /// Closes the interval ending at `t` and starts a fresh one.
     fn close(&mut self, t: Timestamp) -> Self::Report;
+    /// Takes back an emptied report, so the next `close` fills its
+    /// vectors instead of faulting in fresh pages every interval.
+    fn recycle(&mut self, _spare: Self::Report) {}
     /// Observations turned away at per-interval caps so far (cumulative).
     fn overflow(&self) -> u64;
 }
@@ -510,6 +513,10 @@ pub fn is_unicast(a: &Addr) -> bool {
     }
 }
 
+/// What the host stage hands back to a shard after an interval: its emptied
+/// host vector and, to one shard, the emptied family report.
+pub type Returned<R> = (Vec<(Addr, HostCounters)>, Option<R>);
+
 /// Runs a shard until `Finish` (or until the capture side hangs up).
 ///
 /// Emptied batch vectors go back through `recycle`, so steady state
@@ -519,7 +526,7 @@ pub fn run_shard<O: Observer>(
     rx: Receiver<ShardMsg>,
     reports: Sender<ShardReport<O::Report>>,
     recycle: Sender<Vec<PacketMeta>>,
-    returned: Receiver<Vec<(Addr, HostCounters)>>,
+    returned: Receiver<Returned<O::Report>>,
 ) {
     let mut last_t = Timestamp::ZERO;
     while let Ok(msg) = rx.recv() {
@@ -536,8 +543,11 @@ pub fn run_shard<O: Observer>(
             }
             ShardMsg::Tick(t, sent) => {
                 last_t = t;
-                if let Ok(v) = returned.try_recv() {
+                if let Ok((v, families)) = returned.try_recv() {
                     shard.spare.push(v);
+                    if let Some(f) = families {
+                        shard.observer.recycle(f);
+                    }
                 }
                 let mut r = shard.tick(t, false);
                 r.sent = Some(sent);

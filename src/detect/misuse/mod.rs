@@ -418,6 +418,7 @@ pub fn spread_over_sources(
 pub struct MisuseShard {
     hits: HitTable,
     frags: fragments::FragTracker,
+    spare: Vec<(HitKey, HitAgg)>,
 }
 
 /// Datagrams a shard tracks for fragment checks at once.
@@ -438,9 +439,13 @@ impl Observer for MisuseShard {
 
     fn close(&mut self, t: Timestamp) -> Self::Report {
         self.frags.expire(t);
-        let mut hits = Vec::new();
+        let mut hits = std::mem::take(&mut self.spare);
         self.hits.drain_into(&mut hits);
         hits
+    }
+
+    fn recycle(&mut self, spare: Self::Report) {
+        self.spare = spare;
     }
 
     fn overflow(&self) -> u64 {
@@ -461,15 +466,20 @@ impl Family for Misuse {
     }
 
     fn shard(_: &DetectConfig, shard: &ShardConfig) -> MisuseShard {
-        MisuseShard { hits: HitTable::new(shard.max_hits), frags: fragments::FragTracker::new(MAX_DATAGRAMS) }
+        MisuseShard {
+            hits: HitTable::new(shard.max_hits),
+            frags: fragments::FragTracker::new(MAX_DATAGRAMS),
+            spare: Vec::new(),
+        }
     }
 
-    fn judge(&mut self, hits: Vec<(HitKey, HitAgg)>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+    fn judge(&mut self, hits: &mut Vec<(HitKey, HitAgg)>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
         if !cfg.misuse_enabled {
+            hits.clear();
             return;
         }
-        let merged = merge_hits(hits.into_iter().filter(|(k, _)| !cfg.allowed(&k.src, k.kind)));
+        let merged = merge_hits(hits.drain(..).filter(|(k, _)| !cfg.allowed(&k.src, k.kind)));
         let open = |k: &EpisodeKey| self.episodes.is_open(k);
         for (key, agg) in spread_over_sources(merged, &open) {
             // Redirects toward a host under a flood are the flood's
