@@ -10,7 +10,7 @@
 //! (guaranteed lower bounds), `distinct_sources`, `first_seen`/`last_seen`
 //! (real packets toward the target, not before the `onset`),
 //! `active_seconds`, and `intervals_over` never above `intervals_observed`;
-//! ICMP and DNS tunnel episode totals; the packet counts of `tcp_invalid_flags`,
+//! ICMP and DNS tunnel and ARP spoofing episode totals; the packet counts of `tcp_invalid_flags`,
 //! `land` and `port_zero` episodes. Each new detector
 //! family adds its fields here.
 
@@ -41,6 +41,8 @@ struct Pkt {
     echo: bool,
     /// The question name of a DNS query to UDP port 53, lower-cased.
     query: Option<String>,
+    /// An Ethernet ARP packet: (operation, sender MAC, sender IP, target IP).
+    arp: Option<(u16, [u8; 6], IpAddr, IpAddr)>,
 }
 
 fn read(path: &Path) -> Vec<Pkt> {
@@ -62,7 +64,10 @@ fn read(path: &Path) -> Vec<Pkt> {
             }
             _ => None,
         };
-        let mut k = Pkt { ns, src: None, dst: None, ports: None, echo: false, query: None };
+        let mut k = Pkt { ns, src: None, dst: None, ports: None, echo: false, query: None, arp: None };
+        if dlt == 1 {
+            k.arp = ethernet_arp(p.data);
+        }
         let ip = sliced.as_ref().and_then(|s| s.net.as_ref());
         let (proto, payload, first_fragment) = match ip {
             Some(LaxNetSlice::Ipv4(v4)) => {
@@ -278,6 +283,31 @@ fn every_number_agrees_with_the_packets() {
                         ));
                     }
                 }
+                "arp_spoof" => {
+                    // Replies (or announcements) from the claiming MAC binding the
+                    // claimed address, told to the victim, over the episode.
+                    let (a, b) =
+                        (ns_of(ev["first_seen"].as_str().unwrap()), ns_of(ev["last_seen"].as_str().unwrap()));
+                    let mac = ev["claiming_mac"].as_str().unwrap().to_string();
+                    let replies = pkts
+                        .iter()
+                        .filter(|p| (a..=b + 999).contains(&p.ns))
+                        .filter_map(|p| p.arp)
+                        .filter(|&(op, m, sip, tip)| {
+                            let m = m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":");
+                            m == mac
+                                && Some(sip) == src
+                                && (op == 2 && Some(tip) == dst || op == 1 && sip == tip)
+                        })
+                        .count() as u64;
+                    checked += 1;
+                    let total = ev["episode_totals"]["spoofed_replies"].as_u64().unwrap();
+                    if total != replies {
+                        failures.push(format!(
+                            "{ctx}: episode_totals.spoofed_replies {total}, the packets say {replies}"
+                        ));
+                    }
+                }
                 "host_scan" if ev["method"] == "ICMP echo" => {
                     let (a, b) = span();
                     let hosts: BTreeSet<IpAddr> = pkts
@@ -349,6 +379,19 @@ fn every_number_agrees_with_the_packets() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// An Ethernet/IPv4 ARP packet's operation, sender MAC and IP, and target IP.
+fn ethernet_arp(f: &[u8]) -> Option<(u16, [u8; 6], IpAddr, IpAddr)> {
+    let a = match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+        0x0806 => f.get(14..42)?,
+        0x8100 if u16::from_be_bytes([*f.get(16)?, *f.get(17)?]) == 0x0806 => f.get(18..46)?,
+        _ => return None,
+    };
+    let ip = |i: usize| IpAddr::from([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&a[8..14]);
+    Some((u16::from_be_bytes([a[6], a[7]]), mac, ip(14), ip(24)))
 }
 
 /// The first question's name of a DNS query message (QR = 0), if it parses.
