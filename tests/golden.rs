@@ -18,21 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn captures() -> Vec<PathBuf> {
-    let root = common::cap("");
-    let mut out = Vec::new();
-    let mut dirs = vec![root];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("pcap" | "pcapng")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files_under(&common::cap(""), &["pcap", "pcapng"])
 }
 
 fn events(files: &[PathBuf], workers: usize, config: Option<&Path>) -> String {

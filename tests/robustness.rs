@@ -142,6 +142,21 @@ fn write_times(path: &Path, times: &[(i64, i64)]) {
     sf.flush().unwrap();
 }
 
+/// Replays packets at `times` (written into `dir`); the run must succeed.
+/// Returns its output and its JSON summary.
+fn replay_times(dir: &Path, times: &[(i64, i64)]) -> (std::process::Output, serde_json::Value) {
+    let p = dir.join("times.pcap");
+    write_times(&p, times);
+    let summary = dir.join("s.json");
+    let out = run_bounded(
+        &["replay".as_ref(), "-q".as_ref(), "--summary-json".as_ref(), summary.as_os_str(), p.as_os_str()],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    (out, s)
+}
+
 #[test]
 fn hostile_timestamps_are_survived_without_storms() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,15 +167,7 @@ fn hostile_timestamps_are_survived_without_storms() {
     t.extend((0..100).map(|_| (0, 0))); // 1970
     t.extend((0..100).map(|i| (4_294_967_295 - i, 0))); // the end of pcap time
     t.push((1_600_000_000, 1_000_000)); // an invalid microsecond field
-    let p = dir.path().join("time.pcap");
-    write_times(&p, &t);
-    let summary = dir.path().join("s.json");
-    let out = run_bounded(
-        &["replay".as_ref(), "-q".as_ref(), "--summary-json".as_ref(), summary.as_os_str(), p.as_os_str()],
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let (out, s) = replay_times(dir.path(), &t);
     assert_eq!(s["packets"].as_u64().unwrap() as usize, t.len());
     assert!(s["decode_anomalies"]["timestamp_backwards"].as_u64().unwrap() > 0);
     let lines = String::from_utf8_lossy(&out.stdout).lines().count();
@@ -183,15 +190,7 @@ fn small_steps_back_are_reordering_large_ones_are_clock_steps() {
         }
     }
     t.push((1_599_990_000, 0)); // a clock step back of hours
-    let p = dir.path().join("reorder.pcap");
-    write_times(&p, &t);
-    let summary = dir.path().join("s.json");
-    let out = run_bounded(
-        &["replay".as_ref(), "-q".as_ref(), "--summary-json".as_ref(), summary.as_os_str(), p.as_os_str()],
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let (_, s) = replay_times(dir.path(), &t);
     assert_eq!(s["reordered"]["packets"], 18, "{s}"); // 20 late packets, 2 of them only tied
     assert_eq!(s["reordered"]["max_step_us"], 5_000, "{s}");
     assert_eq!(s["decode_anomalies"]["timestamp_backwards"], 1, "{s}");

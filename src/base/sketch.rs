@@ -152,11 +152,6 @@ impl<const W: usize> Distinct<W> {
         }
     }
 
-    /// True while every item is held (the count is exact).
-    pub fn is_exact(&self) -> bool {
-        self.len != SKETCH
-    }
-
     /// The distinct count (estimated past `W` items), without the error
     /// bound: what detectors compare with their lines.
     pub fn estimate(&self) -> u64 {
@@ -367,11 +362,6 @@ impl TopK {
             self.counts[i] = *c;
             self.errors[i] = *e;
         }
-    }
-
-    /// Non-empty slots, heaviest first by upper bound (ties by address).
-    pub fn entries(&self) -> Vec<(Addr, u32)> {
-        self.heavy().into_iter().map(|h| (h.addr, h.upper)).collect()
     }
 
     /// Peers that stand out: more than half of each one's count is

@@ -53,6 +53,12 @@ impl Span {
         self.last = self.last.max(o.last);
     }
 
+    /// This span, or the instant `t` when it holds no packet (evidence
+    /// that does not track packet times falls back to its interval).
+    pub fn or_at(self, t: Timestamp) -> Span {
+        if self.is_empty() { Span::at(t) } else { self }
+    }
+
     /// True before any packet was added.
     pub fn is_empty(&self) -> bool {
         self.first > self.last

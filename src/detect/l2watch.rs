@@ -387,8 +387,8 @@ impl L2Watch {
             Some(i) => {
                 let m = &mut macs[i];
                 m.last = o.ts;
-                m.adverts += 1;
-                m.withdrawals += u32::from(o.lifetime == 0);
+                m.adverts = m.adverts.saturating_add(1);
+                m.withdrawals = m.withdrawals.saturating_add(u32::from(o.lifetime == 0));
             }
             None if macs.len() < MAX_RA_MACS => macs.push(RaMac {
                 mac: o.mac,
@@ -410,12 +410,12 @@ impl L2Watch {
         let usual = macs
             .iter()
             .enumerate()
-            .max_by_key(|(_, m)| (m.adverts - m.withdrawals, std::cmp::Reverse(m.first)))
+            .max_by_key(|(_, m)| (m.adverts.saturating_sub(m.withdrawals), std::cmp::Reverse(m.first)))
             .map(|(i, _)| i)
             .unwrap_or(0);
         let known = macs[usual];
         for m in macs.iter_mut().filter(|m| m.mac != known.mac && m.adverts > m.reported) {
-            let new = m.adverts - m.reported;
+            let new = m.adverts.saturating_sub(m.reported);
             m.reported = m.adverts;
             let what = if m.withdrawals > 0 {
                 format!("withdrawing the default route (lifetime 0) in {} of them", m.withdrawals)

@@ -75,7 +75,7 @@ impl EpisodeState for RuleEpisode {
     type Obs = RuleObs;
 
     fn open(o: &RuleObs) -> Self {
-        let s = packet_span(o);
+        let s = o.span.or_at(o.ts);
         RuleEpisode {
             first: s.first,
             last: s.last,
@@ -87,7 +87,7 @@ impl EpisodeState for RuleEpisode {
     }
 
     fn merge(&mut self, o: &RuleObs) {
-        let s = packet_span(o);
+        let s = o.span.or_at(o.ts);
         self.first = self.first.min(s.first);
         self.last = self.last.max(s.last);
         self.windows += 1;
@@ -143,11 +143,6 @@ impl EpisodeState for RuleEpisode {
             message: o.message.clone(),
         }
     }
-}
-
-/// The packet times an observation covers; the interval's end when it has none.
-fn packet_span(o: &RuleObs) -> Span {
-    if o.span.is_empty() { Span::at(o.ts) } else { o.span }
 }
 
 /// A tumbling window of an aggregate, for the windowed rule detectors.

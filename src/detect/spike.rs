@@ -131,7 +131,7 @@ impl EpisodeState for SpikeEpisode {
     type Obs = SpikeObs;
 
     fn open(obs: &SpikeObs) -> Self {
-        let s = if obs.span.is_empty() { Span::at(obs.ts) } else { obs.span };
+        let s = obs.span.or_at(obs.ts);
         SpikeEpisode {
             first: s.first,
             last: s.last,
@@ -146,7 +146,7 @@ impl EpisodeState for SpikeEpisode {
     }
 
     fn merge(&mut self, obs: &SpikeObs) {
-        let s = if obs.span.is_empty() { Span::at(obs.ts) } else { obs.span };
+        let s = obs.span.or_at(obs.ts);
         self.first = self.first.min(s.first);
         self.last = self.last.max(s.last);
         self.over += u64::from(obs.over);

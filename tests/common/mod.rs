@@ -44,3 +44,21 @@ pub fn write_pcap(path: &Path, frames: &[(i64, Vec<u8>, u32)]) {
     }
     sf.flush().unwrap();
 }
+
+/// Every file under `dir` (recursively) whose name ends in one of `exts`, sorted.
+pub fn files_under(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().and_then(|x| x.to_str()).is_some_and(|x| exts.contains(&x)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
