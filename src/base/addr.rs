@@ -109,6 +109,71 @@ impl Cidr {
     }
 }
 
+/// The networks `[networks] local` names: what is inside the site.
+///
+/// A fixed array, not a `Vec`, so shard settings stay `Copy` and a lookup
+/// touches one cache-resident block: a site is a handful of prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalNets {
+    nets: [Cidr; LocalNets::MAX],
+    len: usize,
+}
+
+impl LocalNets {
+    /// Most prefixes a site may list (summarise beyond that).
+    pub const MAX: usize = 32;
+
+    /// The default inside: RFC 1918, RFC 6598 shared space, link-local
+    /// (IPv4 and IPv6) and unique-local IPv6 — the space no public host uses.
+    pub const DEFAULT: [&'static str; 7] = [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fc00::/7",
+    ];
+
+    /// The prefixes in `list`; `None` if one is malformed or there are too many.
+    pub fn parse<S: AsRef<str>>(list: &[S]) -> Option<LocalNets> {
+        if list.len() > Self::MAX {
+            return None;
+        }
+        let mut nets = [Cidr { net: u128::MAX, mask: u128::MAX }; Self::MAX];
+        for (slot, s) in nets.iter_mut().zip(list) {
+            *slot = Cidr::parse(s.as_ref())?;
+        }
+        Some(LocalNets { nets, len: list.len() })
+    }
+
+    /// True when `a` is inside the site.
+    #[inline]
+    pub fn contains(&self, a: &Addr) -> bool {
+        let x = u128::from_be_bytes(a.0);
+        self.nets[..self.len].iter().any(|c| x & c.mask == c.net)
+    }
+}
+
+impl Default for LocalNets {
+    fn default() -> Self {
+        LocalNets::parse(&Self::DEFAULT)
+            .unwrap_or(LocalNets { nets: [Cidr { net: 0, mask: 0 }; Self::MAX], len: 0 })
+    }
+}
+
+/// The network an outside destination belongs to for novelty: its /24
+/// (IPv4) or /48 (IPv6), the usual size of one provider's allocation.
+pub fn prefix_of(a: &Addr) -> Addr {
+    let mut p = *a;
+    if a.is_v4() {
+        p.0[15] = 0;
+    } else {
+        p.0[6..].fill(0);
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +190,23 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nonsense").is_none());
         assert!(Cidr::parse("192.0.2.7").unwrap().contains(&Addr::v4([192, 0, 2, 7])));
+    }
+
+    #[test]
+    fn local_networks() {
+        let l = LocalNets::default();
+        for inside in
+            ["10.1.2.3", "172.31.0.1", "192.168.1.1", "100.64.0.1", "169.254.3.3", "fe80::1", "fd00::5"]
+        {
+            assert!(l.contains(&Addr::from(inside.parse::<std::net::IpAddr>().unwrap())), "{inside}");
+        }
+        for outside in ["8.8.8.8", "172.32.0.1", "203.0.113.5", "2001:db8::1", "100.128.0.1"] {
+            assert!(!l.contains(&Addr::from(outside.parse::<std::net::IpAddr>().unwrap())), "{outside}");
+        }
+        assert!(LocalNets::parse(&["10.0.0.0/8", "bad"]).is_none());
+        assert!(LocalNets::parse(&vec!["10.0.0.0/8"; 33]).is_none());
+        let none = LocalNets::parse::<&str>(&[]).unwrap();
+        assert!(!none.contains(&Addr::v4([10, 0, 0, 1])));
+        assert_eq!(prefix_of(&Addr::v4([203, 0, 113, 77])), Addr::v4([203, 0, 113, 0]));
     }
 }

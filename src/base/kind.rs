@@ -12,6 +12,8 @@ pub enum Category {
     Scan,
     /// Rule-based: protocol misuse.
     Misuse,
+    /// Behaviour: a host against its own history of destinations, peers and timing.
+    Behaviour,
     /// Machine learning: behaviour outlier.
     Ml,
 }
@@ -23,6 +25,7 @@ impl Category {
             Category::Spike => "spike",
             Category::Scan => "scan",
             Category::Misuse => "misuse",
+            Category::Behaviour => "behaviour",
             Category::Ml => "ml",
         }
     }
@@ -82,10 +85,17 @@ pub enum AnomalyKind {
     DistributedScan,
     /// A host whose behaviour the learned model has never seen.
     BehaviourOutlier,
+    /// A local host sending outside far more than it usually does, or a
+    /// file's worth to destinations it never used.
+    DataExfiltration,
+    /// A host opening administrative sessions to internal peers it never used that way.
+    LateralMovement,
+    /// Regular check-ins from one host to one service (command and control).
+    Beaconing,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 23] = [
+pub const ALL_KINDS: [AnomalyKind; 26] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -109,6 +119,9 @@ pub const ALL_KINDS: [AnomalyKind; 23] = [
     AnomalyKind::HostScan,
     AnomalyKind::DistributedScan,
     AnomalyKind::BehaviourOutlier,
+    AnomalyKind::DataExfiltration,
+    AnomalyKind::LateralMovement,
+    AnomalyKind::Beaconing,
 ];
 
 impl AnomalyKind {
@@ -138,6 +151,9 @@ impl AnomalyKind {
             AnomalyKind::HostScan => "host_scan",
             AnomalyKind::DistributedScan => "distributed_scan",
             AnomalyKind::BehaviourOutlier => "behaviour_outlier",
+            AnomalyKind::DataExfiltration => "data_exfiltration",
+            AnomalyKind::LateralMovement => "lateral_movement",
+            AnomalyKind::Beaconing => "beaconing",
         }
     }
 
@@ -157,6 +173,9 @@ impl AnomalyKind {
             | AnomalyKind::FanoutSpike => Category::Spike,
             AnomalyKind::PortScan | AnomalyKind::HostScan | AnomalyKind::DistributedScan => Category::Scan,
             AnomalyKind::BehaviourOutlier => Category::Ml,
+            AnomalyKind::DataExfiltration | AnomalyKind::LateralMovement | AnomalyKind::Beaconing => {
+                Category::Behaviour
+            }
             _ => Category::Misuse,
         }
     }

@@ -10,5 +10,5 @@ pub mod kind;
 pub mod sketch;
 pub mod time;
 
-pub use addr::{Addr, Cidr};
+pub use addr::{Addr, Cidr, LocalNets};
 pub use sketch::{Distinct, TopK};

@@ -14,7 +14,10 @@ use std::fmt;
 /// assert_eq!(t.to_string(), "2019-08-21T15:06:40.123456Z");
 /// assert_eq!(t.floor_to(1_000_000_000), Timestamp::from_secs(1_566_400_000));
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(pub u64);
 
 /// The packet times a piece of evidence covers: its first and last packet.

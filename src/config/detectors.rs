@@ -142,6 +142,10 @@ pub struct HostGroup {
     pub volume_spike: Option<Override>,
     /// Overrides for `fanout_spike`.
     pub fanout_spike: Option<Override>,
+    /// Kinds this group's members never open (jump hosts: `lateral_movement`;
+    /// backup servers: `data_exfiltration`).
+    #[serde(default)]
+    pub skip: Vec<String>,
 }
 
 /// Replacement floor/ceiling for one detector in one host group.

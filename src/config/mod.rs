@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::base::Cidr;
 use crate::base::kind::AnomalyKind;
+use crate::base::{Cidr, LocalNets};
 
+mod behaviour;
 mod detectors;
+
+pub use behaviour::{BeaconConfig, ExfilConfig, LateralConfig, NetworksConfig};
 
 pub use detectors::{
     AllowRule, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SpikeConfig, Tuning,
@@ -76,6 +79,14 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     /// The behaviour model (machine learning).
     pub ml: MlConfig,
+    /// The site's own networks.
+    pub networks: NetworksConfig,
+    /// Data leaving the site beyond a host's history.
+    pub exfiltration: ExfilConfig,
+    /// New internal peers on administrative services.
+    pub lateral: LateralConfig,
+    /// Regular check-ins (command and control).
+    pub beaconing: BeaconConfig,
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -327,7 +338,83 @@ impl Config {
             for c in &g.cidrs {
                 check(Cidr::parse(c).is_some(), "hostgroup.cidrs", c, "must be an address or CIDR")?;
             }
+            for k in &g.skip {
+                check(AnomalyKind::from_name(k).is_some(), "hostgroup.skip", k, "unknown anomaly kind")?;
+            }
         }
+        self.validate_behaviour()
+    }
+
+    fn validate_behaviour(&self) -> Result<(), ConfigError> {
+        let n = &self.networks.local;
+        check(
+            LocalNets::parse(n).is_some(),
+            "networks.local",
+            format!("{n:?}"),
+            "must be at most 32 addresses or CIDRs",
+        )?;
+        let x = &self.exfiltration;
+        check(x.learning <= 30 * 86_400, "exfiltration.learning", x.learning, "must be 0..=2592000 seconds")?;
+        check(
+            !x.windows.is_empty()
+                && x.windows.len() <= 8
+                && x.windows.iter().all(|w| (1..=86_400).contains(w)),
+            "exfiltration.windows",
+            format!("{:?}", x.windows),
+            "must be 1 to 8 window lengths of 1..=86400 seconds",
+        )?;
+        check(
+            x.new_ratio.is_finite() && x.new_ratio >= 1.0,
+            "exfiltration.new_ratio",
+            x.new_ratio,
+            "must be at least 1",
+        )?;
+        check(x.ratio.is_finite() && x.ratio >= 1.0, "exfiltration.ratio", x.ratio, "must be at least 1")?;
+        check(
+            x.max_destinations >= 1,
+            "exfiltration.max_destinations",
+            x.max_destinations,
+            "must be at least 1",
+        )?;
+        check(x.max_hosts >= 1, "exfiltration.max_hosts", x.max_hosts, "must be at least 1")?;
+        check(x.forget_after >= 1, "exfiltration.forget_after", x.forget_after, "must be at least 1 second")?;
+        let l = &self.lateral;
+        check(l.learning <= 30 * 86_400, "lateral.learning", l.learning, "must be 0..=2592000 seconds")?;
+        check(
+            !l.services.is_empty(),
+            "lateral.services",
+            format!("{:?}", l.services),
+            "must list at least one port",
+        )?;
+        check(l.new_peers >= 1, "lateral.new_peers", l.new_peers, "must be at least 1")?;
+        check((1..=86_400).contains(&l.window), "lateral.window", l.window, "must be 1..=86400 seconds")?;
+        check(l.max_pairs >= 1, "lateral.max_pairs", l.max_pairs, "must be at least 1")?;
+        check(l.max_hosts >= 1, "lateral.max_hosts", l.max_hosts, "must be at least 1")?;
+        check(l.forget_after >= 1, "lateral.forget_after", l.forget_after, "must be at least 1 second")?;
+        let b = &self.beaconing;
+        check(b.min_checkins >= 4, "beaconing.min_checkins", b.min_checkins, "must be at least 4")?;
+        check(
+            (4..=b.min_checkins).contains(&b.min_checkins_long),
+            "beaconing.min_checkins_long",
+            b.min_checkins_long,
+            "must be 4..=min_checkins",
+        )?;
+        check(
+            (1..=86_400).contains(&b.burst_gap),
+            "beaconing.burst_gap",
+            b.burst_gap,
+            "must be 1..=86400 seconds",
+        )?;
+        check(
+            b.min_period >= b.burst_gap,
+            "beaconing.min_period",
+            b.min_period,
+            "must be at least burst_gap",
+        )?;
+        check((0.0..=1.0).contains(&b.score), "beaconing.score", b.score, "must be 0..=1")?;
+        check(b.max_sources >= 1, "beaconing.max_sources", b.max_sources, "must be at least 1")?;
+        check(b.poller_peers >= 2, "beaconing.poller_peers", b.poller_peers, "must be at least 2")?;
+        check(b.max_tracked >= 1, "beaconing.max_tracked", b.max_tracked, "must be at least 1")?;
         Ok(())
     }
 

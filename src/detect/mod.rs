@@ -14,8 +14,11 @@ pub mod anomaly;
 pub mod baseline;
 pub mod episode;
 pub mod evidence;
+pub mod exfil;
 pub mod family;
+pub mod history;
 pub mod l2watch;
+pub mod lateral;
 pub mod misuse;
 pub mod ml;
 pub mod rules;
@@ -28,8 +31,11 @@ use std::collections::BTreeMap;
 use hashbrown::HashMap;
 
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
-use crate::base::{Addr, Cidr};
-use crate::config::{Config, HostGroup, MlConfig, ScanConfig, SpikeConfig, TunnelConfig};
+use crate::base::{Addr, Cidr, LocalNets};
+use crate::config::{
+    BeaconConfig, Config, ExfilConfig, HostGroup, LateralConfig, MlConfig, ScanConfig, SpikeConfig,
+    TunnelConfig,
+};
 use crate::track::{HostCounters, Merge, Returned, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
 use episode::EpisodePolicy;
@@ -47,6 +53,10 @@ family::families! {
     tunnel: tunnel::TunnelDetector,
     /// Rule-based: ARP spoofing and rogue router advertisements.
     l2: l2watch::L2Watch,
+    /// Behaviour: data leaving the site beyond each host's history.
+    exfil: exfil::ExfilDetector,
+    /// Behaviour: administrative sessions to internal peers never used that way.
+    lateral: lateral::LateralDetector,
     /// Machine learning: the behaviour model.
     ml: ml::BehaviourModel,
 }
@@ -72,6 +82,14 @@ pub struct DetectConfig {
     pub tunnel: TunnelConfig,
     /// The behaviour model.
     pub ml: MlConfig,
+    /// The site's own networks.
+    pub local: LocalNets,
+    /// Exfiltration detector.
+    pub exfil: ExfilConfig,
+    /// Lateral-movement detector.
+    pub lateral: LateralConfig,
+    /// Beaconing detector.
+    pub beacon: BeaconConfig,
 }
 
 impl DetectConfig {
@@ -93,6 +111,12 @@ impl DetectConfig {
                     let kinds = a.kinds.iter().filter_map(|k| AnomalyKind::from_name(k)).collect();
                     Cidr::parse(&a.cidr).map(|c| (c, kinds))
                 })
+                // A host group's `skip` is an allowlist entry per member.
+                .chain(cfg.hostgroup.iter().filter(|g| !g.skip.is_empty()).flat_map(|g| {
+                    let kinds: Vec<AnomalyKind> =
+                        g.skip.iter().filter_map(|k| AnomalyKind::from_name(k)).collect();
+                    g.cidrs.iter().filter_map(move |c| Cidr::parse(c).map(|c| (c, kinds.clone())))
+                }))
                 .collect(),
             hostgroups: cfg
                 .hostgroup
@@ -103,6 +127,10 @@ impl DetectConfig {
             scan: cfg.scan.clone(),
             tunnel: cfg.tunnel.clone(),
             ml: cfg.ml.clone(),
+            local: cfg.networks.local_nets(),
+            exfil: cfg.exfiltration.clone(),
+            lateral: cfg.lateral.clone(),
+            beacon: cfg.beaconing.clone(),
         }
     }
 

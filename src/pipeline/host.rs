@@ -52,7 +52,8 @@ impl Persist {
     }
 
     /// Restores every family's saved state into `host`; returns how many
-    /// hosts' baselines came back. Unusable files are set aside, never fatal.
+    /// hosts' traffic baselines came back (the other families log theirs).
+    /// Unusable files are set aside, never fatal.
     fn restore(&self, host: &mut HostStage) -> usize {
         let Some(dir) = &self.dir else { return 0 };
         let mut hosts = 0;
@@ -66,7 +67,9 @@ impl Persist {
             },
             &mut |file, r| match r {
                 Restored::Loaded(n) => {
-                    hosts += n;
+                    if file == crate::detect::spike::BASELINES_FILE {
+                        hosts += n;
+                    }
                     tracing::info!("restored {file} from {} ({n} hosts)", dir.display());
                 }
                 Restored::Ignored(why) => tracing::warn!("{}: {why}", dir.join(file).display()),

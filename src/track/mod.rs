@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::decode::{PacketMeta, ip_proto, tcp_flags};
 use crossbeam_channel::{Receiver, Sender};
 pub use key::{FlowKey, Side};
-pub use table::{ConnState, EndReason, Flow, FlowTable, TableLimits};
+pub use table::{ConnState, EndReason, Flow, FlowTable, Locality, TableLimits};
 
 /// What the capture thread sends a shard.
 #[derive(Debug)]
@@ -199,6 +199,16 @@ pub struct FlowView<'a> {
     pub side: Side,
     /// What this packet did to the flow.
     pub touch: &'a table::Touch,
+    /// Which ends are inside the site.
+    pub local: Locality,
+}
+
+impl FlowView<'_> {
+    /// True when this packet's sender opened the flow.
+    #[inline]
+    pub fn from_orig(&self) -> bool {
+        self.side == self.touch.orig
+    }
 }
 
 /// One interval's observations, merged across shards by the host stage.
@@ -288,6 +298,8 @@ pub struct ShardConfig {
     pub max_hosts: usize,
     /// Most misuse aggregates per interval.
     pub max_hits: usize,
+    /// The site's own networks: flows know which ends are inside.
+    pub local: crate::base::LocalNets,
 }
 
 impl ShardConfig {
@@ -310,6 +322,7 @@ impl ShardConfig {
             },
             max_hosts: (f.max_hosts_per_interval / workers.max(1)).max(1),
             max_hits: 4096,
+            local: cfg.networks.local_nets(),
         }
     }
 }
@@ -323,6 +336,7 @@ pub struct Shard<O> {
     epoch: u32,
     observer: O,
     stats: ShardStats,
+    local: crate::base::LocalNets,
     /// Host vectors the host stage has emptied and handed back.
     pub spare: Vec<Vec<(Addr, HostCounters)>>,
 }
@@ -337,6 +351,7 @@ impl<O: Observer> Shard<O> {
             epoch: 1,
             observer,
             stats: ShardStats::default(),
+            local: cfg.local,
             spare: Vec::new(),
         }
     }
@@ -381,11 +396,14 @@ impl<O: Observer> Shard<O> {
         let encoded = query && d.looks_encoded();
         // Both ends' slots are cached on the flow for the interval, so a
         // packet of a known flow goes straight to its hosts' counters.
-        let (a_slot, b_slot) = {
+        let (a_slot, b_slot, local) = {
             let epoch = self.epoch;
             let hosts = &mut self.hosts;
             match self.table.slot_mut(touch.slot) {
                 Some(f) => {
+                    if touch.created {
+                        f.local = Locality { a: self.local.contains(&key.a), b: self.local.contains(&key.b) };
+                    }
                     if f.hosts.epoch != epoch {
                         f.hosts = table::HostSlots { epoch, idx: [hosts::UNSET; 2] };
                     }
@@ -394,9 +412,9 @@ impl<O: Observer> Shard<O> {
                             f.hosts.idx[i] = hosts.slot(a);
                         }
                     }
-                    (f.hosts.idx[0], f.hosts.idx[1])
+                    (f.hosts.idx[0], f.hosts.idx[1], f.local)
                 }
-                None => (hosts.slot(key.a), hosts.slot(key.b)),
+                None => (hosts.slot(key.a), hosts.slot(key.b), Locality::default()),
             }
         };
         let (src_slot, dst_slot) = match side {
@@ -456,7 +474,7 @@ impl<O: Observer> Shard<O> {
             self.host(orig_slot, |h| h.flows_out += 1);
             self.host(resp_slot, |h| h.flows_in += 1);
         }
-        self.observer.flow_packet(m, &FlowView { key: &key, side, touch: &touch });
+        self.observer.flow_packet(m, &FlowView { key: &key, side, touch: &touch, local });
         if matches!(touch.before, ConnState::SynAckSeen | ConnState::SynSent)
             && touch.after == ConnState::Established
         {
@@ -572,7 +590,16 @@ mod tests {
     use super::*;
 
     fn shard(max_hosts: usize) -> Shard<()> {
-        Shard::new(0, ShardConfig { limits: TableLimits::default(), max_hosts, max_hits: 64 }, ())
+        Shard::new(
+            0,
+            ShardConfig {
+                limits: TableLimits::default(),
+                max_hosts,
+                max_hits: 64,
+                local: Default::default(),
+            },
+            (),
+        )
     }
 
     fn counters(r: &ShardReport<()>, host: u8) -> HostCounters {

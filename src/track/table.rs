@@ -117,6 +117,9 @@ pub struct Flow {
     pub state: ConnState,
     /// The side that opened the connection.
     pub orig: Side,
+    /// Which ends are inside `[networks] local` (set by the shard when the
+    /// flow is created, so a packet never checks prefixes).
+    pub local: Locality,
     class: TimeoutClass,
     prev: u32,
     next: u32,
@@ -135,6 +138,26 @@ pub struct HostSlots {
     pub idx: [u32; 2],
 }
 
+/// Which ends of a flow are inside the site (`[networks] local`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Locality {
+    /// Side A is local.
+    pub a: bool,
+    /// Side B is local.
+    pub b: bool,
+}
+
+impl Locality {
+    /// True when the end `side` is local.
+    #[inline]
+    pub fn of(self, side: Side) -> bool {
+        match side {
+            Side::A => self.a,
+            Side::B => self.b,
+        }
+    }
+}
+
 /// What one packet did to the table.
 #[derive(Clone, Copy, Debug)]
 pub struct Touch {
@@ -150,6 +173,9 @@ pub struct Touch {
     pub peer_flags: u16,
     /// Packets this packet's sender has now sent in the flow (1 for its first).
     pub sent: u32,
+    /// Nanoseconds since the flow's previous packet (`u64::MAX` when created):
+    /// a packet after a long gap starts a new burst of the conversation.
+    pub gap: u64,
     /// The flow's slot, for [`FlowTable::slot_mut`] within the same packet.
     pub slot: u32,
 }
@@ -286,6 +312,7 @@ impl FlowTable {
         let f = &mut self.slots[idx as usize];
         let before = if created { ConnState::None } else { f.state };
         let s = side.idx();
+        let gap = if created { u64::MAX } else { now.since(f.last) };
         f.last = f.last.max(now);
         f.pkts[s] = f.pkts[s].saturating_add(1);
         f.bytes[s] = f.bytes[s].saturating_add(u64::from(m.wire_len));
@@ -303,7 +330,7 @@ impl FlowTable {
             self.slots[idx as usize].class = class;
             self.push_tail(idx);
         }
-        Touch { created, before, after, orig, peer_flags, sent, slot: idx }
+        Touch { created, before, after, orig, peer_flags, sent, gap, slot: idx }
     }
 
     /// Ends every flow idle past its class timeout at `now`.
@@ -428,6 +455,7 @@ impl Flow {
             flags: [0; 2],
             state: ConnState::None,
             orig,
+            local: Locality::default(),
             class: class_of(&key, ConnState::None),
             prev: NIL,
             next: NIL,
