@@ -12,6 +12,7 @@
 
 pub mod anomaly;
 pub mod baseline;
+pub mod beacon;
 pub mod episode;
 pub mod evidence;
 pub mod exfil;
@@ -57,6 +58,8 @@ family::families! {
     exfil: exfil::ExfilDetector,
     /// Behaviour: administrative sessions to internal peers never used that way.
     lateral: lateral::LateralDetector,
+    /// Behaviour: regular check-ins with one service (command and control).
+    beacon: beacon::BeaconDetector,
     /// Machine learning: the behaviour model.
     ml: ml::BehaviourModel,
 }

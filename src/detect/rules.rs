@@ -96,7 +96,9 @@ impl EpisodeState for RuleEpisode {
             let finished = std::mem::take(&mut self.latest.totals);
             add_into(&mut self.done, &finished);
         }
-        if o.observed >= self.peak.observed {
+        // The peak is the window furthest over its line (the same as the
+        // largest observation where the line is fixed).
+        if excess(o) >= excess(&self.peak) {
             self.peak = o.clone();
         }
         self.latest = o.clone();
@@ -143,6 +145,10 @@ impl EpisodeState for RuleEpisode {
             message: o.message.clone(),
         }
     }
+}
+
+fn excess(o: &RuleObs) -> f64 {
+    if o.threshold > 0.0 { o.observed / o.threshold } else { o.observed }
 }
 
 /// A tumbling window of an aggregate, for the windowed rule detectors.
