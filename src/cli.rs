@@ -32,6 +32,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Capture from a span port or tap.
     Live(LiveArgs),
+    /// Learn baselines and behaviour from past captures into --state-dir,
+    /// raising no events, so a new sensor starts warm.
+    Learn(LearnArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// The TOML file.
@@ -78,6 +81,29 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "max", value_name = "SPEED")]
     pub speed: Speed,
     /// Savefiles (pcap or pcapng, told apart by content), read in order.
+    #[arg(required = true, value_name = "PCAP")]
+    pub pcaps: Vec<PathBuf>,
+}
+
+/// `netvigil learn`.
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    /// TOML configuration file (the same the sensor will run with).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory the learned state is written to (and extended, if it holds some).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub state_dir: PathBuf,
+    /// Tracker threads (default: available cores - 1, at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// Capture filter in libpcap syntax.
+    #[arg(long, value_name = "EXPR")]
+    pub bpf: Option<String>,
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Savefiles of the network's ordinary traffic, read in order.
     #[arg(required = true, value_name = "PCAP")]
     pub pcaps: Vec<PathBuf>,
 }

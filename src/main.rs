@@ -2,6 +2,7 @@
 //! pipeline, run it, map the outcome to an exit status.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,6 +85,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&file)?;
             print!("# {}: valid\n{}", file.display(), cfg.to_toml());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Learn(args) => {
+            // A replay whose events go nowhere: what remains is the state it saves.
+            let common = Common {
+                config: args.config,
+                events: PathBuf::from("/dev/null"),
+                workers: args.workers,
+                metrics_listen: None,
+                bpf: args.bpf,
+                state_dir: Some(args.state_dir.clone()),
+                metrics_linger: 0,
+                summary_json: args.summary_json,
+            };
+            let (cfg, opts, stop) = prepare(&common, Backpressure::Block)?;
+            let bar = progress_bar(cli.quiet);
+            let progress_bar = bar.clone();
+            let source = Source::Replay {
+                paths: args.pcaps,
+                speed: netvigil::capture::replay::Speed::Max,
+                bpf: common.bpf.clone(),
+                progress: Box::new(move |n| {
+                    if let Some(b) = &progress_bar {
+                        b.set_position(n);
+                    }
+                }),
+            };
+            let (summary, result) = pipeline::run(source, &cfg, opts, stop);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if !cli.quiet && result.is_ok() {
+                eprintln!(
+                    "learned from {} packets; state in {} (events were not raised)",
+                    summary.capture.packets,
+                    args.state_dir.display()
+                );
+            }
+            finish(summary, result, cli.quiet, common.summary_json.as_deref())
         }
         Command::Replay(args) => {
             let (cfg, opts, stop) = prepare(&args.common, Backpressure::Block)?;

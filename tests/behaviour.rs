@@ -104,3 +104,44 @@ fn benign_traffic_raises_no_behaviour_episode() {
         assert!(s.is_empty(), "{}: {s:#?}", f.display());
     }
 }
+
+#[test]
+fn learn_starts_a_sensor_warm() {
+    // The lateral capture cut to 30 s before the attack: on its own, the
+    // attacker is too new to judge (its own learning period).
+    let frames = common::read_pcap(&cap("behaviour/lab_lateral.pcap"));
+    let t0 = frames[0].0;
+    let cut: Vec<_> = frames.into_iter().filter(|f| f.0 - t0 >= 329_000_000).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("late.pcap");
+    common::write_pcap(&late, &cut);
+    let cold: Vec<_> = starts(&late).into_iter().filter(|e| e["src_ip"] == "10.78.1.10").collect();
+    assert!(cold.is_empty(), "{cold:#?}");
+    // Learned from the office's ordinary traffic first, the same attack is found.
+    let state = dir.path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
+        .args(["learn", "-q", "--state-dir"])
+        .arg(&state)
+        .arg(cap("behaviour/lab_benign_office.pcap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "learn raises no events");
+    for f in ["baselines.json", "exfiltration.json", "lateral.json"] {
+        assert!(state.join(f).exists(), "{f}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
+        .args(["replay", "-q", "--state-dir"])
+        .arg(&state)
+        .arg(&late)
+        .output()
+        .unwrap();
+    let warm: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["phase"] == "start" && e["kind"] == "lateral_movement" && e["src_ip"] == "10.78.1.10")
+        .collect();
+    assert_eq!(warm.len(), 1, "{warm:#?}");
+    assert_eq!(warm[0]["severity"], "high");
+    assert!(warm[0]["evidence"]["usual_peers"].as_u64().unwrap() >= 1, "{:#}", warm[0]);
+}

@@ -110,6 +110,11 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(d))
     }
 
+    /// `self` moved by `d` nanoseconds either way, saturating at the ends.
+    pub fn offset(self, d: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add_signed(d))
+    }
+
     /// Nanoseconds from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> u64 {
         self.0.saturating_sub(earlier.0)

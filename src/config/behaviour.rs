@@ -74,7 +74,7 @@ impl Default for ExfilConfig {
             learning: 120,
             windows: vec![10, 60, 600, 3600],
             min_new_bytes: 1_000_000,
-            min_bytes: 20_000_000,
+            min_bytes: 5_000_000,
             new_ratio: 4.0,
             ratio: 10.0,
             new_for: 3600,

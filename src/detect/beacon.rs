@@ -143,7 +143,7 @@ impl Recent for Track {
     fn used(&self) -> Used {
         self.used
     }
-    fn shift(&mut self, ns: u64) {
+    fn shift(&mut self, ns: i64) {
         self.used.shift(ns);
     }
 }

@@ -160,6 +160,10 @@ struct Scale {
     total: u64,
     /// Of those, bytes to destinations new to the host.
     new: u64,
+    /// Of those, bytes of an open episode: not learned as usual (an
+    /// exfiltration must not teach the host that exfiltrating is normal).
+    #[serde(default)]
+    flagged: u64,
     /// Usual bytes per window.
     usual: Mean,
     /// Largest closed window, decaying.
@@ -181,7 +185,7 @@ impl Recent for Dest {
     fn used(&self) -> Used {
         self.used
     }
-    fn shift(&mut self, ns: u64) {
+    fn shift(&mut self, ns: i64) {
         self.used.shift(ns);
     }
 }
@@ -209,11 +213,11 @@ impl Recent for Host {
     fn used(&self) -> Used {
         self.used
     }
-    fn shift(&mut self, ns: u64) {
+    fn shift(&mut self, ns: i64) {
         self.used.shift(ns);
         for s in &mut self.scales {
-            s.start = s.start.saturating_add(ns);
-            s.peak_at = s.peak_at.saturating_add(ns);
+            s.start = s.start.offset(ns);
+            s.peak_at = s.peak_at.offset(ns);
         }
         self.dests.shift(ns);
     }
@@ -292,7 +296,7 @@ impl ExfilDetector {
     ) {
         let x = &cfg.exfil;
         let shift = self.clock.advance(t);
-        if shift > 0 {
+        if shift != 0 {
             self.hosts.shift(shift);
         }
         let secs: Vec<u64> = x.windows.iter().map(|w| w * NANOS_PER_SEC).collect();
@@ -389,7 +393,9 @@ impl ExfilDetector {
             return;
         }
         let verdicts = judge(&h.scales, secs, x, t);
-        let worst = verdicts.iter().copied().max_by(|a, b| a.excess().total_cmp(&b.excess()));
+        // Verdicts come shortest window first; on a tie the shortest tells
+        // the analyst most ("in 10 s" rather than "in 1 h").
+        let worst = verdicts.iter().copied().reduce(|a, b| if b.excess() > a.excess() { b } else { a });
         let Some(worst) = worst else { return };
         let crossed = worst.excess() > 1.0;
         let continues = self.episodes.is_open(&key) && touched_episode > 0;
@@ -439,6 +445,9 @@ impl ExfilDetector {
                 })
             })
             .collect();
+        for s in &mut h.scales {
+            s.flagged += ep_bytes;
+        }
         let top = listed.first().map(|e| e.addr);
         let new_count = h.episode.iter().filter(|e| e.new).count();
         let mut ev = Map::new();
@@ -532,17 +541,19 @@ fn roll(s: &mut Scale, t: Timestamp, len: u64) {
     }
     let windows = t.since(s.start) / len;
     let keep = 0.5f64.powf(len as f64 / 1e9 / HALF_LIFE);
-    s.usual.push(s.total as f64, 1, keep);
+    let learned = s.total.saturating_sub(s.flagged) as f64;
+    s.usual.push(learned, 1, keep);
     if windows > 1 {
         s.usual.push(0.0, windows - 1, keep);
     }
     let decay = 0.5f64.powf(t.since(s.peak_at) as f64 / 1e9 / HALF_LIFE);
-    s.peak = (s.peak * decay).max(s.total as f64);
+    s.peak = (s.peak * decay).max(learned);
     s.peak_at = t;
     s.closed = s.closed.saturating_add(u32::try_from(windows).unwrap_or(u32::MAX));
     s.start = s.start.saturating_add(windows * len);
     s.total = 0;
     s.new = 0;
+    s.flagged = 0;
 }
 
 /// Every window against its lines. A scale with too few closed windows

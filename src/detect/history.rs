@@ -34,17 +34,18 @@ impl Used {
 pub trait Recent {
     /// Its first and last use.
     fn used(&self) -> Used;
-    /// Moves every time it holds forward by `ns` (downtime after a restore).
-    fn shift(&mut self, ns: u64);
+    /// Moves every time it holds by `ns` (downtime after a restore; backward
+    /// when older captures are replayed after newer ones were learned).
+    fn shift(&mut self, ns: i64);
 }
 
 impl Recent for Used {
     fn used(&self) -> Used {
         *self
     }
-    fn shift(&mut self, ns: u64) {
-        self.first = self.first.saturating_add(ns);
-        self.last = self.last.saturating_add(ns);
+    fn shift(&mut self, ns: i64) {
+        self.first = self.first.offset(ns);
+        self.last = self.last.offset(ns);
     }
 }
 
@@ -133,7 +134,7 @@ impl<K: Hash + Eq + Copy + Ord, V: Recent> Memory<K, V> {
     }
 
     /// Moves every entry's times forward by `ns`.
-    pub fn shift(&mut self, ns: u64) {
+    pub fn shift(&mut self, ns: i64) {
         for v in self.map.values_mut() {
             v.shift(ns);
         }
@@ -159,10 +160,13 @@ impl Clock {
         self.now = saved_at;
     }
 
-    /// Advances to `t`; returns the downtime to add to restored times (0 normally).
-    pub fn advance(&mut self, t: Timestamp) -> u64 {
-        let shift = self.resume_from.take().map_or(0, |from| t.since(from));
-        self.now = self.now.max(t);
+    /// Advances to `t`; returns the shift to add to restored times (0 normally).
+    pub fn advance(&mut self, t: Timestamp) -> i64 {
+        let shift = self.resume_from.take().map_or(0, |from| {
+            let d = i128::from(t.as_nanos()) - i128::from(from.as_nanos());
+            i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+        });
+        self.now = if shift != 0 { t } else { self.now.max(t) };
         shift
     }
 }
@@ -228,5 +232,9 @@ mod tests {
         c.restored(Timestamp(10));
         assert_eq!(c.advance(Timestamp(1_000)), 990);
         assert_eq!(c.advance(Timestamp(1_001)), 0);
+        // State learned from later traffic than what is replayed now.
+        c.restored(Timestamp(5_000));
+        assert_eq!(c.advance(Timestamp(2_000)), -3_000);
+        assert_eq!(c.now, Timestamp(2_000));
     }
 }

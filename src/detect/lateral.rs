@@ -164,7 +164,7 @@ impl Recent for Pair {
     fn used(&self) -> Used {
         self.used
     }
-    fn shift(&mut self, ns: u64) {
+    fn shift(&mut self, ns: i64) {
         self.used.shift(ns);
     }
 }
@@ -182,11 +182,11 @@ impl Recent for Host {
     fn used(&self) -> Used {
         Used { first: self.last, last: self.last }
     }
-    fn shift(&mut self, ns: u64) {
-        self.last = self.last.saturating_add(ns);
+    fn shift(&mut self, ns: i64) {
+        self.last = self.last.offset(ns);
         self.pairs.shift(ns);
         for r in &mut self.recent {
-            r.2 = r.2.saturating_add(ns);
+            r.2 = r.2.offset(ns);
         }
     }
 }
@@ -227,7 +227,7 @@ impl LateralDetector {
         let (t, cfg) = (cx.t, cx.cfg);
         let l = &cfg.lateral;
         let shift = self.clock.advance(t);
-        if shift > 0 {
+        if shift != 0 {
             self.hosts.shift(shift);
             self.seen.shift(shift);
         }
