@@ -145,3 +145,41 @@ fn learn_starts_a_sensor_warm() {
     assert_eq!(warm[0]["severity"], "high");
     assert!(warm[0]["evidence"]["usual_peers"].as_u64().unwrap() >= 1, "{:#}", warm[0]);
 }
+
+/// Behaviour starts of `file` under the configuration `toml`.
+fn starts_with_config(file: &str, toml: &str) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_netvigil"))
+        .args(["replay", "-q", "-c"])
+        .arg(&cfg)
+        .arg(cap(file))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["phase"] == "start" && KINDS.contains(&e["kind"].as_str().unwrap_or("")))
+        .collect()
+}
+
+#[test]
+fn jump_hosts_and_allowlisted_destinations_are_tuned_out() {
+    let jump =
+        "[[hostgroup]]\nname = \"jump hosts\"\ncidrs = [\"10.78.1.10\"]\nskip = [\"lateral_movement\"]\n";
+    let s = starts_with_config("behaviour/lab_lateral.pcap", jump);
+    assert_eq!(s.len(), 1, "{s:#?}");
+    assert_eq!(s[0]["src_ip"], "10.78.1.11");
+    let backup = "[[allow]]\ncidr = \"198.51.100.0/24\"\nkinds = [\"data_exfiltration\"]\nreason = \"offsite backup\"\n";
+    let s = starts_with_config("behaviour/lab_exfil_burst.pcap", backup);
+    assert!(s.is_empty(), "{s:#?}");
+    let bad = "[[hostgroup]]\nname = \"x\"\ncidrs = [\"10.0.0.1\"]\nskip = [\"lateral\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_netvigil")).arg("check-config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hostgroup.skip"));
+}

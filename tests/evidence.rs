@@ -11,8 +11,9 @@
 //! (real packets toward the target, not before the `onset`),
 //! `active_seconds`, and `intervals_over` never above `intervals_observed`;
 //! ICMP and DNS tunnel and ARP spoofing episode totals; the packet counts of `tcp_invalid_flags`,
-//! `land` and `port_zero` episodes. Each new detector
-//! family adds its fields here.
+//! `land` and `port_zero` episodes; exfiltration bytes and destination
+//! times, lateral-movement session times, beacon check-in counts and times.
+//! Each new detector family adds its fields here.
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -43,6 +44,9 @@ struct Pkt {
     query: Option<String>,
     /// An Ethernet ARP packet: (operation, sender MAC, sender IP, target IP).
     arp: Option<(u16, [u8; 6], IpAddr, IpAddr)>,
+    /// TCP or UDP payload bytes from the IPv4 header lengths (the capture may
+    /// hold headers only).
+    payload: u64,
 }
 
 fn read(path: &Path) -> Vec<Pkt> {
@@ -64,7 +68,8 @@ fn read(path: &Path) -> Vec<Pkt> {
             }
             _ => None,
         };
-        let mut k = Pkt { ns, src: None, dst: None, ports: None, echo: false, query: None, arp: None };
+        let mut k =
+            Pkt { ns, src: None, dst: None, ports: None, echo: false, query: None, arp: None, payload: 0 };
         if dlt == 1 {
             k.arp = ethernet_arp(p.data);
         }
@@ -74,6 +79,13 @@ fn read(path: &Path) -> Vec<Pkt> {
                 let h = v4.header();
                 k.src = Some(IpAddr::V4(h.source_addr()));
                 k.dst = Some(IpAddr::V4(h.destination_addr()));
+                let l4 = u64::from(h.total_len()).saturating_sub(u64::from(h.ihl()) * 4);
+                let pl = v4.payload().payload;
+                k.payload = match h.protocol().0 {
+                    6 if pl.len() >= 13 => l4.saturating_sub(u64::from(pl[12] >> 4) * 4),
+                    17 => l4.saturating_sub(8),
+                    _ => 0,
+                };
                 (h.protocol().0, v4.payload().payload, h.fragments_offset().value() == 0)
             }
             Some(LaxNetSlice::Ipv6(v6)) => {
@@ -154,7 +166,7 @@ fn check_count(ctx: &str, ev: &Value, key: &str, truth: u64) -> Option<String> {
 
 fn captures() -> Vec<PathBuf> {
     // Every capture but the link-type samples, which raise no events.
-    ["benign", "floods", "lab", "malformed", "misuse", "scans"]
+    ["behaviour", "benign", "floods", "lab", "malformed", "misuse", "scans"]
         .iter()
         .flat_map(|d| common::files_under(&common::cap(d), &["pcap", "pcapng"]))
         .collect()
@@ -305,6 +317,90 @@ fn every_number_agrees_with_the_packets() {
                         failures.push(format!(
                             "{ctx}: episode_totals.spoofed_replies {total}, the packets say {replies}"
                         ));
+                    }
+                }
+                "data_exfiltration" => {
+                    // The episode's bytes: payload the actor sent its listed
+                    // destinations within the episode's packet times.
+                    let (a, b) = episode_span(ev);
+                    let dests: Vec<Option<IpAddr>> =
+                        ev["destinations"].as_array().unwrap().iter().map(|d| ip(&d["address"])).collect();
+                    let sent: u64 = pkts
+                        .iter()
+                        .filter(|p| p.src == src && dests.contains(&p.dst) && (a..=b + 999).contains(&p.ns))
+                        .map(|p| p.payload)
+                        .sum();
+                    checked += 1;
+                    failures.extend(check_count(
+                        &ctx,
+                        &ev["episode_totals"],
+                        "bytes_to_episode_destinations",
+                        sent,
+                    ));
+                    for d in ev["destinations"].as_array().unwrap() {
+                        let t = ns_of(d["first_packet"].as_str().unwrap());
+                        checked += 1;
+                        if !pkts
+                            .iter()
+                            .any(|p| p.ns / 1000 * 1000 == t && p.src == src && p.dst == ip(&d["address"]))
+                        {
+                            failures
+                                .push(format!("{ctx}: first_packet {t} is no packet to {}", d["address"]));
+                        }
+                    }
+                }
+                "lateral_movement" => {
+                    for n in ev["new_sessions"].as_array().unwrap() {
+                        let (peer, port) = (ip(&n["peer"]), n["service"].as_u64().unwrap() as u16);
+                        let t = ns_of(n["first_session"].as_str().unwrap());
+                        checked += 1;
+                        let real = pkts.iter().any(|p| {
+                            p.ns / 1000 * 1000 == t
+                                && ((p.src == src && p.dst == peer && p.ports.is_some_and(|q| q.1 == port))
+                                    || (p.src == peer
+                                        && p.dst == src
+                                        && p.ports.is_some_and(|q| q.0 == port)))
+                        });
+                        if !real {
+                            failures
+                                .push(format!("{ctx}: first_session {t} is no packet of {peer:?}:{port}"));
+                        }
+                    }
+                }
+                "beaconing" => {
+                    // Check-ins recounted: a bare SYN, or payload after 2 s of
+                    // silence in its connection; closer than 2 s merge.
+                    let port = ev["dst_port"].as_u64().unwrap() as u16;
+                    let last = ns_of(ev["last_checkin"].as_str().unwrap());
+                    let gap = 2_000_000_000u64;
+                    let mut conn_last: std::collections::HashMap<u16, u64> = Default::default();
+                    let mut checkins: Vec<u64> = Vec::new();
+                    for p in &pkts {
+                        let (fwd, sport) = match p.ports {
+                            Some((s, d, _)) if p.src == src && p.dst == dst && d == port => (true, s),
+                            Some((s, d, _)) if p.src == dst && p.dst == src && s == port => (false, d),
+                            _ => continue,
+                        };
+                        let before = conn_last.insert(sport, p.ns);
+                        let flags = p.ports.map_or(0, |q| q.2);
+                        let syn = flags != 0xffff && flags & 0x12 == 0x02;
+                        let burst = p.payload > 0 && before.is_none_or(|b| p.ns - b >= gap);
+                        if fwd && p.ns / 1000 * 1000 <= last && (syn || burst) {
+                            if checkins.last().is_none_or(|&c| p.ns - c >= gap) {
+                                checkins.push(p.ns);
+                            } else if let Some(c) = checkins.last_mut() {
+                                *c = p.ns;
+                            }
+                        }
+                    }
+                    checked += 1;
+                    failures.extend(check_count(&ctx, ev, "checkins", checkins.len() as u64));
+                    for key in ["first_checkin", "last_checkin"] {
+                        let t = ns_of(ev[key].as_str().unwrap());
+                        checked += 1;
+                        if !pkts.iter().any(|p| p.ns / 1000 * 1000 == t && p.src == src && p.dst == dst) {
+                            failures.push(format!("{ctx}: {key} is no packet of the pair"));
+                        }
                     }
                 }
                 "host_scan" if ev["method"] == "ICMP echo" => {

@@ -65,6 +65,23 @@ pub struct ExfilConfig {
     pub max_hosts: usize,
     /// Seconds of packet time a destination unused is remembered.
     pub forget_after: u64,
+    /// `"hour_of_day"`: also learn the usual volume per hour of day, and
+    /// judge each window against its own hour once that hour has three
+    /// windows of history (a nightly backup stays usual at night only).
+    pub profile: Profile,
+    /// Minutes east of UTC of the site's clock, for the hour of day.
+    pub utc_offset_minutes: i32,
+}
+
+/// How the usual volume is kept.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// One usual for every hour.
+    #[default]
+    None,
+    /// One usual per hour of day, beside the all-day one.
+    HourOfDay,
 }
 
 impl Default for ExfilConfig {
@@ -81,6 +98,8 @@ impl Default for ExfilConfig {
             max_destinations: 256,
             max_hosts: 65_536,
             forget_after: 30 * 86_400,
+            profile: Profile::None,
+            utc_offset_minutes: 0,
         }
     }
 }

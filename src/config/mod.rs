@@ -17,7 +17,7 @@ use crate::base::{Cidr, LocalNets};
 mod behaviour;
 mod detectors;
 
-pub use behaviour::{BeaconConfig, ExfilConfig, LateralConfig, NetworksConfig};
+pub use behaviour::{BeaconConfig, ExfilConfig, LateralConfig, NetworksConfig, Profile};
 
 pub use detectors::{
     AllowRule, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SpikeConfig, Tuning,
@@ -378,6 +378,12 @@ impl Config {
         )?;
         check(x.max_hosts >= 1, "exfiltration.max_hosts", x.max_hosts, "must be at least 1")?;
         check(x.forget_after >= 1, "exfiltration.forget_after", x.forget_after, "must be at least 1 second")?;
+        check(
+            (-14 * 60..=14 * 60).contains(&x.utc_offset_minutes),
+            "exfiltration.utc_offset_minutes",
+            x.utc_offset_minutes,
+            "must be -840..=840",
+        )?;
         let l = &self.lateral;
         check(l.learning <= 30 * 86_400, "lateral.learning", l.learning, "must be 0..=2592000 seconds")?;
         check(

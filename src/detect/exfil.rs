@@ -43,6 +43,9 @@ const MAX_PAIRS: usize = 16_384;
 /// Closed windows at a scale before its own mean is trusted; until then the
 /// shortest trusted scale's rate stands in, scaled to the window.
 const MIN_CLOSED: u32 = 4;
+/// Closed windows an hour-of-day slot needs before it replaces the
+/// all-day usual: three days of one-hour windows.
+const MIN_SLOT: u32 = 3;
 /// Half-life of the usual volume and of the peak, in seconds of packet time:
 /// a day, so a busy morning does not redefine normal by the afternoon.
 const HALF_LIFE: f64 = 86_400.0;
@@ -152,7 +155,7 @@ impl Mean {
 }
 
 /// One window length's running window and learned usual.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Scale {
     /// Start of the window filling now.
     start: Timestamp,
@@ -172,6 +175,40 @@ struct Scale {
     peak_at: Timestamp,
     /// Windows closed (zeros included).
     closed: u32,
+    /// Per hour of day (24 slots, when `profile = "hour_of_day"`): the same
+    /// usual and peak, learned only from windows that began in that hour.
+    #[serde(default)]
+    hours: Vec<Slot>,
+}
+
+/// One hour of day's usual volume at one window length.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Slot {
+    usual: Mean,
+    peak: f64,
+    closed: u32,
+}
+
+/// Half-life of an hour-of-day slot, in seconds of that hour's own windows:
+/// a week of days, so one odd night does not redefine 02:00.
+const SLOT_HALF_LIFE: f64 = 7.0 * 3600.0;
+
+/// Hour of day (0-23) of `t`, shifted by `offset_min` minutes from UTC.
+fn hour_of(t: Timestamp, offset_min: i32) -> usize {
+    let secs = t.as_nanos() / NANOS_PER_SEC;
+    let local = secs as i64 + i64::from(offset_min) * 60;
+    (local.rem_euclid(86_400) / 3600) as usize
+}
+
+fn fold_slot(s: &mut Scale, start: Timestamp, x: f64, len: u64, offset_min: i32) {
+    if s.hours.len() != 24 {
+        return;
+    }
+    let keep = 0.5f64.powf(len as f64 / 1e9 / SLOT_HALF_LIFE);
+    let slot = &mut s.hours[hour_of(start, offset_min)];
+    slot.usual.push(x, 1, keep);
+    slot.peak = slot.peak.max(x);
+    slot.closed = slot.closed.saturating_add(1);
 }
 
 /// A destination network a host has sent to.
@@ -351,8 +388,14 @@ impl ExfilDetector {
             // First sight, or the window lengths changed on reload: start over.
             h.scales = secs.iter().map(|_| Scale { start: t, peak_at: t, ..Scale::default() }).collect();
         }
+        let profile = x.profile == crate::config::Profile::HourOfDay;
         for (s, &len) in h.scales.iter_mut().zip(secs) {
-            roll(s, t, len);
+            if profile && s.hours.len() != 24 {
+                s.hours = vec![Slot::default(); 24];
+            } else if !profile && !s.hours.is_empty() {
+                s.hours = Vec::new();
+            }
+            roll(s, t, len, x.utc_offset_minutes);
         }
         let learned = t.since(h.used.first) >= learning;
         let key = EpisodeKey { kind: AnomalyKind::DataExfiltration, src, dst: Addr::UNSPECIFIED };
@@ -369,12 +412,14 @@ impl ExfilDetector {
                 h.dests.entry(net, || Dest { used: Used { first: a.span.first.min(t), last: t }, bytes: 0 });
             d.used.touch(t);
             d.bytes = d.bytes.saturating_add(a.bytes);
-            // New: first used after the host's learning, less than `new_for` ago,
-            // and not a destination the operator allowlisted.
-            let is_new = learned
-                && d.used.first.since(h.used.first) >= learning
-                && t.since(d.used.first) < new_for
-                && !cfg.allowed(&dst, AnomalyKind::DataExfiltration);
+            // An allowlisted destination (an offsite backup) is remembered
+            // but its bytes are neither judged nor learned as usual.
+            if cfg.allowed(&dst, AnomalyKind::DataExfiltration) {
+                continue;
+            }
+            // New: first used after the host's learning and less than `new_for` ago.
+            let is_new =
+                learned && d.used.first.since(h.used.first) >= learning && t.since(d.used.first) < new_for;
             total += a.bytes;
             if is_new {
                 new_bytes += a.bytes;
@@ -534,7 +579,7 @@ impl ExfilDetector {
 
 /// Closes `s`'s window if `t` is past it: the finished window and every
 /// empty one since are folded into the usual volume and the peak.
-fn roll(s: &mut Scale, t: Timestamp, len: u64) {
+fn roll(s: &mut Scale, t: Timestamp, len: u64, offset_min: i32) {
     let len = len.max(1);
     if t.since(s.start) < len {
         return;
@@ -545,6 +590,16 @@ fn roll(s: &mut Scale, t: Timestamp, len: u64) {
     s.usual.push(learned, 1, keep);
     if windows > 1 {
         s.usual.push(0.0, windows - 1, keep);
+    }
+    if s.hours.len() == 24 {
+        let start = s.start;
+        fold_slot(s, start, learned, len, offset_min);
+        // The quiet windows since, each in its own hour (a day of them at
+        // most: older silence has decayed away in every slot anyway).
+        let day = (86_400 * NANOS_PER_SEC / len).max(1);
+        for k in windows.saturating_sub(day).max(1)..windows {
+            fold_slot(s, start.saturating_add(k * len), 0.0, len, offset_min);
+        }
     }
     let decay = 0.5f64.powf(t.since(s.peak_at) as f64 / 1e9 / HALF_LIFE);
     s.peak = (s.peak * decay).max(learned);
@@ -568,13 +623,19 @@ fn judge(scales: &[Scale], secs: &[u64], x: &ExfilConfig, t: Timestamp) -> Vec<V
     let mut out = Vec::with_capacity(scales.len());
     for &i in &order {
         let s = &scales[i];
-        let usual = if s.closed >= MIN_CLOSED {
+        // This hour of day's own history, once it has some: a nightly
+        // backup is usual at 02:00 and still unusual at 14:00.
+        let slot = s.hours.get(hour_of(s.start, x.utc_offset_minutes)).filter(|h| h.closed >= MIN_SLOT);
+        let usual = if let Some(h) = slot {
+            h.usual.value()
+        } else if s.closed >= MIN_CLOSED {
             s.usual.value()
         } else {
             trusted.map_or(0.0, |j| scales[j].usual.value() * secs[i] as f64 / secs[j] as f64)
         };
         let decay = 0.5f64.powf(t.since(s.peak_at) as f64 / 1e9 / HALF_LIFE);
-        let peak = (s.peak * decay).max(peak_below);
+        let overall = s.peak * decay;
+        let peak = slot.map_or(overall, |h| h.peak).max(peak_below);
         peak_below = peak;
         out.push(Verdict {
             seconds: secs[i] / NANOS_PER_SEC,
@@ -683,12 +744,34 @@ mod tests {
     fn a_window_rolls_over_quiet_spells() {
         let s0 = Timestamp::from_secs(1000);
         let mut s = Scale { start: s0, peak_at: s0, total: 500, ..Scale::default() };
-        roll(&mut s, Timestamp::from_secs(1035), 10 * NANOS_PER_SEC);
+        roll(&mut s, Timestamp::from_secs(1035), 10 * NANOS_PER_SEC, 0);
         assert_eq!(s.closed, 3);
         assert_eq!(s.start, Timestamp::from_secs(1030));
         assert_eq!(s.total, 0);
         assert!((s.usual.value() - 500.0 / 3.0).abs() < 1.0);
         assert!((s.peak - 500.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_nightly_backup_is_usual_at_night_only() {
+        let x = ExfilConfig { profile: crate::config::Profile::HourOfDay, ..ExfilConfig::default() };
+        let hour = 3600 * NANOS_PER_SEC;
+        let day0 = Timestamp::from_secs(1_700_000_000 - 1_700_000_000 % 86_400);
+        let mut s =
+            Scale { start: day0, peak_at: day0, hours: vec![Slot::default(); 24], ..Scale::default() };
+        // Four weeks of hourly windows: 5 GB uploaded in the 02:00 hour, 10 MB in every other.
+        for h in 0..24 * 28u64 {
+            s.total = if h % 24 == 2 { 5_000_000_000 } else { 10_000_000 };
+            roll(&mut s, day0.saturating_add((h + 1) * hour), hour, 0);
+        }
+        let at = |h: u64| {
+            let mut s = s.clone();
+            s.start = day0.saturating_add((28 * 24 + h) * hour);
+            s.total = 5_000_000_000;
+            judge(&[s], &[hour], &x, day0.saturating_add((28 * 24 + h) * hour + 60))[0]
+        };
+        assert!(at(2).total as f64 <= at(2).line_all, "{:?}", at(2));
+        assert!(at(14).total as f64 > at(14).line_all, "{:?}", at(14));
     }
 
     #[test]
