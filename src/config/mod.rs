@@ -351,7 +351,7 @@ impl Config {
             LocalNets::parse(n).is_some(),
             "networks.local",
             format!("{n:?}"),
-            "must be at most 32 addresses or CIDRs",
+            "each must be an address or CIDR, at most 32 of them",
         )?;
         let x = &self.exfiltration;
         check(x.learning <= 30 * 86_400, "exfiltration.learning", x.learning, "must be 0..=2592000 seconds")?;
