@@ -4,6 +4,9 @@
 #
 #   sudo scripts/make-lab-captures.sh            # writes captures/lab/*.pcap
 #   sudo OUT=/tmp/lab scripts/make-lab-captures.sh
+#   sudo ONLY="nmap_ack_scan nmap_maimon_scan" scripts/make-lab-captures.sh
+#                                                # only these recipes; the other
+#                                                # files in $OUT are left alone
 #
 # Network safety: every packet goes over one veth pair between the namespaces
 # nvlabA (10.77.0.1, fd77::1) and nvlabB (10.77.0.2, fd77::2). Neither namespace
@@ -27,15 +30,45 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# ---------------------------------------------------------------- recipes
+# every recipe, in run order; ONLY="name ..." picks some of them (default: all)
+RECIPES="land port_zero ipv4_header_anomalies invalid_source frag_tiny
+  frag_overlap icmp_redirect icmp_big_echo ipv6_rh0 dns_wrong_port
+  nmap_syn_scan nmap_xmas_scan arp_sweep arp_spoof benign_curl
+  nmap_ack_scan nmap_maimon_scan nmap_ipproto_scan"
+ONLY=${ONLY:-}
+for r in $ONLY; do
+  case " $(echo $RECIPES) " in
+    *" $r "*) ;;
+    *) echo "make-lab-captures: unknown recipe in ONLY: $r" >&2; exit 1 ;;
+  esac
+done
+want() { # recipe...: true if any of them is selected
+  local r
+  [ -z "$ONLY" ] && return 0
+  for r in "$@"; do
+    case " $(echo $ONLY) " in *" $r "*) return 0 ;; esac
+  done
+  return 1
+}
+
 # ---------------------------------------------------------------- tools
-need=(hping3:hping3 nmap:nmap tcpdump:tcpdump ip:iproute2 ping:iputils-ping
-      curl:curl nc:netcat-openbsd ethtool:ethtool capinfos:wireshark-common
+need=(tcpdump:tcpdump ip:iproute2 ethtool:ethtool capinfos:wireshark-common
       timeout:coreutils)
+if want land port_zero; then need+=(hping3:hping3); fi
+if want nmap_syn_scan nmap_xmas_scan arp_sweep nmap_ack_scan nmap_maimon_scan \
+        nmap_ipproto_scan; then need+=(nmap:nmap); fi
+if want icmp_big_echo; then need+=(ping:iputils-ping); fi
+if want dns_wrong_port; then need+=(nc:netcat-openbsd); fi
+if want benign_curl; then need+=(curl:curl); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
-"$PY" -c 'import scapy.all' >/dev/null 2>&1 || missing+=(python3-scapy)
+if want ipv4_header_anomalies invalid_source frag_tiny frag_overlap \
+        icmp_redirect ipv6_rh0 dns_wrong_port arp_spoof; then
+  "$PY" -c 'import scapy.all' >/dev/null 2>&1 || missing+=(python3-scapy)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "make-lab-captures: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -290,92 +323,158 @@ recipe() { CUR=$1; echo "make-lab-captures: $1" >&2; cap_start "$1"; }
 sleep 2   # let interface bring-up settle before the first capture
 
 # 1. LAND: SYNs whose source is spoofed to equal the destination
-recipe land
-inA timeout 30 hping3 -I "$IFA" -S -a "$IP_B" -s 7777 -k -p 7777 -c 5 -i u200000 "$IP_B" >/dev/null 2>&1 || true
-cap_stop
+if want land; then
+  recipe land
+  inA timeout 30 hping3 -I "$IFA" -S -a "$IP_B" -s 7777 -k -p 7777 -c 5 -i u200000 "$IP_B" >/dev/null 2>&1 || true
+  cap_stop
+fi
 
 # 2. port 0, TCP and UDP
-recipe port_zero
-inA timeout 30 hping3 -I "$IFA" -S -s 40000 -k -p 0 -c 3 -i u200000 "$IP_B" >/dev/null 2>&1 || true
-inA timeout 30 hping3 -I "$IFA" --udp -s 40001 -k -p 0 -c 3 -i u200000 -d 8 "$IP_B" >/dev/null 2>&1 || true
-cap_stop
+if want port_zero; then
+  recipe port_zero
+  inA timeout 30 hping3 -I "$IFA" -S -s 40000 -k -p 0 -c 3 -i u200000 "$IP_B" >/dev/null 2>&1 || true
+  inA timeout 30 hping3 -I "$IFA" --udp -s 40001 -k -p 0 -c 3 -i u200000 -d 8 "$IP_B" >/dev/null 2>&1 || true
+  cap_stop
+fi
 
 # 3. IPv4 header anomalies: evil bit, TTL 0, malformed options
-recipe ipv4_header_anomalies; scapy ipv4_header_anomalies; cap_stop
+if want ipv4_header_anomalies; then
+  recipe ipv4_header_anomalies; scapy ipv4_header_anomalies; cap_stop
+fi
 
 # 4. impossible IPv4 sources + one DHCP DISCOVER control
-recipe invalid_source; scapy invalid_source; cap_stop
+if want invalid_source; then
+  recipe invalid_source; scapy invalid_source; cap_stop
+fi
 
 # 5. tiny first fragment (8 bytes of TCP header)
-recipe frag_tiny; scapy frag_tiny; cap_stop
+if want frag_tiny; then
+  recipe frag_tiny; scapy frag_tiny; cap_stop
+fi
 
 # 6. overlapping fragments (teardrop style) + oversized reassembly (ping of death)
 # (the ping-of-death queue never completes: nvlabB answers "reassembly time
 # exceeded" once net.ipv4.ipfrag_time has passed, so wait for it)
-recipe frag_overlap; scapy frag_overlap; sleep 2.5; cap_stop
+if want frag_overlap; then
+  recipe frag_overlap; scapy frag_overlap; sleep 2.5; cap_stop
+fi
 
 # 7. ICMP redirects
-recipe icmp_redirect; scapy icmp_redirect; cap_stop
+if want icmp_redirect; then
+  recipe icmp_redirect; scapy icmp_redirect; cap_stop
+fi
 
 # 8. big ICMP echoes (fragmented) then normal pings as control
-recipe icmp_big_echo
-inA timeout 30 ping -n -c 3 -i 0.3 -s 4000 "$IP_B" >/dev/null
-inA timeout 30 ping -n -c 3 -i 0.3 -s 56 "$IP_B" >/dev/null
-cap_stop
+if want icmp_big_echo; then
+  recipe icmp_big_echo
+  inA timeout 30 ping -n -c 3 -i 0.3 -s 4000 "$IP_B" >/dev/null
+  inA timeout 30 ping -n -c 3 -i 0.3 -s 56 "$IP_B" >/dev/null
+  cap_stop
+fi
 
 # 9. IPv6 type 0 routing header; repeated destination options headers
-recipe ipv6_rh0; scapy ipv6_rh0; cap_stop
+if want ipv6_rh0; then
+  recipe ipv6_rh0; scapy ipv6_rh0; cap_stop
+fi
 
 # 10. non-DNS payloads to UDP 53 (nc) + real DNS queries as control (scapy)
-recipe dns_wrong_port
-for i in 1 2 3 4 5; do
-  echo 'GET / HTTP/1.1' | inA timeout 10 nc -u -w1 -p $((5300 + i)) "$IP_B" 53 || true
-done
-scapy dns_control
-cap_stop
+if want dns_wrong_port; then
+  recipe dns_wrong_port
+  for i in 1 2 3 4 5; do
+    echo 'GET / HTTP/1.1' | inA timeout 10 nc -u -w1 -p $((5300 + i)) "$IP_B" 53 || true
+  done
+  scapy dns_control
+  cap_stop
+fi
 
 # 11. nmap SYN scan of 200 closed ports
-recipe nmap_syn_scan
-inA timeout 120 nmap -sS -Pn -n -p 1-200 --max-rate 500 "$IP_B" >"$TMP/nmap_syn.txt" 2>&1
-cap_stop
+if want nmap_syn_scan; then
+  recipe nmap_syn_scan
+  inA timeout 120 nmap -sS -Pn -n -p 1-200 --max-rate 500 "$IP_B" >"$TMP/nmap_syn.txt" 2>&1
+  cap_stop
+fi
 
 # 12. nmap Xmas scan of 100 closed ports
-recipe nmap_xmas_scan
-inA timeout 120 nmap -sX -Pn -n -p 1-100 --max-rate 500 "$IP_B" >"$TMP/nmap_xmas.txt" 2>&1
-cap_stop
+if want nmap_xmas_scan; then
+  recipe nmap_xmas_scan
+  inA timeout 120 nmap -sX -Pn -n -p 1-100 --max-rate 500 "$IP_B" >"$TMP/nmap_xmas.txt" 2>&1
+  cap_stop
+fi
 
 # 13. ARP sweep of the /24
-recipe arp_sweep
-inA timeout 120 nmap -sn -PR -n --max-retries 0 10.77.0.0/24 >"$TMP/nmap_arp.txt" 2>&1
-cap_stop
+if want arp_sweep; then
+  recipe arp_sweep
+  inA timeout 120 nmap -sn -PR -n --max-retries 0 10.77.0.0/24 >"$TMP/nmap_arp.txt" 2>&1
+  cap_stop
+fi
 
 # 14. ARP spoofing: normal request/reply, then 3 forged unsolicited replies
-recipe arp_spoof; scapy arp_spoof; cap_stop
+if want arp_spoof; then
+  recipe arp_spoof; scapy arp_spoof; cap_stop
+fi
 
 # 15. benign: 30 HTTP GETs against python's http.server
-mkdir -p "$TMP/www"
-printf 'netvigil lab\n' >"$TMP/www/index.html"
-ip netns exec "$NSB" timeout 300 "$PY" -m http.server 8080 --bind "$IP_B" --directory "$TMP/www" >/dev/null 2>&1 &
-HTTP_PID=$!
-PIDS+=("$HTTP_PID")
-for _ in $(seq 50); do
-  inB ss -Hltn "sport = :8080" | grep -q 8080 && break
-  sleep 0.1
-done
-recipe benign_curl
-for _ in $(seq 30); do
-  inA timeout 10 curl -s -o /dev/null --max-time 5 "http://$IP_B:8080/" || true
-  sleep 0.1
-done
-cap_stop
-kill "$HTTP_PID" 2>/dev/null || true
+if want benign_curl; then
+  mkdir -p "$TMP/www"
+  printf 'netvigil lab\n' >"$TMP/www/index.html"
+  ip netns exec "$NSB" timeout 300 "$PY" -m http.server 8080 --bind "$IP_B" --directory "$TMP/www" >/dev/null 2>&1 &
+  HTTP_PID=$!
+  PIDS+=("$HTTP_PID")
+  for _ in $(seq 50); do
+    inB ss -Hltn "sport = :8080" | grep -q 8080 && break
+    sleep 0.1
+  done
+  recipe benign_curl
+  for _ in $(seq 30); do
+    inA timeout 10 curl -s -o /dev/null --max-time 5 "http://$IP_B:8080/" || true
+    sleep 0.1
+  done
+  cap_stop
+  kill "$HTTP_PID" 2>/dev/null || true
+fi
+
+# 16. nmap ACK scan of 100 ports (nvlabB answers every probe with RST)
+if want nmap_ack_scan; then
+  recipe nmap_ack_scan
+  inA timeout 120 nmap -sA -p 1-100 -n -Pn --max-retries 0 "$IP_B" >"$TMP/nmap_ack.txt" 2>&1
+  cap_stop
+fi
+
+# 17. nmap Maimon scan (FIN+ACK probes) of 100 ports
+if want nmap_maimon_scan; then
+  recipe nmap_maimon_scan
+  inA timeout 120 nmap -sM -p 1-100 -n -Pn --max-retries 0 "$IP_B" >"$TMP/nmap_maimon.txt" 2>&1
+  cap_stop
+fi
+
+# 18. nmap IP protocol scan of protocols 0-100 (nvlabB answers ICMP protocol
+# unreachable for each protocol its kernel does not handle). icmp_ratelimit=0
+# only turns off the per-destination limit; the per-namespace global bucket
+# (icmp_msgs_per_sec/icmp_msgs_burst, for the types in icmp_ratemask) still
+# applies, so a fast scan gets only the first ~50 errors. Log what it dropped.
+if want nmap_ipproto_scan; then
+  icmp_drops() { inB awk '/^Icmp:/ { if (!n) { n = split($0, h); next }
+    for (i = 2; i <= NF; i++) if (h[i] ~ /^OutRateLimit/) printf "%s=%s ", h[i], $i }' /proc/net/snmp; }
+  echo "  nvlabB sysctl: icmp_ratelimit=$(inB sysctl -n net.ipv4.icmp_ratelimit)" \
+    "icmp_ratemask=$(inB sysctl -n net.ipv4.icmp_ratemask)" \
+    "icmp_msgs_per_sec=$(inB sysctl -n net.ipv4.icmp_msgs_per_sec)" \
+    "icmp_msgs_burst=$(inB sysctl -n net.ipv4.icmp_msgs_burst)" >&2
+  echo "  nvlabB before: $(icmp_drops)" >&2
+  recipe nmap_ipproto_scan
+  inA timeout 120 nmap -sO -p 0-100 -n -Pn --max-retries 0 "$IP_B" >"$TMP/nmap_ipproto.txt" 2>&1
+  cap_stop
+  echo "  nvlabB after:  $(icmp_drops)" >&2
+  grep -E '^[0-9]+ +open' "$TMP/nmap_ipproto.txt" | sed 's/^/    nmap: /' >&2 || true
+fi
 
 echo "make-lab-captures: done; files in $OUT" >&2
 {
   echo "tool versions:"
-  hping3 --version 2>&1 | head -1
-  nmap --version | head -1
+  if command -v hping3 >/dev/null; then hping3 --version 2>&1 | head -1; fi
+  if command -v nmap >/dev/null; then nmap --version | head -1; fi
   tcpdump --version 2>&1 | head -1
-  "$PY" -c 'import scapy; print("scapy", scapy.__version__)'
+  if "$PY" -c 'import scapy' 2>/dev/null; then
+    "$PY" -c 'import scapy; print("scapy", scapy.__version__)'
+  fi
   echo "kernel $(uname -r)"
 } >&2

@@ -216,13 +216,29 @@ fn every_number_agrees_with_the_packets() {
                 "port_scan" => {
                     let (a, b) = span();
                     // Probes open flows without ACK (SYN, NULL/FIN/Xmas) or are UDP.
-                    let ports: BTreeSet<u16> = pkts
+                    let mut ports: BTreeSet<u16> = pkts
                         .iter()
                         .filter(|p| p.src == src && p.dst == dst && (a..=b + 999).contains(&p.ns))
                         .filter_map(|p| p.ports)
                         .filter(|&(_, _, f)| f == 0xffff || f & 0x14 == 0)
                         .map(|(_, d, _)| d)
                         .collect();
+                    // ACK and FIN+ACK probes count once the target resets them
+                    // (their time is the reset's).
+                    let acked: BTreeSet<u16> = pkts
+                        .iter()
+                        .filter(|p| p.src == src && p.dst == dst)
+                        .filter_map(|p| p.ports)
+                        .filter(|&(_, _, f)| f != 0xffff && (f & 0x3f == 0x10 || f & 0x3f == 0x11))
+                        .map(|(_, d, _)| d)
+                        .collect();
+                    ports.extend(
+                        pkts.iter()
+                            .filter(|p| p.src == dst && p.dst == src && (a..=b + 999).contains(&p.ns))
+                            .filter_map(|p| p.ports)
+                            .filter(|&(s, _, f)| f != 0xffff && f & 0x04 != 0 && acked.contains(&s))
+                            .map(|(s, _, _)| s),
+                    );
                     checked += 1;
                     failures.extend(check_count(&ctx, ev, "distinct_ports", ports.len() as u64));
                     let probes = ev["probes"].as_u64().unwrap();

@@ -180,6 +180,17 @@ fn port_scans() {
     );
     // A single-port nmap -A is not a port scan.
     expect("scans/esnet_nmap_80_all.pcap", &[]);
+    // ACK (and window) and Maimon scans: bare ACK or FIN+ACK probes answered
+    // by RST are probes, not connections.
+    for f in ["lab/nmap_ack_scan.pcap", "lab/nmap_maimon_scan.pcap"] {
+        let evs = expect(f, &[("port_scan", "10.77.0.1", "10.77.0.2")]);
+        let ev = &evs[0]["evidence"];
+        assert_eq!(ev["probe_types"]["ack"], 100, "{f}: {ev}");
+        assert_eq!(ev["probes"], 100, "{f}");
+    }
+    // nmap -sO: one packet per IP protocol number.
+    let evs = expect("lab/nmap_ipproto_scan.pcap", &[("protocol_scan", "10.77.0.1", "10.77.0.2")]);
+    assert!(evs[0]["evidence"]["distinct_protocols"].as_u64().unwrap() >= 90, "{}", evs[0]);
 }
 
 #[test]

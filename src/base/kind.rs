@@ -92,10 +92,13 @@ pub enum AnomalyKind {
     LateralMovement,
     /// Regular check-ins from one host to one service (command and control).
     Beaconing,
+    /// One source sending one host packets of many IP protocols (nmap -sO).
+    // New kinds go last: a kind's place feeds episode ids and event order.
+    ProtocolScan,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 26] = [
+pub const ALL_KINDS: [AnomalyKind; 27] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -122,6 +125,7 @@ pub const ALL_KINDS: [AnomalyKind; 26] = [
     AnomalyKind::DataExfiltration,
     AnomalyKind::LateralMovement,
     AnomalyKind::Beaconing,
+    AnomalyKind::ProtocolScan,
 ];
 
 impl AnomalyKind {
@@ -150,6 +154,7 @@ impl AnomalyKind {
             AnomalyKind::PortScan => "port_scan",
             AnomalyKind::HostScan => "host_scan",
             AnomalyKind::DistributedScan => "distributed_scan",
+            AnomalyKind::ProtocolScan => "protocol_scan",
             AnomalyKind::BehaviourOutlier => "behaviour_outlier",
             AnomalyKind::DataExfiltration => "data_exfiltration",
             AnomalyKind::LateralMovement => "lateral_movement",
@@ -171,7 +176,10 @@ impl AnomalyKind {
             | AnomalyKind::Amplification
             | AnomalyKind::VolumeSpike
             | AnomalyKind::FanoutSpike => Category::Spike,
-            AnomalyKind::PortScan | AnomalyKind::HostScan | AnomalyKind::DistributedScan => Category::Scan,
+            AnomalyKind::PortScan
+            | AnomalyKind::HostScan
+            | AnomalyKind::DistributedScan
+            | AnomalyKind::ProtocolScan => Category::Scan,
             AnomalyKind::BehaviourOutlier => Category::Ml,
             AnomalyKind::DataExfiltration | AnomalyKind::LateralMovement | AnomalyKind::Beaconing => {
                 Category::Behaviour

@@ -178,6 +178,10 @@ pub struct ScanConfig {
     pub distributed_sources: u64,
     /// Largest fraction of probes that may succeed for it to still be a scan.
     pub max_success: f64,
+    /// Distinct IP protocols one source sends one host that make a protocol
+    /// scan: two hosts speak TCP, UDP, ICMP and perhaps IGMP, GRE or ESP;
+    /// eight is more than any tunnel setup and a sliver of nmap -sO's 256.
+    pub protocols: u64,
     /// Most (source, target) windows remembered.
     pub max_tracked: usize,
 }
@@ -194,6 +198,7 @@ impl Default for ScanConfig {
             distributed_ports: 100,
             distributed_sources: 5,
             max_success: 0.5,
+            protocols: 8,
             max_tracked: 131_072,
         }
     }

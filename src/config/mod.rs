@@ -316,6 +316,7 @@ impl Config {
         check(sc.ports >= 2, "scan.ports", sc.ports, "must be at least 2")?;
         check(sc.hosts >= 2, "scan.hosts", sc.hosts, "must be at least 2")?;
         check(sc.arp_hosts >= 2, "scan.arp_hosts", sc.arp_hosts, "must be at least 2")?;
+        check(sc.protocols >= 2, "scan.protocols", sc.protocols, "must be at least 2")?;
         check(
             (0.0..=1.0).contains(&sc.max_success),
             "scan.max_success",

@@ -5,7 +5,8 @@
 //! time, and only when attempts mostly fail. The shard half
 //! ([`ProbeTable`]) aggregates probes per interval (a flow's first packet
 //! from its originator: a bare SYN, a stealth NULL/FIN/Xmas probe, a new UDP
-//! flow, an ICMP echo request, an ARP who-has) and the successes that answer
+//! flow, an ICMP echo request, an ARP who-has; and a bare ACK or FIN+ACK
+//! once the target answers it with a reset) and the successes that answer
 //! them; the host half ([`ScanDetector`]) keeps tumbling windows and decides.
 
 use hashbrown::HashMap;
@@ -39,6 +40,9 @@ pub enum Probe {
     Stealth,
     /// A datagram opening a UDP flow.
     Udp,
+    /// A bare ACK or FIN+ACK opening a flow, answered by RST: an ACK,
+    /// window or Maimon scan (the RST answers it, but no connection exists).
+    Ack,
 }
 
 /// Probes from one source to one host within an interval (or window).
@@ -55,6 +59,12 @@ pub struct PairAgg {
     pub stealth: u32,
     /// Of which UDP.
     pub udp: u32,
+    /// Of which ACK or FIN+ACK probes answered by RST.
+    pub ack: u32,
+    /// Of which first packets of another IP protocol (GRE, ESP, SCTP, bare headers…).
+    pub other: u32,
+    /// IP protocol numbers probed (a 256-bit set, exact).
+    pub protos: [u64; 4],
     /// Connections that completed (TCP handshake).
     pub established: u32,
     /// UDP flows the target answered.
@@ -81,6 +91,11 @@ impl PairAgg {
         self.probes += o.probes;
         self.syn += o.syn;
         self.stealth += o.stealth;
+        self.ack += o.ack;
+        self.other += o.other;
+        for (a, b) in self.protos.iter_mut().zip(o.protos) {
+            *a |= b;
+        }
         self.udp += o.udp;
         self.established += o.established;
         self.answered += o.answered;
@@ -156,9 +171,23 @@ impl ProbeTable {
                 Probe::Syn => p.syn += 1,
                 Probe::Stealth => p.stealth += 1,
                 Probe::Udp => p.udp += 1,
+                Probe::Ack => p.ack += 1,
             }
+            p.protos[usize::from(proto / 64)] |= 1 << (proto % 64);
         }
         self.sweep(ts, src, dst, port, proto);
+    }
+
+    /// Records the first packet of a flow of an IP protocol without ports
+    /// (nor ICMP): what an IP protocol scan sends, one protocol at a time.
+    pub fn proto_probe(&mut self, ts: Timestamp, src: Addr, dst: Addr, proto: u8) {
+        let cap = self.cap;
+        if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
+            p.span.add(ts);
+            p.probes += 1;
+            p.other += 1;
+            p.protos[usize::from(proto / 64)] |= 1 << (proto % 64);
+        }
     }
 
     /// Records a probe of `dst` on a sweep key (ICMP echo, ARP, or a port).
@@ -236,6 +265,15 @@ impl Observer for ProbeTable {
                         self.probe(m.ts, m.src, m.dst, m.dport, m.proto, how);
                     }
                 }
+                // The responder's first word is a RST to a flow its peer opened
+                // with nothing but ACK (or FIN+ACK): no connection ever
+                // existed, so that ACK was a probe. A connection picked up
+                // midway is answered with data or an ACK, not a reset.
+                let ack_only = touch.peer_flags & !(tcp_flags::ACK | tcp_flags::FIN) == 0
+                    && touch.peer_flags & tcp_flags::ACK != 0;
+                if !opener && touch.sent == 1 && fl & tcp_flags::RST != 0 && ack_only {
+                    self.probe(m.ts, m.dst, m.src, m.sport, m.proto, Probe::Ack);
+                }
                 if touch.after == ConnState::Established && touch.before != ConnState::Established {
                     let (o, _) = key.endpoint(touch.orig);
                     let (r, rp) = key.endpoint(touch.orig.other());
@@ -260,6 +298,10 @@ impl Observer for ProbeTable {
                 }
                 _ => {}
             },
+            ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP | ip_proto::ICMPV6 => {}
+            _ if touch.created && opener && m.frag_offset == 0 => {
+                self.proto_probe(m.ts, m.src, m.dst, m.proto)
+            }
             _ => {}
         }
     }
@@ -354,6 +396,7 @@ impl ScanDetector {
             (std::mem::take(&mut self.pair_idx), std::mem::take(&mut self.sweep_idx));
         self.bound(cfg.max_tracked, t, window);
         let mut touched: Vec<Addr> = Vec::new();
+        let mut proto_keys: Vec<(Addr, Addr)> = Vec::new();
         for ((src, dst), agg) in merged_by_key(pairs, &mut pair_idx, PairAgg::merge) {
             if agg.probes > 0 {
                 touched.push(dst);
@@ -361,6 +404,11 @@ impl ScanDetector {
             let w = roll(&mut self.pairs, (src, dst), t, window);
             w.agg.merge(&agg);
             let p = w.agg;
+            if agg.protos.iter().any(|b| b.count_ones() > 0)
+                && p.protos.iter().map(|b| b.count_ones()).sum::<u32>() > 2
+            {
+                proto_keys.push((src, dst));
+            }
             let start = w.start;
             let failing = failing(p.probes, p.established + p.answered, cfg.max_success);
             let d = roll(&mut self.dsts, dst, t, window);
@@ -381,7 +429,10 @@ impl ScanDetector {
                 put_count(&mut ev, "distinct_ports", count);
                 ev.insert("port_range".into(), json!([p.low_port, p.high_port]));
                 ev.insert("probes".into(), json!(p.probes));
-                ev.insert("probe_types".into(), json!({"syn": p.syn, "stealth": p.stealth, "udp": p.udp}));
+                ev.insert(
+                    "probe_types".into(),
+                    json!({"syn": p.syn, "stealth": p.stealth, "udp": p.udp, "ack": p.ack}),
+                );
                 ev.insert("connections_completed".into(), json!(p.established));
                 ev.insert("udp_answered".into(), json!(p.answered));
                 ev.insert("first_probe".into(), json!(p.span.first.to_string()));
@@ -412,6 +463,47 @@ impl ScanDetector {
                 };
                 self.episodes.observe(key, t, &obs, out);
             }
+        }
+        for &(src, dst) in &proto_keys {
+            let Some(w) = self.pairs.get(&(src, dst)) else { continue };
+            let p = w.agg;
+            let protos: u32 = p.protos.iter().map(|b| b.count_ones()).sum();
+            let key = EpisodeKey { kind: AnomalyKind::ProtocolScan, src, dst };
+            let failing = failing(p.probes, p.established + p.answered, cfg.max_success);
+            let judged = u64::from(protos) >= cfg.protocols && failing;
+            if !(judged || self.episodes.is_open(&key)) || allowed(&src, AnomalyKind::ProtocolScan) {
+                continue;
+            }
+            let list: Vec<u32> = (0..256u32)
+                .filter(|&i| p.protos[(i / 64) as usize] & (1 << (i % 64)) != 0)
+                .take(64)
+                .collect();
+            let mut ev = Map::new();
+            ev.insert("distinct_protocols".into(), json!(protos));
+            ev.insert("protocols".into(), json!(list));
+            ev.insert("probes".into(), json!(p.probes));
+            ev.insert("first_probe".into(), json!(p.span.first.to_string()));
+            ev.insert("last_probe".into(), json!(p.span.last.to_string()));
+            ev.insert("window_start".into(), json!(w.start.to_string()));
+            let obs = RuleObs {
+                ts: t,
+                span: p.span,
+                window: w.start,
+                totals: vec![("probes", u64::from(p.probes))],
+                observed_total: None,
+                observed: f64::from(protos),
+                threshold: cfg.protocols as f64,
+                unit: "distinct IP protocols",
+                severity: Severity::Medium,
+                src: Some(src),
+                dst: Some(dst),
+                evidence: ev,
+                message: format!(
+                    "{src} sent {dst} packets of {protos} different IP protocols ({} probes) between {} and {}: an IP protocol scan (nmap -sO) mapping what the host's stack accepts",
+                    p.probes, p.span.first, p.span.last
+                ),
+            };
+            self.episodes.observe(key, t, &obs, out);
         }
         for ((src, port, proto), agg) in merged_by_key(sweeps, &mut sweep_idx, SweepAgg::merge) {
             let w = roll(&mut self.sweeps, (src, port, proto), t, window);
@@ -586,11 +678,12 @@ impl Family for ScanDetector {
 /// The probes in words, by kind: "100 TCP SYN probes", or for a mix
 /// "300 probes (200 TCP SYN, 100 stealth NULL/FIN/Xmas)".
 fn probe_mix(p: &PairAgg) -> String {
-    let kinds: Vec<String> = [(p.syn, "TCP SYN"), (p.stealth, "stealth NULL/FIN/Xmas"), (p.udp, "UDP")]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, name)| format!("{n} {name}"))
-        .collect();
+    let kinds: Vec<String> =
+        [(p.syn, "TCP SYN"), (p.stealth, "stealth NULL/FIN/Xmas"), (p.udp, "UDP"), (p.ack, "ACK or FIN/ACK")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, name)| format!("{n} {name}"))
+            .collect();
     let pl = if p.probes == 1 { "" } else { "s" };
     match kinds.as_slice() {
         [one] => format!("{one} probe{pl}"),
