@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes the small lab captures in captures/lab/ with real tools (hping3, nmap,
-# ping, nc, curl, scapy) between two network namespaces on this machine.
+# ping, nc, curl, scapy, python sockets) between two network namespaces on
+# this machine.
 #
 #   sudo scripts/make-lab-captures.sh            # writes captures/lab/*.pcap
 #   sudo OUT=/tmp/lab scripts/make-lab-captures.sh
@@ -35,7 +36,8 @@ fi
 RECIPES="land port_zero ipv4_header_anomalies invalid_source frag_tiny
   frag_overlap icmp_redirect icmp_big_echo ipv6_rh0 dns_wrong_port
   nmap_syn_scan nmap_xmas_scan arp_sweep arp_spoof benign_curl
-  nmap_ack_scan nmap_maimon_scan nmap_ipproto_scan"
+  nmap_ack_scan nmap_maimon_scan nmap_ipproto_scan dns_hex_direct
+  dns_raw_udp53"
 ONLY=${ONLY:-}
 for r in $ONLY; do
   case " $(echo $RECIPES) " in
@@ -141,7 +143,8 @@ setup_side "$NSA" "$IFA" "$IP_A" "$IP6_A" "$IP_B" "$IP6_B" "$MAC_B"
 setup_side "$NSB" "$IFB" "$IP_B" "$IP6_B" "$IP_A" "$IP6_A" "$MAC_A"
 
 # UDP discard sink on 10.77.0.2:9 and :53 so probes there draw no ICMP
-# port-unreachable replies (bounded: exits by itself after 15 minutes).
+# port-unreachable replies (bounded: exits by itself after 15 minutes). The
+# last two recipes stop it (stop_sink) to put their own server on :53.
 cat >"$TMP/sink.py" <<'EOF'
 import select, socket, time
 socks = []
@@ -156,7 +159,14 @@ while time.time() < end:
         s.recv(65535)
 EOF
 ip netns exec "$NSB" "$PY" "$TMP/sink.py" &   # $! is the python itself
-PIDS+=($!)
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+stop_sink() { # frees 10.77.0.2:53 for a recipe's own server (once)
+  [ -n "$SINK_PID" ] || return 0
+  kill "$SINK_PID" 2>/dev/null || true
+  wait "$SINK_PID" 2>/dev/null || true
+  SINK_PID=
+}
 
 # scapy recipes, each sends explicit Ethernet frames out of nvlabA's veth
 cat >"$TMP/labsend.py" <<'EOF'
@@ -292,6 +302,113 @@ def arp_spoof():
     # unsolicited replies from a third MAC claiming A's address, unicast to B
     tx([Ether(dst=MAC_B, src=EVIL_MAC)
         / ARP(op=2, hwsrc=EVIL_MAC, psrc=A, hwdst=MAC_B, pdst=B)] * 3, gap=0.5)
+
+globals()[sys.argv[1]]()
+EOF
+# DNS tunnel recipes: plain python sockets and hand-built DNS messages (no
+# scapy, no DNS library). Clients run in nvlabA, servers in nvlabB on :53.
+cat >"$TMP/dnstun.py" <<'EOF'
+import os, random, socket, struct, sys, time
+
+A, B = os.environ["IP_A"], os.environ["IP_B"]
+MX, CNAME, TXT = 15, 5, 16
+DEADLINE = time.time() + 90          # servers give up after 90 s
+
+def wire_name(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+
+def udp(ip, port, timeout):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ip, port))
+    s.settimeout(timeout)
+    return s
+
+def hex_client():
+    # n queries straight to B:53, one socket (one ephemeral port), types in
+    # turn MX, CNAME, TXT; name p<seq>.<60 hex>.<60 hex> (30 random bytes each)
+    n, gap = int(sys.argv[2]), float(sys.argv[3])
+    s = udp(A, 0, 1.0)
+    answered = 0
+    for seq in range(1, n + 1):
+        name = "p%d.%s.%s" % (seq, os.urandom(30).hex(), os.urandom(30).hex())
+        qtype = (MX, CNAME, TXT)[(seq - 1) % 3]
+        q = (struct.pack("!6H", random.getrandbits(16), 0x0100, 1, 0, 0, 0)   # RD
+             + wire_name(name) + struct.pack("!2H", qtype, 1))
+        s.sendto(q, (B, 53))
+        try:
+            r = s.recv(65535)
+            answered += r[:2] == q[:2]
+        except socket.timeout:
+            pass
+        time.sleep(gap)
+    print("hex_client: %d queries from port %d, %d answered" % (n, s.getsockname()[1], answered))
+
+def hex_server():
+    # answers each query: NOERROR, AA, RD copied, question echoed, one answer
+    # of the asked type (TTL 0) whose owner is a pointer to the question name
+    n = int(sys.argv[2])
+    s = udp(B, 53, 1.0)
+    done = 0
+    while done < n and time.time() < DEADLINE:
+        try:
+            q, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        i = 12
+        while i < len(q) and q[i]:           # labels (queries are not compressed)
+            i += 1 + q[i]
+        qend = i + 5
+        if len(q) < qend:
+            continue
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+        if qtype == MX:                      # 10 mx.<qname>
+            rdata = struct.pack("!H", 10) + b"\x02mx\xc0\x0c"
+        elif qtype == CNAME:                 # <32 hex>.<qname>
+            rdata = b"\x20" + os.urandom(16).hex().encode() + b"\xc0\x0c"
+        elif qtype == TXT:                   # one 64-char hex string
+            rdata = b"\x40" + os.urandom(32).hex().encode()
+        else:
+            rdata = None
+        flags = 0x8400 | (struct.unpack("!H", q[2:4])[0] & 0x0100)
+        r = q[:2] + struct.pack("!5H", flags, 1, 1 if rdata else 0, 0, 0) + q[12:qend]
+        if rdata:
+            r += struct.pack("!HHHIH", 0xC00C, qtype, 1, 0, len(rdata)) + rdata
+        s.sendto(r, peer)
+        done += 1
+    print("hex_server: answered %d queries" % done)
+
+def raw_payload():
+    # 100-400 random bytes, QDCOUNT (bytes 4-5) 0xffff: never a valid DNS message
+    b = bytearray(os.urandom(random.randint(100, 400)))
+    b[4:6] = b"\xff\xff"
+    return bytes(b)
+
+def raw_client():
+    n, gap = int(sys.argv[2]), float(sys.argv[3])
+    s = udp(A, 0, 1.0)
+    got = 0
+    for _ in range(n):
+        s.sendto(raw_payload(), (B, 53))
+        try:
+            s.recv(65535)
+            got += 1
+        except socket.timeout:
+            pass
+        time.sleep(gap)
+    print("raw_client: %d datagrams from port %d, %d replies" % (n, s.getsockname()[1], got))
+
+def raw_server():
+    n = int(sys.argv[2])
+    s = udp(B, 53, 1.0)
+    done = 0
+    while done < n and time.time() < DEADLINE:
+        try:
+            _, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        s.sendto(raw_payload(), peer)
+        done += 1
+    print("raw_server: answered %d datagrams" % done)
 
 globals()[sys.argv[1]]()
 EOF
@@ -467,6 +584,46 @@ if want nmap_ipproto_scan; then
   grep -E '^[0-9]+ +open' "$TMP/nmap_ipproto.txt" | sed 's/^/    nmap: /' >&2 || true
 fi
 
+# 19-20 stop the discard sink and run their own UDP server on 10.77.0.2:53
+dns_server() { # name mode count: start dnstun.py <mode> in nvlabB, wait for :53
+  ip netns exec "$NSB" timeout 120 "$PY" "$TMP/dnstun.py" "$2" "$3" >"$TMP/$1.server.txt" 2>&1 &
+  DNS_PID=$!
+  PIDS+=("$DNS_PID")
+  for _ in $(seq 50); do
+    inB ss -Hlun "sport = :53" | grep -q ':53' && break
+    sleep 0.1
+  done
+  inB ss -Hlun "sport = :53" | grep -q ':53' || { cat "$TMP/$1.server.txt" >&2; exit 1; }
+}
+dns_server_done() { # name: the server exits after its count; report both sides
+  kill "$DNS_PID" 2>/dev/null || true
+  wait "$DNS_PID" 2>/dev/null || true
+  sed 's/^/    /' "$TMP/$1.server.txt" "$TMP/$1.client.txt" >&2
+}
+
+# 19. DNS tunnel sent straight to the server's address (no resolver, no
+# registered domain): 60 queries, MX/CNAME/TXT in turn, every name
+# p<seq>.<60 hex>.<60 hex>, 0.3 s apart; a python responder answers each
+if want dns_hex_direct; then
+  stop_sink
+  dns_server dns_hex_direct hex_server 60
+  recipe dns_hex_direct
+  inA timeout 120 "$PY" "$TMP/dnstun.py" hex_client 60 0.3 >"$TMP/dns_hex_direct.client.txt" 2>&1
+  cap_stop
+  dns_server_done dns_hex_direct
+fi
+
+# 20. raw-mode tunnel on UDP 53 (like iodine's raw mode): 80 exchanges of
+# 100-400 random bytes (QDCOUNT 0xffff, not DNS) each way, 0.1 s apart
+if want dns_raw_udp53; then
+  stop_sink
+  dns_server dns_raw_udp53 raw_server 80
+  recipe dns_raw_udp53
+  inA timeout 120 "$PY" "$TMP/dnstun.py" raw_client 80 0.1 >"$TMP/dns_raw_udp53.client.txt" 2>&1
+  cap_stop
+  dns_server_done dns_raw_udp53
+fi
+
 echo "make-lab-captures: done; files in $OUT" >&2
 {
   echo "tool versions:"
@@ -476,5 +633,6 @@ echo "make-lab-captures: done; files in $OUT" >&2
   if "$PY" -c 'import scapy' 2>/dev/null; then
     "$PY" -c 'import scapy; print("scapy", scapy.__version__)'
   fi
+  "$PY" -c 'import sys; print("python", sys.version.split()[0])'
   echo "kernel $(uname -r)"
 } >&2

@@ -290,17 +290,33 @@ fn every_number_agrees_with_the_packets() {
                         failures.push(format!("{ctx}: packets {said}, the packets say {n}"));
                     }
                 }
-                "dns_tunnel" => {
-                    // Queries from the client to the server under the domain, over the episode.
+                "dns_tunnel" if ev.get("share_not_dns").is_some() => {
+                    // A raw-mode tunnel: datagrams on UDP 53 between the pair.
+                    // Where none of them is DNS, every one counts.
                     let (a, b) = episode_span(ev);
-                    let domain = ev["domain"].as_str().unwrap().to_lowercase();
+                    if ev["share_not_dns"] == 1.0 {
+                        let on53 = |p: &&Pkt| {
+                            p.ports.is_some_and(|(s, d, f)| f == 0xffff && (s == 53 || d == 53))
+                                && ((p.src == src && p.dst == dst) || (p.src == dst && p.dst == src))
+                        };
+                        let n = pkts.iter().filter(on53).filter(|p| (a..=b + 999).contains(&p.ns)).count();
+                        checked += 1;
+                        failures.extend(check_count(&ctx, &ev["episode_totals"], "packets", n as u64));
+                    }
+                }
+                "dns_tunnel" => {
+                    // Queries from the client to the server under the domain (or
+                    // under any, for names sent straight to the server), over the episode.
+                    let (a, b) = episode_span(ev);
+                    let domain = ev["domain"].as_str().map(str::to_lowercase);
                     let queries = pkts
                         .iter()
                         .filter(|p| p.src == src && p.dst == dst && (a..=b + 999).contains(&p.ns))
                         .filter(|p| {
-                            p.query
-                                .as_ref()
-                                .is_some_and(|q| *q == domain || q.ends_with(&format!(".{domain}")))
+                            p.query.as_ref().is_some_and(|q| match &domain {
+                                Some(d) => q == d || q.ends_with(&format!(".{d}")),
+                                None => true,
+                            })
                         })
                         .count() as u64;
                     checked += 1;

@@ -139,6 +139,21 @@ fn tunnels_and_wrong_port_protocols() {
     assert_eq!(ev[0]["evidence"]["domain"], "biillpi.com");
     expect("misuse/ndpi_icmp-tunnel.pcap", &[("icmp_tunnel", "192.168.154.131", "192.168.154.132")]);
     expect("lab/dns_wrong_port.pcap", &[("protocol_port_mismatch", "10.77.0.1", "10.77.0.2")]);
+    // Hex names sent straight to the tunnel server: no registered domain,
+    // every name its own "parent"; judged per (client, server).
+    let ev = expect("lab/dns_hex_direct.pcap", &[("dns_tunnel", "10.77.0.1", "10.77.0.2")]);
+    assert_eq!(ev[0]["evidence"]["reasons"][0], "encoded_names_without_a_shared_domain");
+    // A raw-mode tunnel on UDP 53 is a tunnel, not only a wrong protocol.
+    let ev = expect(
+        "lab/dns_raw_udp53.pcap",
+        &[
+            ("dns_tunnel", "10.77.0.1", "10.77.0.2"),
+            ("protocol_port_mismatch", "10.77.0.1", "10.77.0.2"),
+            ("protocol_port_mismatch", "10.77.0.2", "10.77.0.1"),
+        ],
+    );
+    let tunnel = ev.iter().find(|e| e["kind"] == "dns_tunnel").unwrap();
+    assert_eq!(tunnel["evidence"]["share_not_dns"], 1.0);
 }
 
 #[test]

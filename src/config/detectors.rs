@@ -226,6 +226,10 @@ pub struct TunnelConfig {
     pub icmp_sizes: u64,
     /// Parent domains never reported (reputation services that query by hash).
     pub allow_domains: Vec<String>,
+    /// Datagrams on UDP 53 between two hosts that are not DNS, and at least
+    /// half of their port-53 traffic, that make a raw-mode tunnel (a broken
+    /// resolver sends one or two; a tunnel sends a stream).
+    pub raw_packets: u32,
 }
 
 impl Default for TunnelConfig {
@@ -240,6 +244,7 @@ impl Default for TunnelConfig {
             icmp_echoes: 20,
             icmp_sizes: 8,
             allow_domains: Vec::new(),
+            raw_packets: 20,
         }
     }
 }

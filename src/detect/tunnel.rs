@@ -6,7 +6,7 @@
 //! rules below.
 
 use hashbrown::HashMap;
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
@@ -89,6 +89,50 @@ impl EchoAgg {
     }
 }
 
+/// UDP port-53 traffic of one (client, server) pair that does not parse as DNS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawAgg {
+    /// Datagrams on port 53 (either way) captured whole.
+    pub packets: u32,
+    /// Of which not DNS.
+    pub raw: u32,
+    /// Payload bytes of those.
+    pub raw_bytes: u64,
+    /// Packet times of the first and last non-DNS datagram.
+    pub span: Span,
+}
+
+impl RawAgg {
+    fn merge(&mut self, o: &RawAgg) {
+        self.packets += o.packets;
+        self.raw += o.raw;
+        self.raw_bytes += o.raw_bytes;
+        self.span.merge(&o.span);
+    }
+}
+
+/// Raw port-53 aggregates by (client, server).
+pub type RawList = Vec<((Addr, Addr), RawAgg)>;
+
+/// One interval's tunnel observations.
+#[derive(Default)]
+pub struct TunnelReport {
+    /// DNS queries by (client, server, parent).
+    pub dns: DnsList,
+    /// Echo requests by (sender, receiver).
+    pub echo: EchoList,
+    /// Port-53 datagrams that are not DNS, by (client, server).
+    pub raw: RawList,
+}
+
+impl crate::track::Merge for TunnelReport {
+    fn absorb(&mut self, o: TunnelReport) {
+        self.dns.absorb(o.dns);
+        self.echo.absorb(o.echo);
+        self.raw.absorb(o.raw);
+    }
+}
+
 /// DNS aggregate key: client, server, parent-domain hash.
 pub type DnsKey = (Addr, Addr, u32);
 
@@ -101,7 +145,8 @@ pub type EchoList = Vec<((Addr, Addr), EchoAgg)>;
 pub struct TunnelTable {
     dns: HashMap<DnsKey, DnsAgg, foldhash::fast::FixedState>,
     echo: HashMap<(Addr, Addr), EchoAgg, foldhash::fast::FixedState>,
-    spare: Option<(DnsList, EchoList)>,
+    raw: HashMap<(Addr, Addr), RawAgg, foldhash::fast::FixedState>,
+    spare: Option<TunnelReport>,
     cap: usize,
     /// Records not kept because the table was full.
     pub overflow: u64,
@@ -113,6 +158,7 @@ impl TunnelTable {
         TunnelTable {
             dns: HashMap::with_hasher(Default::default()),
             echo: HashMap::with_hasher(Default::default()),
+            raw: HashMap::with_hasher(Default::default()),
             spare: None,
             cap,
             overflow: 0,
@@ -122,6 +168,28 @@ impl TunnelTable {
     /// Accounts a packet if it is a DNS query or an ICMP echo request.
     pub fn inspect(&mut self, m: &PacketMeta) {
         let d = &m.dns;
+        // Every whole datagram on UDP 53 counts toward its pair's share of
+        // non-DNS: a raw-mode tunnel (iodine) speaks its own format there.
+        if m.proto == ip_proto::UDP
+            && m.has_ports()
+            && (m.dport == 53) != (m.sport == 53)
+            && m.frag & crate::decode::frag::IS_FRAGMENT == 0
+            && m.cap_len >= m.wire_len
+            && m.payload_len > 0
+        {
+            let key = if m.dport == 53 { (m.src, m.dst) } else { (m.dst, m.src) };
+            if self.raw.contains_key(&key) || self.raw.len() < self.cap {
+                let a = self.raw.entry(key).or_default();
+                a.packets += 1;
+                if !d.is_valid() {
+                    a.raw += 1;
+                    a.raw_bytes += u64::from(m.payload_len);
+                    a.span.add(m.ts);
+                }
+            } else {
+                self.overflow += 1;
+            }
+        }
         if d.is_valid() && d.flags & crate::decode::dns::DNS_RESPONSE == 0 && m.dport == 53 {
             let key = (m.src, m.dst, d.parent_hash);
             if !self.dns.contains_key(&key) && self.dns.len() >= self.cap {
@@ -158,16 +226,18 @@ impl TunnelTable {
     }
 
     /// Moves this interval's aggregates out (into the recycled lists).
-    pub fn drain(&mut self) -> (DnsList, EchoList) {
-        let (mut dns, mut echo) = self.spare.take().unwrap_or_default();
-        dns.extend(self.dns.drain());
-        echo.extend(self.echo.drain());
-        (dns, echo)
+    pub fn drain(&mut self) -> TunnelReport {
+        let mut r = self.spare.take().unwrap_or_default();
+        r.dns.extend(self.dns.drain());
+        r.echo.extend(self.echo.drain());
+        // Pairs with no non-DNS datagram need no judging.
+        r.raw.extend(self.raw.drain().filter(|(_, a)| a.raw > 0));
+        r
     }
 }
 
 impl Observer for TunnelTable {
-    type Report = (DnsList, EchoList);
+    type Report = TunnelReport;
 
     #[inline]
     fn packet(&mut self, m: &PacketMeta) {
@@ -178,11 +248,11 @@ impl Observer for TunnelTable {
 
     fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
 
-    fn close(&mut self, _: Timestamp) -> (DnsList, EchoList) {
+    fn close(&mut self, _: Timestamp) -> TunnelReport {
         self.drain()
     }
 
-    fn recycle(&mut self, spare: (DnsList, EchoList)) {
+    fn recycle(&mut self, spare: TunnelReport) {
         self.spare = Some(spare);
     }
 
@@ -195,7 +265,24 @@ impl Observer for TunnelTable {
 pub struct TunnelDetector {
     dns: HashMap<DnsKey, Win<DnsAgg>, foldhash::fast::FixedState>,
     echo: HashMap<(Addr, Addr), Win<EchoAgg>, foldhash::fast::FixedState>,
+    /// Every parent domain of a (client, server) pair together: names sent
+    /// straight to a tunnel server, with no registered domain, have a
+    /// "parent" of their own each and never accumulate under one.
+    pairs: HashMap<(Addr, Addr), Win<PairDns>, foldhash::fast::FixedState>,
+    raw: HashMap<(Addr, Addr), Win<RawAgg>, foldhash::fast::FixedState>,
+    /// Pairs whose open episode the per-pair rules opened: their per-domain
+    /// windows (one query each) must not feed it as well.
+    by_pair: Vec<(Addr, Addr)>,
     episodes: Episodes<RuleEpisode>,
+}
+
+/// One (client, server) pair's queries over all parent domains.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PairDns {
+    /// The queries, merged.
+    pub agg: DnsAgg,
+    /// Distinct parent domains of the encoded-looking names.
+    pub encoded_parents: Distinct,
 }
 
 fn parent_str(p: &[u8; 24]) -> String {
@@ -210,6 +297,9 @@ impl TunnelDetector {
         TunnelDetector {
             dns: HashMap::with_hasher(Default::default()),
             echo: HashMap::with_hasher(Default::default()),
+            pairs: HashMap::with_hasher(Default::default()),
+            raw: HashMap::with_hasher(Default::default()),
+            by_pair: Vec::new(),
             episodes: Episodes::new(policy),
         }
     }
@@ -225,8 +315,7 @@ impl TunnelDetector {
     /// Folds in one merged interval and judges what changed.
     pub fn on_interval(
         &mut self,
-        dns: &[(DnsKey, DnsAgg)],
-        echo: &[((Addr, Addr), EchoAgg)],
+        r: &TunnelReport,
         t: Timestamp,
         cfg: &TunnelConfig,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
@@ -237,13 +326,29 @@ impl TunnelDetector {
         // active within one window, bounded by the shards' per-interval caps.
         self.dns.retain(|_, w| t.since(w.start) < window);
         self.echo.retain(|_, w| t.since(w.start) < window);
+        self.pairs.retain(|_, w| t.since(w.start) < window);
+        self.raw.retain(|_, w| t.since(w.start) < window);
+        let episodes = &self.episodes;
+        self.by_pair
+            .retain(|&(c, s)| episodes.is_open(&EpisodeKey { kind: AnomalyKind::DnsTunnel, src: c, dst: s }));
+        let (dns, echo) = (&r.dns, &r.echo);
+        let mut judged: Vec<(Addr, Addr)> = Vec::new();
+        let mut pair_keys: Vec<(Addr, Addr)> = Vec::new();
         // Shard parts of one key are judged together, once, in key order.
         let (mut dns_idx, mut echo_idx) = (Vec::new(), Vec::new());
         for (key, agg) in merged_by_key(dns, &mut dns_idx, DnsAgg::merge) {
             let w = roll(&mut self.dns, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
-            let (client, server, _) = key;
+            let (client, server, parent_hash) = key;
+            let pw = roll(&mut self.pairs, (client, server), t, window);
+            pw.agg.agg.merge(&agg);
+            if agg.encoded > 0 {
+                pw.agg.encoded_parents.insert_hash(u64::from(parent_hash) << 32 | u64::from(parent_hash));
+            }
+            if pair_keys.last() != Some(&(client, server)) {
+                pair_keys.push((client, server));
+            }
             let parent = parent_str(&a.parent);
             if cfg.allow_domains.iter().any(|d| parent == *d || parent.ends_with(&format!(".{d}")))
                 || allowed(&client, AnomalyKind::DnsTunnel)
@@ -264,9 +369,11 @@ impl TunnelDetector {
                 reasons.push("bulky_record_types");
             }
             let key_ep = EpisodeKey { kind: AnomalyKind::DnsTunnel, src: client, dst: server };
-            if reasons.is_empty() && !self.episodes.is_open(&key_ep) {
+            let continues = self.episodes.is_open(&key_ep) && !self.by_pair.contains(&(client, server));
+            if reasons.is_empty() && !continues {
                 continue;
             }
+            judged.push((client, server));
             let mut ev = Map::new();
             ev.insert("domain".into(), json!(parent));
             ev.insert("queries".into(), json!(a.queries));
@@ -298,6 +405,19 @@ impl TunnelDetector {
                 ),
             };
             self.episodes.observe(key_ep, t, &obs, out);
+        }
+        judged.sort_unstable();
+        for pair in pair_keys {
+            if judged.binary_search(&pair).is_err() {
+                self.judge_pair(pair, t, cfg, allowed, out);
+            }
+        }
+        let mut raw_idx = Vec::new();
+        for (pair, agg) in merged_by_key(&r.raw, &mut raw_idx, RawAgg::merge) {
+            let w = roll(&mut self.raw, pair, t, window);
+            w.agg.merge(&agg);
+            let (a, start) = (w.agg, w.start);
+            self.judge_raw(pair, a, start, t, cfg, allowed, out);
         }
         for (key, agg) in merged_by_key(echo, &mut echo_idx, EchoAgg::merge) {
             let w = roll(&mut self.echo, key, t, window);
@@ -343,6 +463,116 @@ impl TunnelDetector {
     }
 }
 
+impl TunnelDetector {
+    /// Names a client sends one server under many parent domains, most of
+    /// them encoded: data in the name itself, no registered domain needed.
+    fn judge_pair(
+        &mut self,
+        (client, server): (Addr, Addr),
+        t: Timestamp,
+        cfg: &TunnelConfig,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let Some(w) = self.pairs.get(&(client, server)) else { return };
+        let (p, start) = (w.agg, w.start);
+        let a = p.agg;
+        let parents = p.encoded_parents.count();
+        let key_ep = EpisodeKey { kind: AnomalyKind::DnsTunnel, src: client, dst: server };
+        let judged = a.encoded >= cfg.encoded_names && parents.value >= u64::from(cfg.encoded_names);
+        if !(judged || self.episodes.is_open(&key_ep)) || allowed(&client, AnomalyKind::DnsTunnel) {
+            return;
+        }
+        let names = a.names.count();
+        let avg = a.name_bytes / u64::from(a.queries.max(1));
+        let mut ev = Map::new();
+        ev.insert("domain".into(), Value::Null);
+        ev.insert("queries".into(), json!(a.queries));
+        put_count(&mut ev, "distinct_names", names);
+        ev.insert("encoded_looking".into(), json!(a.encoded));
+        put_count(&mut ev, "encoded_parent_domains", parents);
+        ev.insert("null_txt_cname_mx".into(), json!(a.bulky));
+        ev.insert("avg_name_len".into(), json!(avg));
+        ev.insert("max_name_len".into(), json!(a.longest));
+        ev.insert("reasons".into(), json!(["encoded_names_without_a_shared_domain"]));
+        ev.insert("window_start".into(), json!(start.to_string()));
+        let obs = RuleObs {
+            span: a.span,
+            window: start,
+            totals: vec![("queries", u64::from(a.queries))],
+            observed_total: None,
+            ts: t,
+            observed: a.encoded as f64,
+            threshold: f64::from(cfg.encoded_names),
+            unit: "encoded-looking query names",
+            severity: Severity::High,
+            src: Some(client),
+            dst: Some(server),
+            evidence: ev,
+            message: format!(
+                "{client} sent {server} {} DNS queries whose names look encoded ({} of them, under {} different parent domains; average name {avg} characters): data tunnelled over DNS straight to the server, with no registered domain",
+                a.queries,
+                a.encoded,
+                parents.words()
+            ),
+        };
+        if !self.episodes.is_open(&key_ep) {
+            self.by_pair.push((client, server));
+        }
+        self.episodes.observe(key_ep, t, &obs, out);
+    }
+
+    /// A pair whose port-53 traffic is mostly not DNS: a raw-mode tunnel.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_raw(
+        &mut self,
+        (client, server): (Addr, Addr),
+        a: RawAgg,
+        start: Timestamp,
+        t: Timestamp,
+        cfg: &TunnelConfig,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let key_ep = EpisodeKey { kind: AnomalyKind::DnsTunnel, src: client, dst: server };
+        let judged = a.raw >= cfg.raw_packets && 2 * a.raw >= a.packets;
+        if !(judged || self.episodes.is_open(&key_ep) && a.raw > 0)
+            || allowed(&client, AnomalyKind::DnsTunnel)
+        {
+            return;
+        }
+        let share = f64::from(a.raw) / f64::from(a.packets.max(1));
+        let mut ev = Map::new();
+        ev.insert("packets".into(), json!(a.raw));
+        ev.insert("bytes".into(), json!(a.raw_bytes));
+        ev.insert("port_53_packets".into(), json!(a.packets));
+        ev.insert("share_not_dns".into(), json!((share * 1000.0).round() / 1000.0));
+        ev.insert("reasons".into(), json!(["not_dns_on_port_53"]));
+        ev.insert("window_start".into(), json!(start.to_string()));
+        let obs = RuleObs {
+            span: a.span,
+            window: start,
+            totals: vec![("packets", u64::from(a.raw)), ("bytes", a.raw_bytes)],
+            observed_total: None,
+            ts: t,
+            observed: f64::from(a.raw),
+            threshold: f64::from(cfg.raw_packets),
+            unit: "non-DNS datagrams on port 53",
+            severity: Severity::High,
+            src: Some(client),
+            dst: Some(server),
+            evidence: ev,
+            message: format!(
+                "{client} and {server} exchanged {} datagrams on UDP port 53 that are not DNS ({} bytes, {:.0}% of their port-53 traffic): a raw-mode tunnel hiding on the DNS port",
+                a.raw,
+                a.raw_bytes,
+                share * 100.0
+            ),
+        };
+        self.episodes.observe(key_ep, t, &obs, out);
+    }
+}
+
 impl Family for TunnelDetector {
     type Shard = TunnelTable;
 
@@ -354,14 +584,14 @@ impl Family for TunnelDetector {
         TunnelTable::new(MAX_KEYS)
     }
 
-    fn judge(&mut self, report: &mut (DnsList, EchoList), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
+    fn judge(&mut self, report: &mut TunnelReport, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
-        let (dns, echo) = report;
         if cfg.tunnel.enabled {
-            self.on_interval(dns, echo, cx.t, &cfg.tunnel, &|a, k| cfg.allowed(a, k), out);
+            self.on_interval(report, cx.t, &cfg.tunnel, &|a, k| cfg.allowed(a, k), out);
         }
-        dns.clear();
-        echo.clear();
+        report.dns.clear();
+        report.echo.clear();
+        report.raw.clear();
     }
 
     fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
