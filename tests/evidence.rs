@@ -53,8 +53,21 @@ fn read(path: &Path) -> Vec<Pkt> {
     let mut c = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).unwrap();
     let dlt = c.get_datalink().0;
     let mut out = Vec::new();
+    // Packet time as the sensor defines it: a step back of more than a
+    // second (a clock step, two captures concatenated) shifts the rest of
+    // the input forward, so the times events state are these.
+    let (mut skew, mut watermark) = (0u64, 0u64);
     while let Ok(p) = c.next_packet() {
-        let ns = (p.header.ts.tv_sec as u64) * 1_000_000_000 + p.header.ts.tv_usec as u64;
+        let ts = (p.header.ts.tv_sec as u64) * 1_000_000_000 + p.header.ts.tv_usec as u64 + skew;
+        let ns = if ts < watermark {
+            if watermark - ts > 1_000_000_000 {
+                skew += watermark - ts;
+            }
+            watermark
+        } else {
+            watermark = ts;
+            ts
+        };
         // Lax slicing reads what a truncated or malformed packet still has;
         // the transport header is read here, by hand, from the first
         // fragment too (the sensor judges first fragments' headers).
@@ -380,6 +393,27 @@ fn every_number_agrees_with_the_packets() {
                                 .push(format!("{ctx}: first_packet {t} is no packet to {}", d["address"]));
                         }
                     }
+                }
+                "brute_force" => {
+                    // Attempts: bare SYNs to the service over the episode, but
+                    // not a SYN repeating one of the same ports within 30 s
+                    // (a retransmission while the handshake is pending).
+                    let (a, b) = episode_span(ev);
+                    let port = ev["service"].as_u64().unwrap() as u16;
+                    let mut last_syn: std::collections::HashMap<u16, u64> = Default::default();
+                    let mut n = 0;
+                    for p in pkts.iter().filter(|p| p.src == src && p.dst == dst && p.ns <= b + 999) {
+                        let Some((sp, d, f)) = p.ports else { continue };
+                        if d != port || f == 0xffff || f & 0x16 != 0x02 {
+                            continue;
+                        }
+                        let again = last_syn.insert(sp, p.ns).is_some_and(|t| p.ns - t < 30_000_000_000);
+                        if !again && p.ns >= a {
+                            n += 1;
+                        }
+                    }
+                    checked += 1;
+                    failures.extend(check_count(&ctx, &ev["episode_totals"], "attempts", n as u64));
                 }
                 "lateral_movement" => {
                     for n in ev["new_sessions"].as_array().unwrap() {

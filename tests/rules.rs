@@ -209,6 +209,13 @@ fn port_scans() {
 }
 
 #[test]
+fn password_guessing() {
+    let ev = expect("misuse/ppa_ftp-crack.pcap", &[("brute_force", "10.234.125.254", "10.121.70.151")]);
+    assert_eq!(ev[0]["evidence"]["service"], 21);
+    assert!(ev[0]["evidence"]["attempts"].as_u64().unwrap() >= 20);
+}
+
+#[test]
 fn host_scans_and_sweeps() {
     let ev = expect("scans/pcaphunt_hs-arpScan.pcap", &[("host_scan", "10.0.0.128", "*")]);
     assert_eq!(ev[0]["evidence"]["method"], "ARP who-has");

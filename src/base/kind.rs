@@ -95,10 +95,12 @@ pub enum AnomalyKind {
     /// One source sending one host packets of many IP protocols (nmap -sO).
     // New kinds go last: a kind's place feeds episode ids and event order.
     ProtocolScan,
+    /// One source opening connection after connection to one authentication service.
+    BruteForce,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 27] = [
+pub const ALL_KINDS: [AnomalyKind; 28] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -126,6 +128,7 @@ pub const ALL_KINDS: [AnomalyKind; 27] = [
     AnomalyKind::LateralMovement,
     AnomalyKind::Beaconing,
     AnomalyKind::ProtocolScan,
+    AnomalyKind::BruteForce,
 ];
 
 impl AnomalyKind {
@@ -155,6 +158,7 @@ impl AnomalyKind {
             AnomalyKind::HostScan => "host_scan",
             AnomalyKind::DistributedScan => "distributed_scan",
             AnomalyKind::ProtocolScan => "protocol_scan",
+            AnomalyKind::BruteForce => "brute_force",
             AnomalyKind::BehaviourOutlier => "behaviour_outlier",
             AnomalyKind::DataExfiltration => "data_exfiltration",
             AnomalyKind::LateralMovement => "lateral_movement",

@@ -11,4 +11,4 @@ pub mod sketch;
 pub mod time;
 
 pub use addr::{Addr, Cidr, LocalNets};
-pub use sketch::{Distinct, TopK};
+pub use sketch::{Distinct, PortBits, TopK};

@@ -382,6 +382,28 @@ impl TopK {
     }
 }
 
+/// A set of ports as a 65,536-bit map: one load to test a port, for the
+/// per-packet checks of configured service lists.
+#[derive(Clone, Debug)]
+pub struct PortBits(Box<[u64; 1024]>);
+
+impl PortBits {
+    /// The set of `ports`.
+    pub fn of(ports: &[u16]) -> PortBits {
+        let mut bits = Box::new([0u64; 1024]);
+        for &p in ports {
+            bits[usize::from(p / 64)] |= 1 << (p % 64);
+        }
+        PortBits(bits)
+    }
+
+    /// True when `p` is in the set.
+    #[inline]
+    pub fn contains(&self, p: u16) -> bool {
+        self.0[usize::from(p / 64)] & (1 << (p % 64)) != 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -296,3 +296,33 @@ impl Default for MlConfig {
         }
     }
 }
+
+/// `[bruteforce]`: password guessing against authentication services.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteConfig {
+    /// Run the detector.
+    pub enabled: bool,
+    /// Authentication services (TCP ports): FTP, SSH, Telnet, SMTP
+    /// submission, POP3, IMAP, LDAP, SMB, MS SQL, MySQL, RDP, PostgreSQL, VNC.
+    pub services: Vec<u16>,
+    /// Connection attempts from one source to one service of one host within
+    /// `window` that make an episode: a person logs in once and stays; a
+    /// guessing tool opens a connection every second or two.
+    pub attempts: u32,
+    /// Window in seconds of packet time.
+    pub window: u64,
+}
+
+impl Default for BruteConfig {
+    fn default() -> Self {
+        BruteConfig {
+            enabled: true,
+            services: vec![
+                21, 22, 23, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 3306, 3389, 5432, 5900,
+            ],
+            attempts: 20,
+            window: 60,
+        }
+    }
+}

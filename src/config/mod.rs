@@ -20,8 +20,8 @@ mod detectors;
 pub use behaviour::{BeaconConfig, ExfilConfig, LateralConfig, NetworksConfig, Profile};
 
 pub use detectors::{
-    AllowRule, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SpikeConfig, Tuning,
-    TunnelConfig,
+    AllowRule, BruteConfig, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SpikeConfig,
+    Tuning, TunnelConfig,
 };
 
 /// Configuration errors; each names the file or key at fault.
@@ -87,6 +87,8 @@ pub struct Config {
     pub lateral: LateralConfig,
     /// Regular check-ins (command and control).
     pub beaconing: BeaconConfig,
+    /// Password guessing.
+    pub bruteforce: BruteConfig,
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -317,6 +319,14 @@ impl Config {
         check(sc.hosts >= 2, "scan.hosts", sc.hosts, "must be at least 2")?;
         check(sc.arp_hosts >= 2, "scan.arp_hosts", sc.arp_hosts, "must be at least 2")?;
         check(sc.protocols >= 2, "scan.protocols", sc.protocols, "must be at least 2")?;
+        let bf = &self.bruteforce;
+        check(bf.attempts >= 2, "bruteforce.attempts", bf.attempts, "must be at least 2")?;
+        check(
+            (1..=86_400).contains(&bf.window),
+            "bruteforce.window",
+            bf.window,
+            "must be 1..=86400 seconds",
+        )?;
         check(
             (0.0..=1.0).contains(&sc.max_success),
             "scan.max_success",

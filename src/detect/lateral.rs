@@ -33,8 +33,8 @@ use super::episode::{EpisodeKey, Episodes};
 use super::family::{Context, Family, Restored};
 use super::history::{Clock, Memory, Recent, Saved, Used, addr};
 use super::rules::{RuleEpisode, RuleObs};
-use crate::base::Addr;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
+use crate::base::{Addr, PortBits};
 use crate::decode::{PacketMeta, ip_proto};
 use crate::track::{ConnState, FlowKey, FlowView, Observer, ShardConfig};
 
@@ -75,7 +75,7 @@ struct Pending {
 
 /// The shard half: follows administrative sessions between local hosts.
 pub struct AdminTable {
-    services: Box<[u64; 1024]>,
+    services: PortBits,
     pending: HashMap<FlowKey, Pending, foldhash::fast::FixedState>,
     found: Vec<Session>,
     spare: Option<Vec<Session>>,
@@ -84,22 +84,13 @@ pub struct AdminTable {
 
 impl AdminTable {
     fn new(services: &[u16]) -> AdminTable {
-        let mut bits = Box::new([0u64; 1024]);
-        for &p in services {
-            bits[usize::from(p / 64)] |= 1 << (p % 64);
-        }
         AdminTable {
-            services: bits,
+            services: PortBits::of(services),
             pending: HashMap::with_hasher(Default::default()),
             found: Vec::new(),
             spare: None,
             overflow: 0,
         }
-    }
-
-    #[inline]
-    fn is_service(&self, p: u16) -> bool {
-        self.services[usize::from(p / 64)] & (1 << (p % 64)) != 0
     }
 }
 
@@ -115,7 +106,7 @@ impl Observer for AdminTable {
         }
         let from_orig = f.from_orig();
         let port = if from_orig { m.dport } else { m.sport };
-        if !self.is_service(port) || m.payload_len == 0 || f.touch.after != ConnState::Established {
+        if !self.services.contains(port) || m.payload_len == 0 || f.touch.after != ConnState::Established {
             return;
         }
         if !self.pending.contains_key(f.key) && self.pending.len() >= MAX_PENDING {

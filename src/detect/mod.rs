@@ -13,6 +13,7 @@
 pub mod anomaly;
 pub mod baseline;
 pub mod beacon;
+pub mod bruteforce;
 pub mod episode;
 pub mod evidence;
 pub mod exfil;
@@ -34,8 +35,8 @@ use hashbrown::HashMap;
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::base::{Addr, Cidr, LocalNets};
 use crate::config::{
-    BeaconConfig, Config, ExfilConfig, HostGroup, LateralConfig, MlConfig, ScanConfig, SpikeConfig,
-    TunnelConfig,
+    BeaconConfig, BruteConfig, Config, ExfilConfig, HostGroup, LateralConfig, MlConfig, ScanConfig,
+    SpikeConfig, TunnelConfig,
 };
 use crate::track::{HostCounters, Merge, Returned, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
@@ -54,6 +55,8 @@ family::families! {
     tunnel: tunnel::TunnelDetector,
     /// Rule-based: ARP spoofing and rogue router advertisements.
     l2: l2watch::L2Watch,
+    /// Rule-based: password guessing against authentication services.
+    brute: bruteforce::BruteForce,
     /// Behaviour: data leaving the site beyond each host's history.
     exfil: exfil::ExfilDetector,
     /// Behaviour: administrative sessions to internal peers never used that way.
@@ -93,6 +96,8 @@ pub struct DetectConfig {
     pub lateral: LateralConfig,
     /// Beaconing detector.
     pub beacon: BeaconConfig,
+    /// Brute-force detector.
+    pub brute: BruteConfig,
 }
 
 impl DetectConfig {
@@ -134,6 +139,7 @@ impl DetectConfig {
             exfil: cfg.exfiltration.clone(),
             lateral: cfg.lateral.clone(),
             beacon: cfg.beaconing.clone(),
+            brute: cfg.bruteforce.clone(),
         }
     }
 
