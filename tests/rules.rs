@@ -107,6 +107,45 @@ fn fragment_abuse() {
 }
 
 #[test]
+fn non_final_fragments_must_be_multiples_of_eight() {
+    // IPv6 fragments with More Fragments set and 13 bytes of data (not a
+    // multiple of 8), built by hand: no public capture has one.
+    let frame = |id: u32, offset: u16, more: bool, data: usize| {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let plen = (8 + data) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        f.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&"2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&[17, 0]);
+        f.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend(std::iter::repeat_n(0xab, data));
+        f
+    };
+    let frames: Vec<(i64, Vec<u8>, u32)> = (0..4u32)
+        .flat_map(|i| {
+            let t = 1_700_000_000_000_000 + i64::from(i) * 100_000;
+            let (a, b) = (frame(i, 0, true, 13), frame(i, 2, false, 8));
+            let (la, lb) = (a.len() as u32, b.len() as u32);
+            [(t, a, la), (t + 10, b, lb)]
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6frag.pcap");
+    common::write_pcap(&path, &frames);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_netvigil")).args(["replay", "-q"]).arg(&path).output().unwrap();
+    let evs: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ev =
+        evs.iter().find(|e| e["kind"] == "ip_fragment_abuse" && e["phase"] == "start").expect("an episode");
+    assert_eq!(ev["src_ip"], "2001:db8::1");
+    assert!(ev["evidence"]["reasons"].to_string().contains("non_final_not_multiple_of_8"), "{ev}");
+}
+
+#[test]
 fn icmp_misuse_and_ipv6_extension_abuse() {
     expect("lab/icmp_redirect.pcap", &[("icmp_misuse", "10.77.0.1", "10.77.0.2")]);
     expect("misuse/suricata_toobig.pcap", &[("icmp_misuse", "2001:db8:2::2", "fe80::6600:6aff:fe5b:8f4a")]);

@@ -71,6 +71,9 @@ impl FragTracker {
                 found |= frag_bad::TINY;
             }
         }
+        if m.frag & crate::decode::frag::MORE != 0 && len % 8 != 0 {
+            found |= frag_bad::UNALIGNED;
+        }
         // IPv4 counts its 20-byte header inside the 65,535; IPv6 does not.
         let limit = if m.src.is_v4() { 65_535 - 20 } else { 65_535 };
         if end > limit {

@@ -199,9 +199,17 @@ pub mod frag_bad {
     pub const OVERLAP: u32 = 2;
     /// Reassembles past 65,535 bytes (ping of death).
     pub const OVERSIZE: u32 = 4;
+    /// A fragment with more to follow whose data is not a multiple of 8
+    /// bytes: offsets count in 8-byte units, so no stack sends one (RFC 791,
+    /// RFC 8200 §4.5 has receivers discard it).
+    pub const UNALIGNED: u32 = 8;
     /// Names in bit order.
-    pub const NAMES: [(u32, &str); 3] =
-        [(TINY, "tiny_first_fragment"), (OVERLAP, "overlap"), (OVERSIZE, "oversized")];
+    pub const NAMES: [(u32, &str); 4] = [
+        (TINY, "tiny_first_fragment"),
+        (OVERLAP, "overlap"),
+        (OVERSIZE, "oversized"),
+        (UNALIGNED, "non_final_not_multiple_of_8"),
+    ];
 }
 
 /// Names of the detail bits of `kind`, for evidence and messages.
