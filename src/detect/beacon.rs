@@ -293,7 +293,7 @@ impl BeaconDetector {
             }
             tr.count += 1;
             tr.used.touch(c.ts);
-            if tr.count >= u64::from(b.min_checkins_long) && touched.last() != Some(&key) {
+            if tr.count >= u64::from(b.min_checkins_long) {
                 touched.push(key);
             }
         }

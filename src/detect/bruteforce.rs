@@ -17,7 +17,7 @@ use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, merged_by_key, roll};
+use super::rules::{IntervalTable, RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, PortBits};
 use crate::decode::{PacketMeta, ip_proto, tcp_flags};
@@ -53,28 +53,7 @@ pub type AuthList = Vec<(AuthKey, AuthAgg)>;
 /// The shard half.
 pub struct AuthTable {
     services: PortBits,
-    map: HashMap<AuthKey, AuthAgg, foldhash::fast::FixedState>,
-    spare: Option<AuthList>,
-    overflow: u64,
-}
-
-impl AuthTable {
-    fn new(services: &[u16]) -> AuthTable {
-        AuthTable {
-            services: PortBits::of(services),
-            map: HashMap::with_hasher(Default::default()),
-            spare: None,
-            overflow: 0,
-        }
-    }
-
-    fn note(&mut self, key: AuthKey) -> Option<&mut AuthAgg> {
-        if !self.map.contains_key(&key) && self.map.len() >= MAX_KEYS {
-            self.overflow += 1;
-            return None;
-        }
-        Some(self.map.entry(key).or_default())
-    }
+    table: IntervalTable<AuthKey, AuthAgg>,
 }
 
 impl Observer for AuthTable {
@@ -100,30 +79,28 @@ impl Observer for AuthTable {
         // or over is the same ports reused for a new connection.
         let retransmit = matches!(t.before, ConnState::SynSent | ConnState::SynAckSeen);
         if bare_syn && !retransmit && (t.created || f.from_orig() || t.before != ConnState::None) {
-            if let Some(a) = self.note((m.src, m.dst, m.dport)) {
+            if let Some(a) = self.table.entry((m.src, m.dst, m.dport)) {
                 a.attempts += 1;
                 a.span.add(m.ts);
             }
         } else if t.after == ConnState::Established && t.before != ConnState::Established {
             let (client, server) = if f.from_orig() { (m.src, m.dst) } else { (m.dst, m.src) };
-            if let Some(a) = self.note((client, server, port)) {
+            if let Some(a) = self.table.entry((client, server, port)) {
                 a.completed += 1;
             }
         }
     }
 
     fn close(&mut self, _: Timestamp) -> AuthList {
-        let mut v = self.spare.take().unwrap_or_default();
-        v.extend(self.map.drain());
-        v
+        self.table.close()
     }
 
     fn recycle(&mut self, spare: AuthList) {
-        self.spare = Some(spare);
+        self.table.recycle(spare);
     }
 
     fn overflow(&self) -> u64 {
-        self.overflow
+        self.table.overflow
     }
 }
 
@@ -170,7 +147,7 @@ impl Family for BruteForce {
     }
 
     fn shard(cfg: &DetectConfig, _: &ShardConfig) -> AuthTable {
-        AuthTable::new(&cfg.brute.services)
+        AuthTable { services: PortBits::of(&cfg.brute.services), table: IntervalTable::new(MAX_KEYS) }
     }
 
     fn judge(&mut self, report: &mut AuthList, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {

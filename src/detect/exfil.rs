@@ -21,7 +21,6 @@
 //! A window is judged while it fills, so a burst is reported within an
 //! interval of crossing the line, not when its window closes.
 
-use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -30,7 +29,7 @@ use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, Episodes};
 use super::family::{Context, Family, Restored};
 use super::history::{Clock, Memory, Recent, Saved, Used, addr};
-use super::rules::{RuleEpisode, RuleObs, merged_by_key};
+use super::rules::{IntervalTable, RuleEpisode, RuleObs, merged_by_key};
 use crate::base::Addr;
 use crate::base::addr::prefix_of;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
@@ -61,12 +60,6 @@ pub const STATE_FILE: &str = "exfiltration.json";
 pub struct OutAgg {
     /// Payload bytes sent.
     pub bytes: u64,
-    /// Packets sent.
-    pub pkts: u32,
-    /// Connections opened.
-    pub flows: u32,
-    /// The service port of the first connection seen.
-    pub port: u16,
     /// Packet times of the first and last packet.
     pub span: Span,
 }
@@ -74,11 +67,6 @@ pub struct OutAgg {
 impl OutAgg {
     fn merge(&mut self, o: &OutAgg) {
         self.bytes += o.bytes;
-        self.pkts += o.pkts;
-        self.flows += o.flows;
-        if self.port == 0 {
-            self.port = o.port;
-        }
         self.span.merge(&o.span);
     }
 }
@@ -87,11 +75,7 @@ impl OutAgg {
 pub type OutList = Vec<((Addr, Addr), OutAgg)>;
 
 /// The shard half: per-interval bytes each local host sends each outside address.
-pub struct OutTable {
-    map: HashMap<(Addr, Addr), OutAgg, foldhash::fast::FixedState>,
-    spare: Option<OutList>,
-    overflow: u64,
-}
+pub struct OutTable(IntervalTable<(Addr, Addr), OutAgg>);
 
 impl Observer for OutTable {
     type Report = OutList;
@@ -103,32 +87,22 @@ impl Observer for OutTable {
         if !f.from_orig() || !f.local.of(f.side) || f.local.of(f.side.other()) || m.payload_len == 0 {
             return;
         }
-        let key = (m.src, m.dst);
-        if !self.map.contains_key(&key) && self.map.len() >= MAX_PAIRS {
-            self.overflow += 1;
-            return;
-        }
-        let a = self.map.entry(key).or_default();
-        a.bytes += u64::from(m.payload_len);
-        a.pkts += 1;
-        a.span.add(m.ts);
-        if f.touch.created || a.port == 0 {
-            a.port = m.dport;
+        if let Some(a) = self.0.entry((m.src, m.dst)) {
+            a.bytes += u64::from(m.payload_len);
+            a.span.add(m.ts);
         }
     }
 
     fn close(&mut self, _: Timestamp) -> OutList {
-        let mut v = self.spare.take().unwrap_or_default();
-        v.extend(self.map.drain());
-        v
+        self.0.close()
     }
 
     fn recycle(&mut self, spare: OutList) {
-        self.spare = Some(spare);
+        self.0.recycle(spare);
     }
 
     fn overflow(&self) -> u64 {
-        self.overflow
+        self.0.overflow
     }
 }
 
@@ -211,22 +185,6 @@ fn fold_slot(s: &mut Scale, start: Timestamp, x: f64, len: u64, offset_min: i32)
     slot.closed = slot.closed.saturating_add(1);
 }
 
-/// A destination network a host has sent to.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct Dest {
-    used: Used,
-    bytes: u64,
-}
-
-impl Recent for Dest {
-    fn used(&self) -> Used {
-        self.used
-    }
-    fn shift(&mut self, ns: i64) {
-        self.used.shift(ns);
-    }
-}
-
 /// A destination of an open episode.
 #[derive(Clone, Copy, Debug)]
 struct EpDest {
@@ -241,7 +199,7 @@ struct EpDest {
 struct Host {
     used: Used,
     scales: Vec<Scale>,
-    dests: Memory<Addr, Dest>,
+    dests: Memory<Addr, Used>,
     /// Destinations of the open episode (empty when none is open).
     episode: Vec<EpDest>,
 }
@@ -267,7 +225,7 @@ struct SavedHost {
     used: Used,
     windows: Vec<u64>,
     scales: Vec<Scale>,
-    dests: Vec<(String, Dest)>,
+    dests: Vec<(String, Used)>,
 }
 
 /// The host-stage half: per-host windows, usual volumes and destination memory.
@@ -408,18 +366,15 @@ impl ExfilDetector {
         let mut fresh: Vec<(Addr, OutAgg, bool)> = Vec::with_capacity(batch.len());
         for &(dst, a) in batch {
             let net = prefix_of(&dst);
-            let d =
-                h.dests.entry(net, || Dest { used: Used { first: a.span.first.min(t), last: t }, bytes: 0 });
-            d.used.touch(t);
-            d.bytes = d.bytes.saturating_add(a.bytes);
+            let d = h.dests.entry(net, || Used { first: a.span.first.min(t), last: t });
+            d.touch(t);
             // An allowlisted destination (an offsite backup) is remembered
             // but its bytes are neither judged nor learned as usual.
             if cfg.allowed(&dst, AnomalyKind::DataExfiltration) {
                 continue;
             }
             // New: first used after the host's learning and less than `new_for` ago.
-            let is_new =
-                learned && d.used.first.since(h.used.first) >= learning && t.since(d.used.first) < new_for;
+            let is_new = learned && d.first.since(h.used.first) >= learning && t.since(d.first) < new_for;
             total += a.bytes;
             if is_new {
                 new_bytes += a.bytes;
@@ -485,7 +440,7 @@ impl ExfilDetector {
                     "bytes": e.bytes,
                     "first_packet": e.first_packet.to_string(),
                     "network": net_str(&e.addr),
-                    "network_first_used": net.map(|d| d.used.first.to_string()),
+                    "network_first_used": net.map(|d| d.first.to_string()),
                     "new": e.new,
                 })
             })
@@ -681,7 +636,7 @@ impl Family for ExfilDetector {
     }
 
     fn shard(_: &DetectConfig, _: &ShardConfig) -> OutTable {
-        OutTable { map: HashMap::with_hasher(Default::default()), spare: None, overflow: 0 }
+        OutTable(IntervalTable::new(MAX_PAIRS))
     }
 
     fn judge(&mut self, report: &mut OutList, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {

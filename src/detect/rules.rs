@@ -174,6 +174,51 @@ pub fn roll<K: std::hash::Hash + Eq, T: Default>(
     w
 }
 
+/// A shard half's per-interval aggregates by key, at most `cap` keys (the
+/// rest counted), handed over at the tick as a list whose vector comes back
+/// to be filled again.
+pub struct IntervalTable<K, V> {
+    map: hashbrown::HashMap<K, V, foldhash::fast::FixedState>,
+    spare: Option<Vec<(K, V)>>,
+    cap: usize,
+    /// Observations turned away at the cap (cumulative).
+    pub overflow: u64,
+}
+
+impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
+    /// An empty table of at most `cap` keys.
+    pub fn new(cap: usize) -> Self {
+        IntervalTable {
+            map: hashbrown::HashMap::with_hasher(Default::default()),
+            spare: None,
+            cap,
+            overflow: 0,
+        }
+    }
+
+    /// The aggregate of `k`, or `None` (counted) when the table is full.
+    #[inline]
+    pub fn entry(&mut self, k: K) -> Option<&mut V> {
+        if !self.map.contains_key(&k) && self.map.len() >= self.cap {
+            self.overflow += 1;
+            return None;
+        }
+        Some(self.map.entry(k).or_default())
+    }
+
+    /// The interval's aggregates, moved into the recycled list.
+    pub fn close(&mut self) -> Vec<(K, V)> {
+        let mut v = self.spare.take().unwrap_or_default();
+        v.extend(self.map.drain());
+        v
+    }
+
+    /// Takes back an emptied list.
+    pub fn recycle(&mut self, spare: Vec<(K, V)>) {
+        self.spare = Some(spare);
+    }
+}
+
 /// `Some(a)` unless `a` is the "nobody" placeholder of an episode key.
 pub fn some_addr(a: Addr) -> Option<Addr> {
     (a != Addr::UNSPECIFIED).then_some(a)
