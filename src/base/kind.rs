@@ -97,10 +97,12 @@ pub enum AnomalyKind {
     ProtocolScan,
     /// One source opening connection after connection to one authentication service.
     BruteForce,
+    /// Two different answers to one DNS query from its server (a forged one raced the real one).
+    DnsSpoofing,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 28] = [
+pub const ALL_KINDS: [AnomalyKind; 29] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -129,6 +131,7 @@ pub const ALL_KINDS: [AnomalyKind; 28] = [
     AnomalyKind::Beaconing,
     AnomalyKind::ProtocolScan,
     AnomalyKind::BruteForce,
+    AnomalyKind::DnsSpoofing,
 ];
 
 impl AnomalyKind {
@@ -159,6 +162,7 @@ impl AnomalyKind {
             AnomalyKind::DistributedScan => "distributed_scan",
             AnomalyKind::ProtocolScan => "protocol_scan",
             AnomalyKind::BruteForce => "brute_force",
+            AnomalyKind::DnsSpoofing => "dns_spoofing",
             AnomalyKind::BehaviourOutlier => "behaviour_outlier",
             AnomalyKind::DataExfiltration => "data_exfiltration",
             AnomalyKind::LateralMovement => "lateral_movement",

@@ -30,6 +30,13 @@ pub struct DnsInfo {
     pub name_hash: u32,
     /// Hash of the parent domain (the last two labels), case-folded.
     pub parent_hash: u32,
+    /// Responses: a digest of what the answer says (response code and each
+    /// answer record's type and data, TTLs left out, record order ignored),
+    /// so two answers to one query can be told apart; 0 when the answer
+    /// section could not be read whole.
+    pub answer_hash: u32,
+    /// Responses: the first IPv4 address answered (A record), or zeros.
+    pub answer_v4: [u8; 4],
 }
 
 /// A label this long and this random is encoded data, not a hostname.
@@ -111,6 +118,13 @@ pub fn parse(msg: &[u8]) -> Option<DnsInfo> {
             .sum::<f32>()
     };
     let name_end = pos;
+    let is_response = flags & 0x8000 != 0;
+    let (answer_hash, answer_v4) = if is_response {
+        let ancount = u16::from_be_bytes([h[6], h[7]]);
+        answers(msg, pos + 4, ancount, (flags & 0xf) as u8).unwrap_or((0, [0; 4]))
+    } else {
+        (0, [0; 4])
+    };
     let parent_from = if labels >= 2 { starts[0] } else { 12 };
     Some(DnsInfo {
         flags: DNS_VALID | if flags & 0x8000 != 0 { DNS_RESPONSE } else { 0 },
@@ -122,7 +136,48 @@ pub fn parse(msg: &[u8]) -> Option<DnsInfo> {
         entropy_x10: (entropy * 10.0).round().clamp(0.0, 255.0) as u8,
         name_hash: hash_labels(msg.get(12..name_end).unwrap_or(&[])),
         parent_hash: hash_labels(msg.get(parent_from..name_end).unwrap_or(&[])),
+        answer_hash,
+        answer_v4,
     })
+}
+
+/// Answer records read for the digest; a real answer to one question holds
+/// a CNAME chain and a few addresses.
+const MAX_ANSWERS: u16 = 16;
+
+/// Digest and first IPv4 address of the answer section starting at `pos`;
+/// `None` when a record runs past the message (a cut or forged message).
+fn answers(msg: &[u8], mut pos: usize, ancount: u16, rcode: u8) -> Option<(u32, [u8; 4])> {
+    let mut sum: u32 = u32::from(rcode).wrapping_mul(0x9e37_79b9) | 1;
+    let mut v4 = [0u8; 4];
+    for _ in 0..ancount.min(MAX_ANSWERS) {
+        // Owner name: labels, ended by a zero byte or a compression pointer.
+        loop {
+            let len = *msg.get(pos)?;
+            if len & 0xc0 == 0xc0 {
+                pos += 2;
+                break;
+            }
+            pos += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        let fixed = msg.get(pos..pos + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let rdata = msg.get(pos + 10..pos + 10 + rdlen)?;
+        if rtype == 1 && rdlen == 4 && v4 == [0; 4] {
+            v4.copy_from_slice(rdata);
+        }
+        let mut h = foldhash::fast::FixedState::with_seed(0x616e_7377).build_hasher();
+        h.write_u16(rtype);
+        h.write(rdata);
+        // A sum ignores order: resolvers rotate address records between answers.
+        sum = sum.wrapping_add(h.finish() as u32);
+        pos += 10 + rdlen;
+    }
+    Some((sum, v4))
 }
 
 /// Case-insensitive hash of wire-format labels.
@@ -169,6 +224,36 @@ mod tests {
         assert_eq!(t.qtype, 10);
         assert!(t.longest_label >= 60);
         assert!(t.entropy_x10 >= 38, "{}", t.entropy_x10);
+    }
+
+    fn answer(id: u16, addrs: &[[u8; 4]], ttl: u32) -> Vec<u8> {
+        let mut m = query("www.example.lab", 1);
+        m[0..2].copy_from_slice(&id.to_be_bytes());
+        m[2] = 0x81;
+        m[3] = 0x80;
+        m[7] = addrs.len() as u8;
+        for a in addrs {
+            m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+            m.extend_from_slice(&ttl.to_be_bytes());
+            m.extend_from_slice(&[0, 4]);
+            m.extend_from_slice(a);
+        }
+        m
+    }
+
+    #[test]
+    fn answers_are_digested_without_ttl_or_order() {
+        let a = parse(&answer(7, &[[10, 0, 0, 1], [10, 0, 0, 2]], 300)).unwrap();
+        let b = parse(&answer(7, &[[10, 0, 0, 2], [10, 0, 0, 1]], 299)).unwrap();
+        let c = parse(&answer(7, &[[10, 0, 0, 66]], 300)).unwrap();
+        assert_eq!(a.answer_v4, [10, 0, 0, 1]);
+        assert_eq!(a.answer_hash, b.answer_hash, "TTL and order do not matter");
+        assert_ne!(a.answer_hash, c.answer_hash);
+        assert_ne!(a.answer_hash, 0);
+        let mut cut = answer(7, &[[10, 0, 0, 1]], 300);
+        cut.truncate(cut.len() - 2);
+        assert_eq!(parse(&cut).unwrap().answer_hash, 0, "a cut answer has no digest");
+        assert_eq!(parse(&query("www.example.lab", 1)).unwrap().answer_hash, 0, "queries have none");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod anomaly;
 pub mod baseline;
 pub mod beacon;
 pub mod bruteforce;
+pub mod dnsspoof;
 pub mod episode;
 pub mod evidence;
 pub mod exfil;
@@ -57,6 +58,8 @@ family::families! {
     l2: l2watch::L2Watch,
     /// Rule-based: password guessing against authentication services.
     brute: bruteforce::BruteForce,
+    /// Rule-based: forged DNS answers racing the real server.
+    dns_spoof: dnsspoof::DnsSpoof,
     /// Behaviour: data leaving the site beyond each host's history.
     exfil: exfil::ExfilDetector,
     /// Behaviour: administrative sessions to internal peers never used that way.

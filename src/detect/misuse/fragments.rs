@@ -1,15 +1,17 @@
-//! Fragment tracking: tiny first fragments, overlaps and oversized datagrams.
+//! Fragment tracking: tiny first fragments, overlaps, oversized datagrams and
+//! trains that never complete.
 //!
 //! Runs in the shards (fragments of one datagram share a flow key, so they
 //! meet in one shard) on fragment headers only: nothing is reassembled.
 
 use hashbrown::HashMap;
 
-use super::{HitTable, frag_bad, icmp_bad};
+use super::{HitAgg, HitTable, frag_bad, icmp_bad};
 use crate::base::Addr;
 use crate::base::kind::AnomalyKind;
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::decode::{PacketMeta, ip_proto};
+use crate::detect::anomaly::FlowTuple;
 
 /// Most ranges remembered per datagram; more fragments than this are judged
 /// against the first ones only (a datagram in 16+ pieces is itself unusual).
@@ -19,6 +21,13 @@ const TIMEOUT_NS: u64 = 30 * NANOS_PER_SEC;
 /// Smallest transport header a first fragment must carry (RFC 1858).
 const TCP_MIN: u32 = 20;
 const UDP_MIN: u32 = 8;
+/// Fragments with more to follow, and no final one by the reassembly
+/// timeout, that make a train worth reporting. Loss of one final fragment
+/// happens (a 4-fragment datagram missing its tail); a sender that never
+/// sends tails ties up the receiver's reassembly buffers for 30 s each
+/// (the "rose" attack, fragment floods), so 3 pieces and no end is reported,
+/// once per datagram, when it times out, at low severity on its own.
+pub const INCOMPLETE_TRAIN: u16 = 3;
 /// An echo request reassembling past this is not a ping anyone needs: normal
 /// pings carry 56 bytes, MTU probes at most a jumbo frame (9,000).
 pub const OVERSIZED_ECHO: u32 = 10_000;
@@ -34,6 +43,12 @@ struct DatagramKey {
 #[derive(Clone, Copy, Debug)]
 struct Datagram {
     first_seen: Timestamp,
+    last_seen: Timestamp,
+    /// Fragments seen (saturating), and whether one ended the datagram.
+    frags: u16,
+    final_seen: bool,
+    sport: u16,
+    dport: u16,
     ranges: [(u32, u32); MAX_RANGES],
     n: u8,
     echo: bool,
@@ -87,10 +102,27 @@ impl FragTracker {
             }
             self.map.insert(
                 key,
-                Datagram { first_seen: m.ts, ranges: [(0, 0); MAX_RANGES], n: 0, echo: false, reported: 0 },
+                Datagram {
+                    first_seen: m.ts,
+                    last_seen: m.ts,
+                    frags: 0,
+                    final_seen: false,
+                    sport: 0,
+                    dport: 0,
+                    ranges: [(0, 0); MAX_RANGES],
+                    n: 0,
+                    echo: false,
+                    reported: 0,
+                },
             );
         }
         let Some(d) = self.map.get_mut(&key) else { return };
+        d.last_seen = d.last_seen.max(m.ts);
+        d.frags = d.frags.saturating_add(1);
+        d.final_seen |= m.frag & crate::decode::frag::MORE == 0;
+        if start == 0 && m.has_ports() {
+            (d.sport, d.dport) = (m.sport, m.dport);
+        }
         if start == 0 && matches!((m.proto, m.icmp_type), (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128)) {
             d.echo = m.has_icmp();
         }
@@ -123,8 +155,30 @@ impl FragTracker {
         }
     }
 
-    /// Forgets datagrams older than the reassembly timeout.
-    pub fn expire(&mut self, now: Timestamp) {
-        self.map.retain(|_, d| now.since(d.first_seen) < TIMEOUT_NS);
+    /// Forgets datagrams older than the reassembly timeout; those that never
+    /// got their final fragment are reported as incomplete trains, unless
+    /// already reported for something else (their packets are counted there).
+    pub fn expire(&mut self, now: Timestamp, hits: &mut HitTable) {
+        self.map.retain(|k, d| {
+            if now.since(d.first_seen) < TIMEOUT_NS {
+                return true;
+            }
+            if !d.final_seen && d.frags >= INCOMPLETE_TRAIN && d.reported == 0 {
+                let sample =
+                    FlowTuple { src: k.src, dst: k.dst, sport: d.sport, dport: d.dport, proto: k.proto };
+                let agg = HitAgg {
+                    count: u64::from(d.frags),
+                    first: d.first_seen,
+                    last: d.last_seen,
+                    sample,
+                    sample_flags: 0,
+                    many_flows: false,
+                    detail: frag_bad::INCOMPLETE,
+                    sources: 1,
+                };
+                hits.record_agg(AnomalyKind::IpFragmentAbuse, k.src, k.dst, agg);
+            }
+            false
+        });
     }
 }

@@ -203,12 +203,16 @@ pub mod frag_bad {
     /// bytes: offsets count in 8-byte units, so no stack sends one (RFC 791,
     /// RFC 8200 §4.5 has receivers discard it).
     pub const UNALIGNED: u32 = 8;
+    /// Pieces with more to follow and no final fragment by the reassembly
+    /// timeout (reported when the datagram times out).
+    pub const INCOMPLETE: u32 = 16;
     /// Names in bit order.
-    pub const NAMES: [(u32, &str); 4] = [
+    pub const NAMES: [(u32, &str); 5] = [
         (TINY, "tiny_first_fragment"),
         (OVERLAP, "overlap"),
         (OVERSIZE, "oversized"),
         (UNALIGNED, "non_final_not_multiple_of_8"),
+        (INCOMPLETE, "never_completed"),
     ];
 }
 
@@ -358,12 +362,26 @@ impl HitTable {
         self.hit(kind, m, detail);
     }
 
+    /// Records an aggregate built outside a packet (a datagram timing out).
+    pub fn record_agg(
+        &mut self,
+        kind: AnomalyKind,
+        src: crate::base::Addr,
+        dst: crate::base::Addr,
+        agg: HitAgg,
+    ) {
+        self.add(EpisodeKey { kind, src, dst }, agg);
+    }
+
     fn hit(&mut self, kind: AnomalyKind, m: &PacketMeta, detail: u32) {
-        let key = EpisodeKey { kind, src: m.src, dst: m.dst };
-        if let Some(agg) = self.map.get_mut(&key) {
-            agg.merge(&HitAgg::new(m, detail));
+        self.add(EpisodeKey { kind, src: m.src, dst: m.dst }, HitAgg::new(m, detail));
+    }
+
+    fn add(&mut self, key: EpisodeKey, agg: HitAgg) {
+        if let Some(a) = self.map.get_mut(&key) {
+            a.merge(&agg);
         } else if self.map.len() < self.cap {
-            self.map.insert(key, HitAgg::new(m, detail));
+            self.map.insert(key, agg);
         } else {
             self.overflow += 1;
         }
@@ -446,7 +464,7 @@ impl Observer for MisuseShard {
     fn flow_packet(&mut self, _: &PacketMeta, _: &FlowView<'_>) {}
 
     fn close(&mut self, t: Timestamp) -> Self::Report {
-        self.frags.expire(t);
+        self.frags.expire(t, &mut self.hits);
         let mut hits = std::mem::take(&mut self.spare);
         self.hits.drain_into(&mut hits);
         hits
@@ -622,6 +640,13 @@ impl EpisodeState for MisuseEpisode {
                 ),
             ),
             AnomalyKind::IcmpMisuse => (Severity::Medium, icmp_sentence(&src, n, &dst, t.detail)),
+            AnomalyKind::IpFragmentAbuse if t.detail == frag_bad::INCOMPLETE => (
+                // A lost tail looks the same once; many trains are the attack.
+                if n >= 30 { Severity::Medium } else { Severity::Low },
+                format!(
+                    "{src} sent {n} IP fragment{pl} to {dst} in datagrams that never completed (no final fragment within the 30 s reassembly timeout): each holds a reassembly buffer, and a stream of them exhausts reassembly memory or evades inspection"
+                ),
+            ),
             AnomalyKind::IpFragmentAbuse => (
                 Severity::High,
                 format!(
