@@ -568,7 +568,40 @@ fn every_number_agrees_with_the_packets() {
                 _ => {}
             }
             // Flood evidence describes the interval that ends at the event's time.
-            if category == "spike" && e["phase"] == "start" {
+            if e["kind"] == "slow_http" && e["phase"] == "start" {
+                // Pending when counted: handshake completed, nothing pushed
+                // by the server, neither side closed.
+                let t = ns_of(ev["counted_at"].as_str().unwrap());
+                let port = ev["server_port"].as_u64().unwrap() as u16;
+                let n = connections(&pkts, dst, port)
+                    .iter()
+                    .filter(|c| c.client == src && c.established.is_some_and(|x| x < t))
+                    .filter(|c| c.answered_or_closed.is_none_or(|x| x >= t))
+                    .count() as u64;
+                checked += 1;
+                failures.extend(check_count(&ctx, ev, "pending_connections", n));
+            }
+            if e["kind"] == "connection_flood" && e["phase"] == "start" {
+                let end = ns_of(e["timestamp"].as_str().unwrap());
+                const S: u64 = 1_000_000_000;
+                let (from, to) = if end % S == 0 { (end - S, end - 1) } else { (end / S * S, end) };
+                let mut n = 0;
+                for port in pkts
+                    .iter()
+                    .filter(|p| p.dst == dst)
+                    .filter_map(|p| p.ports)
+                    .map(|q| q.1)
+                    .collect::<BTreeSet<_>>()
+                {
+                    n += connections(&pkts, dst, port)
+                        .iter()
+                        .filter(|c| c.established.is_some_and(|x| (from..=to).contains(&x)))
+                        .count() as u64;
+                }
+                checked += 1;
+                failures.extend(check_count(&ctx, ev, "handshakes_completed", n));
+            }
+            if category == "spike" && e["phase"] == "start" && e["kind"] != "slow_http" {
                 // An interval is [t - 1 s, t) at a boundary; the last one,
                 // closed at the end of input, runs from its boundary to the
                 // last packet inclusive.
@@ -626,6 +659,61 @@ fn every_number_agrees_with_the_packets() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// One TCP connection to a server port, as the packets tell it.
+struct Conn {
+    client: Option<IpAddr>,
+    /// When the client's ACK completed the handshake.
+    established: Option<u64>,
+    /// When the server first pushed data, or either side sent FIN or RST
+    /// after the handshake.
+    answered_or_closed: Option<u64>,
+}
+
+/// Every connection to `server`:`port` (by client address and port), in
+/// the order their SYNs were seen; a new SYN on used ports starts a new one.
+fn connections(pkts: &[Pkt], server: Option<IpAddr>, port: u16) -> Vec<Conn> {
+    // Per (client, client port): index of its latest connection, and stage
+    // (1 SYN seen, 2 SYN-ACK seen, 3 established).
+    let mut open: std::collections::HashMap<(Option<IpAddr>, u16), (usize, u8)> = Default::default();
+    let mut out: Vec<Conn> = Vec::new();
+    for p in pkts {
+        let Some((sp, dp, f)) = p.ports else { continue };
+        if f >= 0x100 {
+            continue;
+        }
+        let (syn, ack, fin, rst, psh) = (f & 2 != 0, f & 0x10 != 0, f & 1 != 0, f & 4 != 0, f & 8 != 0);
+        if p.dst == server && dp == port {
+            let k = (p.src, sp);
+            if syn && !ack {
+                let again = open.get(&k).is_some_and(|&(_, st)| st < 3);
+                if !again {
+                    out.push(Conn { client: p.src, established: None, answered_or_closed: None });
+                    open.insert(k, (out.len() - 1, 1));
+                }
+                continue;
+            }
+            if let Some((i, st)) = open.get_mut(&k) {
+                if *st == 2 && ack && !rst && !fin {
+                    *st = 3;
+                    out[*i].established = Some(p.ns);
+                } else if *st == 3 && (fin || rst) && out[*i].answered_or_closed.is_none() {
+                    out[*i].answered_or_closed = Some(p.ns);
+                }
+            }
+        } else if p.src == server && sp == port {
+            let k = (p.dst, dp);
+            if let Some((i, st)) = open.get_mut(&k) {
+                if *st == 1 && syn && ack {
+                    *st = 2;
+                } else if *st == 3 && (psh || fin || rst) && out[*i].answered_or_closed.is_none() {
+                    out[*i].answered_or_closed = Some(p.ns);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// An Ethernet/IPv4 ARP packet's operation, sender MAC and IP, and target IP.

@@ -76,6 +76,37 @@ fn every_corpus_flood_is_one_episode_on_the_right_target_within_5s() {
     }
 }
 
+/// Lab floods of the shapes a per-second SYN line missed: a half-second
+/// burst from one source, connections that complete, and Slowloris.
+#[test]
+fn bursts_completed_connection_floods_and_slow_http() {
+    let one = |f: &str, kind: &str| {
+        let (events, _, code, err) = replay(&[cap(f)], &["--workers", "2"]);
+        assert_eq!(code, 0, "{f}: {err}");
+        let starts: Vec<&Value> = spike_starts(&events);
+        assert_eq!(starts.len(), 1, "{f}: {starts:#?}");
+        let e = starts[0].clone();
+        assert_eq!(
+            (e["kind"].as_str(), e["src_ip"].as_str(), e["dst_ip"].as_str()),
+            (Some(kind), Some("10.77.0.1"), Some("10.77.0.2")),
+            "{f}"
+        );
+        e
+    };
+    // 3,000 SYNs in 0.53 s, each answered by a SYN-ACK and reset: never
+    // completed, over before three seconds of persistence could count.
+    let e = one("lab/syn_burst_short.pcap", "syn_flood");
+    assert_eq!(e["evidence"]["syn_in"], 3001, "{e}");
+    assert!(e["evidence"]["opened_by"].as_str().unwrap().contains("burst"), "{e}");
+    // 250 completed connections a second for 4 s after 30 s of one a second.
+    let e = one("lab/conn_flood_completed.pcap", "connection_flood");
+    assert!(e["observed"].as_f64().unwrap() >= 249.0, "{e}");
+    // 250 connections held open with a request that never ends.
+    let e = one("lab/slowloris.pcap", "slow_http");
+    assert_eq!(e["evidence"]["pending_connections"], 250, "{e}");
+    assert_eq!(e["evidence"]["server_port"], 80, "{e}");
+}
+
 #[test]
 fn benign_captures_raise_no_spike() {
     for f in common::BENIGN {

@@ -99,10 +99,14 @@ pub enum AnomalyKind {
     BruteForce,
     /// Two different answers to one DNS query from its server (a forged one raced the real one).
     DnsSpoofing,
+    /// Connections toward one host whose handshakes complete, far above its normal.
+    ConnectionFlood,
+    /// One client holding many connections to one server open, unanswered (Slowloris).
+    SlowHttp,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 29] = [
+pub const ALL_KINDS: [AnomalyKind; 31] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -132,6 +136,8 @@ pub const ALL_KINDS: [AnomalyKind; 29] = [
     AnomalyKind::ProtocolScan,
     AnomalyKind::BruteForce,
     AnomalyKind::DnsSpoofing,
+    AnomalyKind::ConnectionFlood,
+    AnomalyKind::SlowHttp,
 ];
 
 impl AnomalyKind {
@@ -163,6 +169,8 @@ impl AnomalyKind {
             AnomalyKind::ProtocolScan => "protocol_scan",
             AnomalyKind::BruteForce => "brute_force",
             AnomalyKind::DnsSpoofing => "dns_spoofing",
+            AnomalyKind::ConnectionFlood => "connection_flood",
+            AnomalyKind::SlowHttp => "slow_http",
             AnomalyKind::BehaviourOutlier => "behaviour_outlier",
             AnomalyKind::DataExfiltration => "data_exfiltration",
             AnomalyKind::LateralMovement => "lateral_movement",
@@ -183,7 +191,9 @@ impl AnomalyKind {
             | AnomalyKind::IcmpFlood
             | AnomalyKind::Amplification
             | AnomalyKind::VolumeSpike
-            | AnomalyKind::FanoutSpike => Category::Spike,
+            | AnomalyKind::FanoutSpike
+            | AnomalyKind::ConnectionFlood
+            | AnomalyKind::SlowHttp => Category::Spike,
             AnomalyKind::PortScan
             | AnomalyKind::HostScan
             | AnomalyKind::DistributedScan

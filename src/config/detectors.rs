@@ -54,6 +54,9 @@ pub struct SpikeConfig {
     pub volume_spike: Tuning,
     /// Fan-out spike: distinct peers per second one host talks to.
     pub fanout_spike: Tuning,
+    /// Connection flood: TCP connections per second toward one host whose
+    /// handshake completes (the flood a SYN-flood line never sees).
+    pub connection_flood: Tuning,
 }
 
 /// Thresholds and persistence of one statistical detector.
@@ -103,6 +106,7 @@ impl Default for SpikeConfig {
             amplification: t(12_500.0, 125_000.0, 2, 5),
             volume_spike: t(12_500_000.0, 125_000_000.0, 10, 20),
             fanout_spike: t(100.0, 500.0, 3, 5),
+            connection_flood: t(100.0, 200.0, 3, 5),
         }
     }
 }
@@ -142,6 +146,9 @@ pub struct HostGroup {
     pub volume_spike: Option<Override>,
     /// Overrides for `fanout_spike`.
     pub fanout_spike: Option<Override>,
+    /// Overrides for `connection_flood`.
+    #[serde(default)]
+    pub connection_flood: Option<Override>,
     /// Kinds this group's members never open (jump hosts: `lateral_movement`;
     /// backup servers: `data_exfiltration`).
     #[serde(default)]
@@ -324,5 +331,32 @@ impl Default for BruteConfig {
             attempts: 20,
             window: 60,
         }
+    }
+}
+
+/// `[slow_http]`: one client holding many connections to one server open
+/// without the server answering (Slowloris, slow headers, slow POST).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowConfig {
+    /// Run the detector.
+    pub enabled: bool,
+    /// Pending connections (handshake done, nothing answered, not closed)
+    /// from one client to one server port that make an episode: a browser
+    /// keeps at most 6 per server (HTTP/1.1) and its requests are answered
+    /// in milliseconds; Slowloris holds 150 by default.
+    pub connections: u32,
+    /// Seconds of packet time the count must stay at or above `connections`:
+    /// a burst of connections answered at once is not a hold.
+    pub hold: u64,
+    /// Multiple of the server's usual peak of pending connections per client
+    /// that must also be exceeded (a proxy in front of it legitimately
+    /// holds many).
+    pub ratio: f64,
+}
+
+impl Default for SlowConfig {
+    fn default() -> Self {
+        SlowConfig { enabled: true, connections: 50, hold: 10, ratio: 4.0 }
     }
 }

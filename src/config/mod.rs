@@ -20,8 +20,8 @@ mod detectors;
 pub use behaviour::{BeaconConfig, ExfilConfig, LateralConfig, NetworksConfig, Profile};
 
 pub use detectors::{
-    AllowRule, BruteConfig, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SpikeConfig,
-    Tuning, TunnelConfig,
+    AllowRule, BruteConfig, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SlowConfig,
+    SpikeConfig, Tuning, TunnelConfig,
 };
 
 /// Configuration errors; each names the file or key at fault.
@@ -89,6 +89,8 @@ pub struct Config {
     pub beaconing: BeaconConfig,
     /// Password guessing.
     pub bruteforce: BruteConfig,
+    /// Connections held open without an answer (Slowloris).
+    pub slow_http: SlowConfig,
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -287,6 +289,7 @@ impl Config {
             ("spike.amplification", &sp.amplification),
             ("spike.volume_spike", &sp.volume_spike),
             ("spike.fanout_spike", &sp.fanout_spike),
+            ("spike.connection_flood", &sp.connection_flood),
         ] {
             check(
                 t.floor.is_finite() && t.floor >= 0.0,
@@ -319,6 +322,10 @@ impl Config {
         check(sc.hosts >= 2, "scan.hosts", sc.hosts, "must be at least 2")?;
         check(sc.arp_hosts >= 2, "scan.arp_hosts", sc.arp_hosts, "must be at least 2")?;
         check(sc.protocols >= 2, "scan.protocols", sc.protocols, "must be at least 2")?;
+        let sh = &self.slow_http;
+        check(sh.connections >= 2, "slow_http.connections", sh.connections, "must be at least 2")?;
+        check((1..=3_600).contains(&sh.hold), "slow_http.hold", sh.hold, "must be 1..=3600 seconds")?;
+        check(sh.ratio.is_finite() && sh.ratio >= 1.0, "slow_http.ratio", sh.ratio, "must be at least 1")?;
         let bf = &self.bruteforce;
         check(bf.attempts >= 2, "bruteforce.attempts", bf.attempts, "must be at least 2")?;
         check(

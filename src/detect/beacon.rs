@@ -449,13 +449,7 @@ impl Family for BeaconDetector {
         report.clear();
     }
 
-    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
-        self.episodes.tick_or_close(t, last, out);
-    }
-
-    fn open_count(&self) -> usize {
-        self.episodes.open_count()
-    }
+    crate::detect::family::episodes_tick!();
 
     fn reconfigure(&mut self, cfg: &DetectConfig) {
         self.episodes.set_policy(policy(cfg.episodes));

@@ -96,6 +96,26 @@ pub trait Family: Sized {
     }
 }
 
+/// `Family::tick` and `Family::open_count` for a family whose episodes
+/// live in `self.episodes` (every family but the statistical one).
+macro_rules! episodes_tick {
+    () => {
+        fn tick(
+            &mut self,
+            t: $crate::base::time::Timestamp,
+            last: bool,
+            out: &mut Vec<$crate::detect::Anomaly>,
+        ) {
+            self.episodes.tick_or_close(t, last, out);
+        }
+
+        fn open_count(&self) -> usize {
+            self.episodes.open_count()
+        }
+    };
+}
+pub(crate) use episodes_tick;
+
 /// Declares the registered families, in judging order: generates the
 /// shard's observer (`ShardHalves`), the merged interval report (`Reports`)
 /// and the host stage's set (`Families`), each a struct with one field per
@@ -138,6 +158,10 @@ macro_rules! families {
             #[inline]
             fn flow_packet(&mut self, m: &$crate::decode::PacketMeta, f: &$crate::track::FlowView<'_>) {
                 $($crate::track::Observer::flow_packet(&mut self.$name, m, f);)+
+            }
+            #[inline]
+            fn flow_end(&mut self, f: &$crate::track::Flow, why: $crate::track::EndReason) {
+                $($crate::track::Observer::flow_end(&mut self.$name, f, why);)+
             }
             fn close(&mut self, t: $crate::base::time::Timestamp) -> Reports {
                 Reports { $($name: $crate::track::Observer::close(&mut self.$name, t),)+ }

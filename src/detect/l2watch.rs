@@ -478,13 +478,7 @@ impl Family for L2Watch {
         obs.clear();
     }
 
-    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
-        self.episodes.tick_or_close(t, last, out);
-    }
-
-    fn open_count(&self) -> usize {
-        self.episodes.open_count()
-    }
+    crate::detect::family::episodes_tick!();
 
     fn reconfigure(&mut self, cfg: &DetectConfig) {
         L2Watch::reconfigure(self, cfg.episodes);

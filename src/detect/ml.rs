@@ -541,13 +541,7 @@ impl Family for BehaviourModel {
         }
     }
 
-    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
-        self.episodes.tick_or_close(t, last, out);
-    }
-
-    fn open_count(&self) -> usize {
-        self.episodes.open_count()
-    }
+    crate::detect::family::episodes_tick!();
 
     /// Episode timing follows the new configuration; the model's shape and
     /// calibration need a restart (they are what was learned).

@@ -26,6 +26,7 @@ pub mod misuse;
 pub mod ml;
 pub mod rules;
 pub mod scan;
+pub mod slowhttp;
 pub mod spike;
 pub mod tunnel;
 
@@ -37,7 +38,7 @@ use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::base::{Addr, Cidr, LocalNets};
 use crate::config::{
     BeaconConfig, BruteConfig, Config, ExfilConfig, HostGroup, LateralConfig, MlConfig, ScanConfig,
-    SpikeConfig, TunnelConfig,
+    SlowConfig, SpikeConfig, TunnelConfig,
 };
 use crate::track::{HostCounters, Merge, Returned, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
@@ -60,6 +61,8 @@ family::families! {
     brute: bruteforce::BruteForce,
     /// Rule-based: forged DNS answers racing the real server.
     dns_spoof: dnsspoof::DnsSpoof,
+    /// Statistical: connections held open without an answer (Slowloris).
+    slow: slowhttp::SlowHttp,
     /// Behaviour: data leaving the site beyond each host's history.
     exfil: exfil::ExfilDetector,
     /// Behaviour: administrative sessions to internal peers never used that way.
@@ -101,6 +104,8 @@ pub struct DetectConfig {
     pub beacon: BeaconConfig,
     /// Brute-force detector.
     pub brute: BruteConfig,
+    /// Slow-HTTP detector.
+    pub slow: SlowConfig,
 }
 
 impl DetectConfig {
@@ -143,6 +148,7 @@ impl DetectConfig {
             lateral: cfg.lateral.clone(),
             beacon: cfg.beaconing.clone(),
             brute: cfg.bruteforce.clone(),
+            slow: cfg.slow_http.clone(),
         }
     }
 

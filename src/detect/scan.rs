@@ -662,13 +662,7 @@ impl Family for ScanDetector {
         sweeps.clear();
     }
 
-    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
-        self.episodes.tick_or_close(t, last, out);
-    }
-
-    fn open_count(&self) -> usize {
-        self.episodes.open_count()
-    }
+    crate::detect::family::episodes_tick!();
 
     fn reconfigure(&mut self, cfg: &DetectConfig) {
         ScanDetector::reconfigure(self, cfg.episodes, &cfg.scan);

@@ -27,7 +27,7 @@ use crate::config::Tuning;
 use crate::track::{HostCounters, ShardConfig};
 
 /// The metrics with a baseline, in [`SPECS`] order.
-pub const METRICS: usize = 7;
+pub const METRICS: usize = 8;
 
 /// One statistical detector: which metric, which kind, and whose episode it is.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +51,13 @@ pub const SPECS: [Spec; METRICS] = [
     Spec { kind: AnomalyKind::VolumeSpike, unit: "bytes/s", actor: false, name: "bytes_in" },
     Spec { kind: AnomalyKind::VolumeSpike, unit: "bytes/s", actor: true, name: "bytes_out" },
     Spec { kind: AnomalyKind::FanoutSpike, unit: "distinct peers/s", actor: true, name: "peers_out" },
+    // Appended: saved states list the metrics in this order.
+    Spec {
+        kind: AnomalyKind::ConnectionFlood,
+        unit: "completed connections/s",
+        actor: false,
+        name: "handshakes_in",
+    },
 ];
 
 /// Sources (or new flows) in one interval that make a storm unmistakable.
@@ -68,7 +75,9 @@ const EXTREME: f64 = 10.0;
 /// One host's learned state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct HostBaseline {
-    /// Per-metric baselines, in [`SPECS`] order.
+    /// Per-metric baselines, in [`SPECS`] order (a state saved with fewer
+    /// metrics loads, the new ones starting empty).
+    #[serde(deserialize_with = "metrics_padded")]
     pub base: [MetricBaseline; METRICS],
     /// Interval index at which the host was first seen.
     pub first: u64,
@@ -77,6 +86,18 @@ pub struct HostBaseline {
     /// Over-the-line history per metric, newest in bit 0.
     #[serde(skip)]
     over: [u32; METRICS],
+}
+
+fn metrics_padded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[MetricBaseline; METRICS], D::Error> {
+    let v: Vec<MetricBaseline> = Vec::deserialize(d)?;
+    if v.len() > METRICS {
+        return Err(serde::de::Error::invalid_length(v.len(), &"at most as many metrics as this build has"));
+    }
+    let mut out: [MetricBaseline; METRICS] = Default::default();
+    for (o, b) in out.iter_mut().zip(v) {
+        *o = b;
+    }
+    Ok(out)
 }
 
 /// What one interval says about one metric of one host.
@@ -534,13 +555,7 @@ impl Family for SpikeDetector {
         cx.facts.flood_targets.dedup();
     }
 
-    fn tick(&mut self, t: Timestamp, last: bool, out: &mut Vec<Anomaly>) {
-        self.episodes.tick_or_close(t, last, out);
-    }
-
-    fn open_count(&self) -> usize {
-        self.episodes.open_count()
-    }
+    crate::detect::family::episodes_tick!();
 
     fn reconfigure(&mut self, cfg: &DetectConfig) {
         SpikeDetector::reconfigure(self, cfg);
@@ -583,6 +598,7 @@ fn tuning_for(cfg: &DetectConfig, kind: AnomalyKind, group: Option<usize>) -> Tu
         AnomalyKind::IcmpFlood => sp.icmp_flood,
         AnomalyKind::Amplification => sp.amplification,
         AnomalyKind::VolumeSpike => sp.volume_spike,
+        AnomalyKind::ConnectionFlood => sp.connection_flood,
         _ => sp.fanout_spike,
     };
     if let Some((_, g)) = group.and_then(|i| cfg.hostgroups.get(i)) {
@@ -592,6 +608,7 @@ fn tuning_for(cfg: &DetectConfig, kind: AnomalyKind, group: Option<usize>) -> Tu
             AnomalyKind::IcmpFlood => g.icmp_flood,
             AnomalyKind::Amplification => g.amplification,
             AnomalyKind::VolumeSpike => g.volume_spike,
+            AnomalyKind::ConnectionFlood => g.connection_flood,
             _ => g.fanout_spike,
         };
         if let Some(o) = o {
@@ -612,6 +629,7 @@ pub fn metric_values(h: &HostCounters) -> [f64; METRICS] {
         h.bytes_in as f64,
         h.bytes_out as f64,
         h.peers_out.estimate() as f64,
+        h.handshakes_in as f64,
     ]
 }
 
@@ -700,8 +718,20 @@ fn shape_of(
         AnomalyKind::SynFlood => Shape {
             // Many ports from few sources is a port scan (the scan detector's job).
             eligible: h.ports_in.estimate() <= SCAN_PORTS || sources >= FLOOD_SOURCES,
-            immediate: above_floor && sources >= FLOOD_SOURCES,
-            why: "a storm: above the floor from 32 or more sources at once",
+            // A burst ten times over the line is over before persistence
+            // counts (hping3 sends thousands in a fraction of a second);
+            // these SYNs never completed, so it is unanswered by definition.
+            immediate: above_floor && (sources >= FLOOD_SOURCES || v >= EXTREME * line),
+            why: if sources >= FLOOD_SOURCES {
+                "a storm: above the floor from 32 or more sources at once"
+            } else {
+                "a burst ten times over the line, never completed"
+            },
+        },
+        AnomalyKind::ConnectionFlood => Shape {
+            eligible: true,
+            immediate: above_floor && v >= EXTREME * line,
+            why: "ten times over the line",
         },
         AnomalyKind::UdpFlood => {
             let unanswered = !answered(h.udp_out, h.udp_in);
@@ -839,6 +869,14 @@ fn observation(
         AnomalyKind::VolumeSpike => {
             format!("Volume spike: {host} receives {} {}", human(v, "bytes/s"), who(sources))
         }
+        AnomalyKind::ConnectionFlood => {
+            ev.insert("syn_in".into(), json!(h.syn_in));
+            ev.insert("handshakes_completed".into(), json!(h.handshakes_in));
+            format!(
+                "Connection flood: {host} receives {v:.0} TCP connections/s that complete their handshake {} (a SYN-flood line never sees these: bots that connect and abandon, HTTP floods)",
+                who(sources)
+            )
+        }
         _ => format!(
             "Fan-out spike: {host} talks to {v:.0} distinct peers in one second (worm, scanner or compromised host?)"
         ),
@@ -888,6 +926,19 @@ mod tests {
 
     fn cfg() -> DetectConfig {
         DetectConfig::from_config(&Config::default())
+    }
+
+    /// A state saved before `connection_flood` (seven metrics) still loads.
+    #[test]
+    fn states_with_fewer_metrics_load() {
+        let hb = HostBaseline { first: 3, last: 9, ..HostBaseline::default() };
+        let mut v = serde_json::to_value(&hb).unwrap();
+        v["base"].as_array_mut().unwrap().pop();
+        let back: HostBaseline = serde_json::from_value(v).unwrap();
+        assert_eq!(back, hb);
+        let mut v = serde_json::to_value(&hb).unwrap();
+        v["base"].as_array_mut().unwrap().push(serde_json::to_value(MetricBaseline::default()).unwrap());
+        assert!(serde_json::from_value::<HostBaseline>(v).is_err(), "more metrics than this build knows");
     }
 
     fn udp_host(pps: u64) -> HostCounters {

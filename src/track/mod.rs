@@ -250,6 +250,9 @@ pub trait Observer: Send {
     fn packet(&mut self, m: &PacketMeta);
     /// IP packets, once their flow record is found.
     fn flow_packet(&mut self, m: &PacketMeta, f: &FlowView<'_>);
+    /// A flow left the table (idle or active timeout, eviction, shutdown);
+    /// ends seen in its packets (FIN, RST) came through `flow_packet`.
+    fn flow_end(&mut self, _f: &Flow, _why: EndReason) {}
     /// Closes the interval ending at `t` and starts a fresh one.
     fn close(&mut self, t: Timestamp) -> Self::Report;
     /// Takes back an emptied report, so the next `close` fills its
@@ -375,7 +378,8 @@ impl<O: Observer> Shard<O> {
             return;
         }
         let (key, side) = FlowKey::of(m);
-        let touch = self.table.touch(m, key, side, &mut |_, _| {});
+        let obs = &mut self.observer;
+        let touch = self.table.touch(m, key, side, &mut |f, why| obs.flow_end(f, why));
         let flags = if m.has_tcp_flags() { m.tcp_flags } else { 0 };
         let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
         let bare_syn = flags & (syn_ack | tcp_flags::RST) == tcp_flags::SYN;
@@ -493,9 +497,11 @@ impl<O: Observer> Shard<O> {
     /// Closes the interval ending at `t`: expires idle flows and builds the report.
     pub fn tick(&mut self, t: Timestamp, last: bool) -> ShardReport<O::Report> {
         if last {
-            self.table.drain(&mut |_, _| {});
+            let obs = &mut self.observer;
+            self.table.drain(&mut |f, why| obs.flow_end(f, why));
         } else {
-            self.table.expire(t, &mut |_, _| {});
+            let obs = &mut self.observer;
+            self.table.expire(t, &mut |f, why| obs.flow_end(f, why));
         }
         let ts = &self.table.stats;
         self.stats.flows_created = ts.created;

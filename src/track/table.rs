@@ -171,6 +171,8 @@ pub struct Touch {
     pub orig: Side,
     /// TCP flags seen so far from the other side (before this packet).
     pub peer_flags: u16,
+    /// TCP flags this packet's sender sent before it.
+    pub own_flags: u16,
     /// Packets this packet's sender has now sent in the flow (1 for its first).
     pub sent: u32,
     /// Nanoseconds since the flow's previous packet (`u64::MAX` when created):
@@ -316,6 +318,7 @@ impl FlowTable {
         f.last = f.last.max(now);
         f.pkts[s] = f.pkts[s].saturating_add(1);
         f.bytes[s] = f.bytes[s].saturating_add(u64::from(m.wire_len));
+        let own_flags = f.flags[s];
         if m.has_tcp_flags() {
             f.flags[s] |= m.tcp_flags;
             f.state = next_state(f.state, side == f.orig, m.tcp_flags);
@@ -330,7 +333,7 @@ impl FlowTable {
             self.slots[idx as usize].class = class;
             self.push_tail(idx);
         }
-        Touch { created, before, after, orig, peer_flags, sent, gap, slot: idx }
+        Touch { created, before, after, orig, peer_flags, own_flags, sent, gap, slot: idx }
     }
 
     /// Ends every flow idle past its class timeout at `now`.
@@ -507,6 +510,10 @@ fn next_state(s: ConnState, from_orig: bool, flags: u16) -> ConnState {
         Established | Midstream if fin => HalfClosed,
         HalfClosed if rst => Reset,
         HalfClosed if fin => Closed,
+        // The same ports reused for a new connection once the last one is
+        // over (clients under load, RST-closed sockets, floods): its
+        // handshake is tracked like any other.
+        Closed | Reset | Rejected if syn && !ack && !rst && from_orig => SynSent,
         other => other,
     }
 }
