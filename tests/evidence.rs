@@ -44,6 +44,8 @@ struct Pkt {
     query: Option<String>,
     /// A DNS response from UDP port 53: (query ID, first record's data if it is an A record).
     answer: Option<(u16, Option<std::net::Ipv4Addr>)>,
+    /// The Ethernet source MAC.
+    mac: Option<[u8; 6]>,
     /// An Ethernet ARP packet: (operation, sender MAC, sender IP, target IP).
     arp: Option<(u16, [u8; 6], IpAddr, IpAddr)>,
     /// TCP or UDP payload bytes from the IPv4 header lengths (the capture may
@@ -91,10 +93,12 @@ fn read(path: &Path) -> Vec<Pkt> {
             echo: false,
             query: None,
             answer: None,
+            mac: None,
             arp: None,
             payload: 0,
         };
         if dlt == 1 {
+            k.mac = p.data.get(6..12).map(|m| [m[0], m[1], m[2], m[3], m[4], m[5]]);
             k.arp = ethernet_arp(p.data);
         }
         let ip = sliced.as_ref().and_then(|s| s.net.as_ref());
@@ -479,6 +483,30 @@ fn every_number_agrees_with_the_packets() {
                     }
                     checked += 1;
                     failures.extend(check_count(&ctx, &ev["episode_totals"], "conflicting_answers", n));
+                }
+                "one_mac_many_ips" => {
+                    // Distinct source addresses the MAC sent from over the
+                    // episode's span (the sensor counts those of the flows it
+                    // opened; a flow it kept from before adds at most one).
+                    let mac: Vec<u8> = ev["mac"]
+                        .as_str()
+                        .unwrap()
+                        .split(':')
+                        .map(|h| u8::from_str_radix(h, 16).unwrap())
+                        .collect();
+                    let (a, b) = episode_span(ev);
+                    let srcs: BTreeSet<IpAddr> = pkts
+                        .iter()
+                        .filter(|p| p.mac.is_some_and(|m| m[..] == mac[..]) && (a..=b + 999).contains(&p.ns))
+                        .filter_map(|p| p.src)
+                        .collect();
+                    let stated = ev["distinct_sources"].as_u64().unwrap();
+                    let err = ev["estimated"]["distinct_sources"]["relative_error"].as_f64().unwrap_or(0.0);
+                    checked += 1;
+                    let truth = srcs.len() as f64;
+                    if (stated as f64 - truth).abs() > err * truth + 2.0 {
+                        failures.push(format!("{ctx}: distinct_sources {stated}, the packets say {truth}"));
+                    }
                 }
                 "brute_force" => {
                     // Attempts: bare SYNs to the service over the episode, but

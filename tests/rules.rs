@@ -268,6 +268,18 @@ fn forged_dns_answers_racing_the_server() {
 }
 
 #[test]
+fn one_mac_rotating_its_source_address() {
+    // 20 s of pings from one address, then 400 UDP datagrams from 400
+    // addresses in 4 s, all from MAC 02:77:00:00:00:01.
+    let evs = expect("lab/mac_many_ips.pcap", &[("one_mac_many_ips", "*", "*")]);
+    let end = &evs.iter().find(|e| e["phase"] == "end").unwrap()["evidence"];
+    assert_eq!(end["mac"], "02:77:00:00:00:01", "{end}");
+    let n = end["distinct_sources"].as_u64().unwrap();
+    assert!((390..=410).contains(&n), "{end}");
+    assert_eq!(end["usual_peak"], 1.0, "{end}");
+}
+
+#[test]
 fn password_guessing() {
     let ev = expect("misuse/ppa_ftp-crack.pcap", &[("brute_force", "10.234.125.254", "10.121.70.151")]);
     assert_eq!(ev[0]["evidence"]["service"], 21);

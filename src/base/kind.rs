@@ -103,10 +103,12 @@ pub enum AnomalyKind {
     ConnectionFlood,
     /// One client holding many connections to one server open, unanswered (Slowloris).
     SlowHttp,
+    /// One MAC opening flows from far more source addresses than it usually does.
+    OneMacManyIps,
 }
 
 /// Every kind, for name lookups and documentation.
-pub const ALL_KINDS: [AnomalyKind; 31] = [
+pub const ALL_KINDS: [AnomalyKind; 32] = [
     AnomalyKind::TcpInvalidFlags,
     AnomalyKind::Land,
     AnomalyKind::SynFlood,
@@ -138,6 +140,7 @@ pub const ALL_KINDS: [AnomalyKind; 31] = [
     AnomalyKind::DnsSpoofing,
     AnomalyKind::ConnectionFlood,
     AnomalyKind::SlowHttp,
+    AnomalyKind::OneMacManyIps,
 ];
 
 impl AnomalyKind {
@@ -171,6 +174,7 @@ impl AnomalyKind {
             AnomalyKind::DnsSpoofing => "dns_spoofing",
             AnomalyKind::ConnectionFlood => "connection_flood",
             AnomalyKind::SlowHttp => "slow_http",
+            AnomalyKind::OneMacManyIps => "one_mac_many_ips",
             AnomalyKind::BehaviourOutlier => "behaviour_outlier",
             AnomalyKind::DataExfiltration => "data_exfiltration",
             AnomalyKind::LateralMovement => "lateral_movement",

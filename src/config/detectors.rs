@@ -360,3 +360,26 @@ impl Default for SlowConfig {
         SlowConfig { enabled: true, connections: 50, hold: 10, ratio: 4.0 }
     }
 }
+
+/// `[one_mac_many_ips]`: one MAC opening flows from many source addresses.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MacChurnConfig {
+    /// Run the detector.
+    pub enabled: bool,
+    /// Distinct source addresses of the flows one MAC opens within `window`
+    /// that make an episode: a host has one address per family (a few more
+    /// with IPv6 privacy addresses); a spoofer rotates through hundreds.
+    pub sources: u32,
+    /// Tumbling window in seconds of packet time.
+    pub window: u64,
+    /// Multiple of the MAC's usual peak per window that must also be
+    /// exceeded (routers open flows for the remote hosts that reach in).
+    pub ratio: f64,
+}
+
+impl Default for MacChurnConfig {
+    fn default() -> Self {
+        MacChurnConfig { enabled: true, sources: 64, window: 10, ratio: 8.0 }
+    }
+}

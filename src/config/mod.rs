@@ -20,8 +20,8 @@ mod detectors;
 pub use behaviour::{BeaconConfig, ExfilConfig, LateralConfig, NetworksConfig, Profile};
 
 pub use detectors::{
-    AllowRule, BruteConfig, HostGroup, MisuseConfig, MlConfig, ModelKind, Override, ScanConfig, SlowConfig,
-    SpikeConfig, Tuning, TunnelConfig,
+    AllowRule, BruteConfig, HostGroup, MacChurnConfig, MisuseConfig, MlConfig, ModelKind, Override,
+    ScanConfig, SlowConfig, SpikeConfig, Tuning, TunnelConfig,
 };
 
 /// Configuration errors; each names the file or key at fault.
@@ -91,6 +91,8 @@ pub struct Config {
     pub bruteforce: BruteConfig,
     /// Connections held open without an answer (Slowloris).
     pub slow_http: SlowConfig,
+    /// One MAC opening flows from many source addresses.
+    pub one_mac_many_ips: MacChurnConfig,
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -322,6 +324,20 @@ impl Config {
         check(sc.hosts >= 2, "scan.hosts", sc.hosts, "must be at least 2")?;
         check(sc.arp_hosts >= 2, "scan.arp_hosts", sc.arp_hosts, "must be at least 2")?;
         check(sc.protocols >= 2, "scan.protocols", sc.protocols, "must be at least 2")?;
+        let mc = &self.one_mac_many_ips;
+        check(mc.sources >= 2, "one_mac_many_ips.sources", mc.sources, "must be at least 2")?;
+        check(
+            (1..=3_600).contains(&mc.window),
+            "one_mac_many_ips.window",
+            mc.window,
+            "must be 1..=3600 seconds",
+        )?;
+        check(
+            mc.ratio.is_finite() && mc.ratio >= 1.0,
+            "one_mac_many_ips.ratio",
+            mc.ratio,
+            "must be at least 1",
+        )?;
         let sh = &self.slow_http;
         check(sh.connections >= 2, "slow_http.connections", sh.connections, "must be at least 2")?;
         check((1..=3_600).contains(&sh.hold), "slow_http.hold", sh.hold, "must be 1..=3600 seconds")?;

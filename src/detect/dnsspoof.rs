@@ -267,11 +267,7 @@ impl Family for DnsSpoof {
         report.clear();
     }
 
-    crate::detect::family::episodes_tick!();
-
-    fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.episodes.set_policy(cfg.episodes);
-    }
+    crate::detect::family::episodes_tick!(reconfigure);
 }
 
 #[cfg(test)]

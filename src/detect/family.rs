@@ -99,6 +99,15 @@ pub trait Family: Sized {
 /// `Family::tick` and `Family::open_count` for a family whose episodes
 /// live in `self.episodes` (every family but the statistical one).
 macro_rules! episodes_tick {
+    // Plus `reconfigure` for a family whose only setting to reload is the
+    // episode timing.
+    (reconfigure) => {
+        $crate::detect::family::episodes_tick!();
+
+        fn reconfigure(&mut self, cfg: &$crate::detect::DetectConfig) {
+            self.episodes.set_policy(cfg.episodes);
+        }
+    };
     () => {
         fn tick(
             &mut self,

@@ -22,6 +22,7 @@ pub mod family;
 pub mod history;
 pub mod l2watch;
 pub mod lateral;
+pub mod macchurn;
 pub mod misuse;
 pub mod ml;
 pub mod rules;
@@ -37,8 +38,8 @@ use hashbrown::HashMap;
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::base::{Addr, Cidr, LocalNets};
 use crate::config::{
-    BeaconConfig, BruteConfig, Config, ExfilConfig, HostGroup, LateralConfig, MlConfig, ScanConfig,
-    SlowConfig, SpikeConfig, TunnelConfig,
+    BeaconConfig, BruteConfig, Config, ExfilConfig, HostGroup, LateralConfig, MacChurnConfig, MlConfig,
+    ScanConfig, SlowConfig, SpikeConfig, TunnelConfig,
 };
 use crate::track::{HostCounters, Merge, Returned, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
@@ -63,6 +64,8 @@ family::families! {
     dns_spoof: dnsspoof::DnsSpoof,
     /// Statistical: connections held open without an answer (Slowloris).
     slow: slowhttp::SlowHttp,
+    /// Rule-based: one MAC opening flows from many source addresses.
+    mac_churn: macchurn::MacChurn,
     /// Behaviour: data leaving the site beyond each host's history.
     exfil: exfil::ExfilDetector,
     /// Behaviour: administrative sessions to internal peers never used that way.
@@ -106,6 +109,8 @@ pub struct DetectConfig {
     pub brute: BruteConfig,
     /// Slow-HTTP detector.
     pub slow: SlowConfig,
+    /// One-MAC-many-addresses detector.
+    pub mac_churn: MacChurnConfig,
 }
 
 impl DetectConfig {
@@ -149,6 +154,7 @@ impl DetectConfig {
             beacon: cfg.beaconing.clone(),
             brute: cfg.bruteforce.clone(),
             slow: cfg.slow_http.clone(),
+            mac_churn: cfg.one_mac_many_ips.clone(),
         }
     }
 

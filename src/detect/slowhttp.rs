@@ -274,9 +274,5 @@ impl Family for SlowHttp {
         self.keys = keys;
     }
 
-    crate::detect::family::episodes_tick!();
-
-    fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.episodes.set_policy(cfg.episodes);
-    }
+    crate::detect::family::episodes_tick!(reconfigure);
 }

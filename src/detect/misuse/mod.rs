@@ -519,11 +519,7 @@ impl Family for Misuse {
         }
     }
 
-    crate::detect::family::episodes_tick!();
-
-    fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.episodes.set_policy(cfg.episodes);
-    }
+    crate::detect::family::episodes_tick!(reconfigure);
 }
 
 /// The ICMP-misuse sentence: each reason says what it does.
