@@ -56,9 +56,11 @@ pub struct MacAgg {
 }
 
 impl MacAgg {
+    #[inline]
     fn add_sample(&mut self, a: Addr) {
         let n = usize::from(self.sampled);
-        if self.sample[..n].contains(&a) {
+        // Kept sorted: a full sample only takes addresses below its highest.
+        if (n == SAMPLES && a >= self.sample[SAMPLES - 1]) || self.sample[..n].contains(&a) {
             return;
         }
         if n < SAMPLES {

@@ -165,6 +165,26 @@ pub struct SlowHttp {
     keys: Vec<PendKey>,
 }
 
+/// Learns a pair's count into its server's usual peak: only under the line,
+/// so an attack never raises it, and only from counts held for `hold`
+/// seconds (`settled`): a ramp-up (Slowloris opens its sockets over a few
+/// seconds) is not usual.
+fn learn(
+    usual: &mut HashMap<(Addr, u16), Usual, foldhash::fast::FixedState>,
+    key: PendKey,
+    n: f64,
+    settled: bool,
+    t: Timestamp,
+) {
+    let (_, server, port) = key;
+    if !settled || (usual.len() >= MAX_TRACKED && !usual.contains_key(&(server, port))) {
+        return;
+    }
+    let u = usual.entry((server, port)).or_default();
+    let now = decayed(u, t);
+    *u = Usual { peak: now.max(n), at: t };
+}
+
 fn decayed(u: &Usual, t: Timestamp) -> f64 {
     let dt = t.since(u.at) as f64 / NANOS_PER_SEC as f64;
     u.peak * 0.5f64.powf(dt / USUAL_HALF_LIFE_S)
@@ -190,6 +210,12 @@ impl Family for SlowHttp {
     fn judge(&mut self, report: &mut PendList, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let (t, cfg) = (cx.t, cx.cfg);
         let c = &cfg.slow;
+        let hold = c.hold.saturating_mul(NANOS_PER_SEC);
+        let floor = i64::from(c.connections);
+        // Pairs at or above `connections` last interval, plus those that got
+        // there now: the only ones that can be over the line.
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.retain(|k| self.pending.get(k).is_some_and(|p| p.n >= floor));
         let mut idx = std::mem::take(&mut self.idx);
         for (key, a) in merged_by_key(report, &mut idx, PendAgg::merge) {
             if !self.pending.contains_key(&key) && (a.delta <= 0 || self.pending.len() >= MAX_TRACKED) {
@@ -203,15 +229,21 @@ impl Family for SlowHttp {
             }
             p.n += i64::from(a.delta);
             p.peak = p.peak.max(p.n);
+            if p.n <= 0 {
+                self.pending.remove(&key);
+            } else if p.n >= floor {
+                keys.push(key);
+            } else {
+                p.over_since = None;
+                let (n, settled) = (p.n as f64, t.since(p.span.first) >= hold);
+                learn(&mut self.usual, key, n, settled, t);
+            }
         }
         self.idx = idx;
         report.clear();
-        self.pending.retain(|_, p| p.n > 0);
-        // Every pair with a count, in key order (deterministic events).
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.clear();
-        keys.extend(self.pending.keys().copied());
+        // In key order: deterministic events.
         keys.sort_unstable();
+        keys.dedup();
         for key in &keys {
             let Some(p) = self.pending.get_mut(key) else { continue };
             let (client, server, port) = *key;
@@ -221,22 +253,14 @@ impl Family for SlowHttp {
             let n = p.n as f64;
             if n < line {
                 p.over_since = None;
-                // Learned only under the line, so an attack never raises it,
-                // and only from counts held for `hold` seconds: a ramp-up
-                // (Slowloris opens its sockets over a few seconds) is not usual.
-                let settled = t.since(p.span.first) >= c.hold.saturating_mul(NANOS_PER_SEC);
-                if settled && (self.usual.len() < MAX_TRACKED || self.usual.contains_key(&(server, port))) {
-                    let u = self.usual.entry((server, port)).or_default();
-                    let now = decayed(u, t);
-                    *u = Usual { peak: now.max(n), at: t };
-                }
+                learn(&mut self.usual, *key, n, t.since(p.span.first) >= hold, t);
                 continue;
             }
             let since = *p.over_since.get_or_insert(t);
             let held = t.since(since);
             let open = self.episodes.is_open(&ep);
             if !c.enabled
-                || (!open && held < c.hold.saturating_mul(NANOS_PER_SEC))
+                || (!open && held < hold)
                 || cfg.allowed(&client, AnomalyKind::SlowHttp)
                 || cfg.allowed(&server, AnomalyKind::SlowHttp)
             {
