@@ -38,7 +38,7 @@ RECIPES="land port_zero ipv4_header_anomalies invalid_source frag_tiny
   nmap_syn_scan nmap_xmas_scan arp_sweep arp_spoof benign_curl
   nmap_ack_scan nmap_maimon_scan nmap_ipproto_scan dns_hex_direct
   dns_raw_udp53 dns_spoof frag_train_incomplete slowloris mac_many_ips
-  conn_flood_completed syn_burst_short"
+  conn_flood_completed syn_burst_short carpet_udp carpet_syn"
 ONLY=${ONLY:-}
 for r in $ONLY; do
   case " $(echo $RECIPES) " in
@@ -58,10 +58,12 @@ want() { # recipe...: true if any of them is selected
 # ---------------------------------------------------------------- tools
 need=(tcpdump:tcpdump ip:iproute2 ethtool:ethtool capinfos:wireshark-common
       timeout:coreutils)
-if want land port_zero syn_burst_short; then need+=(hping3:hping3); fi
+if want land port_zero syn_burst_short carpet_udp carpet_syn; then
+  need+=(hping3:hping3)
+fi
 if want nmap_syn_scan nmap_xmas_scan arp_sweep nmap_ack_scan nmap_maimon_scan \
         nmap_ipproto_scan; then need+=(nmap:nmap); fi
-if want icmp_big_echo frag_train_incomplete mac_many_ips; then
+if want icmp_big_echo frag_train_incomplete mac_many_ips carpet_udp carpet_syn; then
   need+=(ping:iputils-ping)
 fi
 if want dns_wrong_port; then need+=(nc:netcat-openbsd); fi
@@ -736,6 +738,48 @@ def conn_flood():
 
 globals()[sys.argv[1]]()
 EOF
+# carpet recipes' lead-in: a python UDP echo server on 10.77.0.2:7 and a
+# client in nvlabA (plain sockets)
+cat >"$TMP/udpecho.py" <<'EOF'
+import os, socket, sys, time
+
+A, B = os.environ["IP_A"], os.environ["IP_B"]
+
+def server():
+    # echoes <n> datagrams back to their sender, gives up after 60 s
+    n = int(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((B, 7))
+    s.settimeout(1.0)
+    done, end = 0, time.time() + 60
+    while done < n and time.time() < end:
+        try:
+            d, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        s.sendto(d, peer)
+        done += 1
+    print("udpecho server: echoed %d datagrams" % done)
+
+def client():
+    # <n> exchanges with B:7 from one socket, <gap> s apart
+    n, gap = int(sys.argv[2]), float(sys.argv[3])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((A, 0))
+    s.settimeout(1.0)
+    t0, ok = time.time(), 0
+    for i in range(n):
+        time.sleep(max(0.0, t0 + i * gap - time.time()))
+        msg = b"netvigil echo %02d" % i
+        s.sendto(msg, (B, 7))
+        try:
+            ok += s.recv(65535) == msg
+        except socket.timeout:
+            pass
+    print("udpecho client: %d/%d echoed, port %d" % (ok, n, s.getsockname()[1]))
+
+globals()[sys.argv[1]]()
+EOF
 export IFA MAC_A MAC_B IP_A IP_B IP6_A IP6_B
 scapy() { timeout 60 ip netns exec "$NSA" "$PY" "$TMP/labsend.py" "$1"; }
 
@@ -1072,6 +1116,84 @@ if want syn_burst_short; then
   cap_stop
   http_stop
   tail -n 3 "$TMP/hping3.txt" | sed 's/^/    hping3: /' >&2
+fi
+
+# 27-28: carpet bombing. nvlabA routes a whole /24 (10.77.5.0/24 or
+# 10.77.6.0/24) via 10.77.0.2, so packets for any address of it arrive on
+# nvlabB0 and are captured there; nvlabB does not forward (ip_forward 0), so
+# it drops them without a reply. Lead-in: 20 pings 1 s apart while 10 UDP echo
+# exchanges (10.77.0.1 -> 10.77.0.2:7) run 2 s apart; then 4 hping3 processes
+# at once flood random addresses of the /24 from random spoofed sources; then
+# 5 more pings. 128-byte snap length.
+# Why 4 processes: hping3 fills its RC4 sbox with raw /dev/urandom bytes, not a
+# permutation, so one process only ever draws the ~160 byte values its sbox
+# holds (one run hit 153 of the 256 addresses); 4 processes, each with its own
+# sbox, hit nearly all. hping3 adds ~0.1 ms to every -i interval, hence u880
+# and u1890 for ~1,000 and ~500 packets/s per process.
+carpet_route() { # prefix: route it from nvlabA via nvlabB (which must not forward)
+  inB sysctl -qw net.ipv4.ip_forward=0
+  if [ "$(inB sysctl -n net.ipv4.ip_forward)" != 0 ] ||
+     [ "$(inB sysctl -n "net.ipv4.conf.$IFB.forwarding")" != 0 ]; then
+    echo "make-lab-captures: $NSB would forward" >&2
+    exit 1
+  fi
+  inA ip route replace "$1" via "$IP_B" dev "$IFA"
+}
+carpet_lead_in() { # 20 pings 1 s apart with 10 UDP echo exchanges 2 s apart
+  ip netns exec "$NSB" timeout 70 "$PY" "$TMP/udpecho.py" server 10 >"$TMP/$CUR.echo-server.txt" 2>&1 &
+  ECHO_PID=$!
+  PIDS+=("$ECHO_PID")
+  wait_listen u 7
+  inA timeout 60 "$PY" "$TMP/udpecho.py" client 10 2 >"$TMP/$CUR.echo-client.txt" 2>&1 &
+  ECHO_CLIENT_PID=$!
+  PIDS+=("$ECHO_CLIENT_PID")
+  inA timeout 60 ping -n -c 20 -i 1 "$IP_B" >/dev/null || true
+  wait "$ECHO_CLIENT_PID" 2>/dev/null || true
+  kill "$ECHO_PID" 2>/dev/null || true
+  wait "$ECHO_PID" 2>/dev/null || true
+}
+carpet_flood() { # procs hping3-args...: that many hping3 processes at once
+  local n=$1 k p pids=()
+  shift
+  for k in $(seq "$n"); do
+    inA timeout 60 hping3 -I "$IFA" "$@" >"$TMP/hping3.$CUR.$k.txt" 2>&1 &
+    pids+=("$!")
+    PIDS+=("$!")
+  done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+carpet_done() { # prefix: trailing pings, stop, report, drop the route
+  sleep 0.5
+  inA timeout 30 ping -n -c 5 -i 1 "$IP_B" >/dev/null || true
+  cap_stop
+  grep -E 'captured|received|dropped' "$TMP/$CUR.tcpdump.log" | sed 's/^/    tcpdump: /' >&2 || true
+  grep -hE 'transmitted|tramitted' "$TMP/hping3.$CUR".*.txt | sed 's/^/    hping3: /' >&2 || true
+  sed 's/^/    /' "$TMP/$CUR.echo-server.txt" "$TMP/$CUR.echo-client.txt" >&2
+  inA ip route del "$1" via "$IP_B" dev "$IFA"
+}
+
+# 27. UDP carpet: 4 x 5,000 DNS queries (A? www.example.com, the same 33 bytes
+# each: hping3 -E file -d 33) to port 53 of random addresses in 10.77.5.0/24
+# from random spoofed sources, ~4,000/s for ~5 s
+if want carpet_udp; then
+  printf '\x4e\x56\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x03com\x00\x00\x01\x00\x01' \
+    >"$TMP/dnsq.bin"
+  carpet_route 10.77.5.0/24
+  recipe carpet_udp 128 30000
+  carpet_lead_in
+  carpet_flood 4 --udp -p 53 --rand-dest --rand-source -i u880 -c 5000 \
+    -d 33 -E "$TMP/dnsq.bin" 10.77.5.x
+  carpet_done 10.77.5.0/24
+fi
+
+# 28. SYN carpet: 4 x 2,500 SYNs to port 80 of random addresses in
+# 10.77.6.0/24 from random spoofed sources, ~2,000/s for ~5 s
+if want carpet_syn; then
+  carpet_route 10.77.6.0/24
+  recipe carpet_syn 128 20000
+  carpet_lead_in
+  carpet_flood 4 -S -p 80 --rand-dest --rand-source -i u1890 -c 2500 10.77.6.x
+  carpet_done 10.77.6.0/24
 fi
 
 echo "make-lab-captures: done; files in $OUT" >&2

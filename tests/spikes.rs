@@ -107,6 +107,27 @@ fn bursts_completed_connection_floods_and_slow_http() {
     assert_eq!(e["evidence"]["server_port"], 80, "{e}");
 }
 
+/// Spoofed random sources toward random addresses of one /24: no host is
+/// over any line, the prefix is.
+#[test]
+fn carpet_bombing_is_one_episode_for_the_prefix() {
+    for (f, kind, prefix) in
+        [("lab/carpet_udp.pcap", "udp_flood", "10.77.5.0"), ("lab/carpet_syn.pcap", "syn_flood", "10.77.6.0")]
+    {
+        let (events, _, code, err) = replay(&[cap(f)], &["--workers", "2"]);
+        assert_eq!(code, 0, "{f}: {err}");
+        let starts = spike_starts(&events);
+        assert_eq!(starts.len(), 1, "{f}: {starts:#?}");
+        let e = starts[0];
+        assert_eq!((e["kind"].as_str(), e["dst_ip"].as_str()), (Some(kind), Some(prefix)), "{f}");
+        assert!(e["evidence"]["hosts_hit"].as_u64().unwrap() >= 200, "{f}: {e}");
+        // The forged multicast sources are one misuse episode, not one per pair.
+        let invalid =
+            events.iter().filter(|x| x["phase"] == "start" && x["kind"] == "invalid_source").count();
+        assert_eq!(invalid, 1, "{f}");
+    }
+}
+
 #[test]
 fn benign_captures_raise_no_spike() {
     for f in common::BENIGN {

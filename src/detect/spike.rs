@@ -72,6 +72,140 @@ const ANSWERED_MAX: f64 = 0.1;
 /// Over the line by this factor and unanswered: no persistence needed.
 const EXTREME: f64 = 10.0;
 
+/// Flood metrics judged per prefix: the first three of [`SPECS`]
+/// (unanswered SYNs, UDP, ICMP).
+const PREFIX_METRICS: usize = 3;
+/// Destinations of one prefix a flood must hit to be a carpet: the
+/// threshold Zeek uses for an address scan is 25; a /24 carpet hits most of
+/// its 256 addresses every second, and 16 keeps a small subnet in reach.
+const PREFIX_HOSTS: u32 = 16;
+/// The key standing for the whole link.
+const LINK: Addr = Addr::UNSPECIFIED;
+/// The actor of a prefix or link episode's key: no address, and not the
+/// unspecified one, so these are never taken for one host's flood.
+const PREFIX_MARK: Addr = Addr([0xff; 16]);
+
+/// The destination prefix of `a`: IPv4 /24, IPv6 /64.
+fn prefix_of(a: &Addr) -> Addr {
+    let mut b = a.0;
+    if a.is_v4() {
+        b[15] = 0;
+    } else {
+        b[8..].fill(0);
+    }
+    Addr(b)
+}
+
+/// One interval's flood traffic toward one prefix (or the link).
+#[derive(Clone, Copy, Debug, Default)]
+struct PrefixAgg {
+    /// Unanswered SYNs, UDP and ICMP packets received, summed over hosts.
+    sum: [u64; PREFIX_METRICS],
+    /// Hosts receiving each.
+    hosts: [u32; PREFIX_METRICS],
+    /// The largest single host's share of each, and who.
+    top: [u64; PREFIX_METRICS],
+    top_host: [Addr; PREFIX_METRICS],
+    udp_out: u64,
+    icmp_out: u64,
+    /// Distinct sources (union of the hosts' sketches).
+    sources: crate::base::Distinct<8>,
+    span: Span,
+}
+
+impl PrefixAgg {
+    fn add(&mut self, a: &Addr, h: &HostCounters, v: &[u64; PREFIX_METRICS]) {
+        for (i, &x) in v.iter().enumerate() {
+            self.sum[i] += x;
+            self.hosts[i] += u32::from(x > 0);
+            // Ties go to the lower address: the same whatever the map order.
+            if x > self.top[i] || (x == self.top[i] && x > 0 && *a < self.top_host[i]) {
+                self.top[i] = x;
+                self.top_host[i] = *a;
+            }
+        }
+        self.udp_out += h.udp_out;
+        self.icmp_out += h.icmp_out;
+        self.sources.merge(&h.peers_in);
+        self.span.merge(&h.span_in);
+    }
+}
+
+/// A prefix's learned flood baselines (not saved: a prefix re-learns in
+/// one warm-up).
+#[derive(Clone, Debug, Default)]
+struct PrefixState {
+    base: [MetricBaseline; PREFIX_METRICS],
+    over: [u32; PREFIX_METRICS],
+    first: u64,
+    last: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prefix_observation(
+    i: usize,
+    p: Addr,
+    agg: &PrefixAgg,
+    v: f64,
+    line: f64,
+    baseline: Option<Baseline>,
+    t: Timestamp,
+    cfg: &DetectConfig,
+    st: &PrefixState,
+    over: bool,
+    persistent: bool,
+) -> SpikeObs {
+    let where_ = if p == LINK {
+        "the link".to_string()
+    } else if p.is_v4() {
+        format!("{p}/24")
+    } else {
+        format!("{p}/64")
+    };
+    let mut ev = Map::new();
+    ev.insert("prefix".into(), json!(where_));
+    ev.insert("hosts_hit".into(), json!(agg.hosts[i]));
+    ev.insert("largest_host".into(), json!({"ip": agg.top_host[i].to_string(), "value": agg.top[i]}));
+    put_count(&mut ev, "distinct_sources", agg.sources.count());
+    let (what, answers) = match i {
+        0 => (format!("{v:.0} connection attempts/s that never complete"), String::new()),
+        1 => (format!("{v:.0} UDP packets/s"), format!(", answered by {}", agg.udp_out)),
+        _ => (format!("{v:.0} ICMP packets/s"), format!(", answered by {}", agg.icmp_out)),
+    };
+    let name = ["SYN", "UDP", "ICMP"][i];
+    let text = format!(
+        "{name} flood with no single victim: {where_} receives {what} spread over {} destinations (the most on one: {} at {}) from {} sources{answers}",
+        agg.hosts[i],
+        agg.top_host[i],
+        agg.top[i],
+        agg.sources.count().words(),
+    );
+    let this_start = Timestamp(t.as_nanos().saturating_sub(1)).floor_to(cfg.interval_ns.max(1));
+    let back = match st.over[i] {
+        0 => 0,
+        bits => u64::from(31 - bits.leading_zeros()),
+    };
+    SpikeObs {
+        ts: t,
+        host: p,
+        value: v,
+        threshold: line,
+        baseline,
+        dominant: None,
+        evidence: ev,
+        spec: i,
+        what: text,
+        over,
+        onset: Timestamp(this_start.as_nanos().saturating_sub(back * cfg.interval_ns)),
+        opened_by: if persistent {
+            format!("spread over the prefix and over the line in {} intervals", st.over[i].count_ones())
+        } else {
+            "spread over the prefix, ten times over the line".to_string()
+        },
+        span: agg.span,
+    }
+}
+
 /// One host's learned state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct HostBaseline {
@@ -203,7 +337,9 @@ impl EpisodeState for SpikeEpisode {
         if phase != Phase::Start {
             ev.insert("peak_at".into(), json!(self.peak.ts.to_string()));
         }
-        let (src, dst) = if spec.actor { (Some(o.host), o.dominant) } else { (o.dominant, Some(o.host)) };
+        // The link as a whole has no address.
+        let host = (o.host != LINK).then_some(o.host);
+        let (src, dst) = if spec.actor { (host, o.dominant) } else { (o.dominant, host) };
         let normal = match &o.baseline {
             Some(b) => format!("normal {}", human(b.mean, spec.unit)),
             None => "no baseline yet, warm-up ceiling".to_string(),
@@ -275,6 +411,10 @@ pub struct SpikeDetector {
     /// After a restore: the interval the state was saved at, so the time the
     /// sensor was not running is not taken for silence of every host.
     resume_from: Option<u64>,
+    /// Flood baselines per destination prefix and for the whole link.
+    prefixes: HashMap<Addr, PrefixState, foldhash::fast::FixedState>,
+    /// Per-interval prefix sums, kept between intervals for their memory.
+    prefix_sums: HashMap<Addr, PrefixAgg, foldhash::fast::FixedState>,
 }
 
 /// Learned state as saved to disk.
@@ -311,6 +451,8 @@ impl SpikeDetector {
             allowlisted: 0,
             latest: 0,
             resume_from: None,
+            prefixes: HashMap::with_hasher(Default::default()),
+            prefix_sums: HashMap::with_hasher(Default::default()),
         }
     }
 
@@ -489,6 +631,162 @@ impl SpikeDetector {
             }
             hb.last = idx;
         }
+        self.judge_prefixes(iv, t, idx, cfg, out);
+    }
+
+    /// Carpet bombing and floods with no single victim: the flood metrics
+    /// summed per destination prefix (IPv4 /24, IPv6 /64) and over the whole
+    /// link, judged like a host when spread over many destinations, none of
+    /// which holds half of it (a single victim is the per-host detectors'
+    /// job). The link total is judged only when no prefix explains it.
+    fn judge_prefixes(
+        &mut self,
+        iv: &HostInterval,
+        t: Timestamp,
+        idx: u64,
+        cfg: &DetectConfig,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let mut sums = std::mem::take(&mut self.prefix_sums);
+        sums.clear();
+        let mut link = PrefixAgg::default();
+        for (a, h) in &iv.hosts {
+            let v = [h.syn_in.saturating_sub(h.handshakes_in), h.udp_in, h.icmp_in];
+            if v == [0; 3] || all_hosts(a) {
+                continue;
+            }
+            sums.entry(prefix_of(a)).or_default().add(a, h, &v);
+            link.add(a, h, &v);
+        }
+        let mut keys: Vec<Addr> = sums.keys().copied().collect();
+        keys.sort_unstable();
+        let mut fired = [false; PREFIX_METRICS];
+        for p in keys {
+            if let Some(agg) = sums.get(&p) {
+                let f = self.judge_prefix(p, agg, t, idx, cfg, out);
+                for (x, y) in fired.iter_mut().zip(f) {
+                    *x |= y;
+                }
+            }
+        }
+        let explained: [bool; PREFIX_METRICS] = std::array::from_fn(|i| {
+            fired[i]
+                || self
+                    .episodes
+                    .keys()
+                    .any(|k| k.src == PREFIX_MARK && k.dst != LINK && k.kind == FLOOD_KINDS[i])
+        });
+        if link.hosts.iter().any(|&n| n > 0) {
+            self.judge_link(&link, &explained, t, idx, cfg, out);
+        }
+        self.prefix_sums = sums;
+        if self.prefixes.len() > cfg.spike.max_hosts {
+            // Prefixes seen least recently go first, as hosts do.
+            let mut by_age: Vec<(u64, Addr)> = self.prefixes.iter().map(|(a, s)| (s.last, *a)).collect();
+            by_age.sort_unstable();
+            for (_, a) in by_age.into_iter().take(self.prefixes.len() / 8) {
+                self.prefixes.remove(&a);
+            }
+        }
+    }
+
+    fn judge_link(
+        &mut self,
+        agg: &PrefixAgg,
+        explained: &[bool; PREFIX_METRICS],
+        t: Timestamp,
+        idx: u64,
+        cfg: &DetectConfig,
+        out: &mut Vec<Anomaly>,
+    ) {
+        let mut quiet = *agg;
+        for (i, e) in explained.iter().enumerate() {
+            if *e {
+                quiet.sum[i] = 0;
+            }
+        }
+        self.judge_prefix(LINK, &quiet, t, idx, cfg, out);
+    }
+
+    /// Judges one prefix's interval; returns which metrics opened or fed an episode.
+    fn judge_prefix(
+        &mut self,
+        p: Addr,
+        agg: &PrefixAgg,
+        t: Timestamp,
+        idx: u64,
+        cfg: &DetectConfig,
+        out: &mut Vec<Anomaly>,
+    ) -> [bool; PREFIX_METRICS] {
+        let sp = &cfg.spike;
+        let warm_after = warmup_intervals(cfg);
+        let st = self.prefixes.entry(p).or_insert_with(|| PrefixState {
+            first: idx,
+            last: idx,
+            ..PrefixState::default()
+        });
+        let gap = idx.saturating_sub(st.last);
+        if gap > 1 {
+            for b in &mut st.base {
+                b.idle(gap - 1, self.alphas);
+            }
+        }
+        let shift = gap.clamp(1, 32) as u32;
+        let warm = idx.saturating_sub(st.first) >= warm_after;
+        let mut fired = [false; PREFIX_METRICS];
+        for i in 0..PREFIX_METRICS {
+            let kind = FLOOD_KINDS[i];
+            let tuning = tuning_for(cfg, kind, None);
+            let v = agg.sum[i] as f64;
+            let base = &st.base[i];
+            let trusted = warm && base.samples > 0;
+            let rule = ThresholdRule { k: sp.k, ratio: sp.ratio, floor: tuning.floor };
+            let line = if trusted { base.threshold(&rule) } else { tuning.ceiling };
+            // Spread: many destinations, none holding half; unanswered.
+            let spread = agg.hosts[i] >= PREFIX_HOSTS && agg.top[i] * 2 < agg.sum[i];
+            let unanswered = match i {
+                0 => true,
+                1 => !answered(agg.udp_out, agg.sum[1]),
+                _ => !answered(agg.icmp_out, agg.sum[2]),
+            };
+            let over = v >= line && v > 0.0 && spread && unanswered;
+            let window_mask = if tuning.window >= 32 { u32::MAX } else { (1u32 << tuning.window) - 1 };
+            st.over[i] = (st.over[i].checked_shl(shift).unwrap_or(0) | u32::from(over)) & window_mask;
+            let key = EpisodeKey { kind, src: PREFIX_MARK, dst: p };
+            let open = self.episodes.is_open(&key);
+            let persistent = st.over[i].count_ones() >= tuning.persistence;
+            let immediate = over && v >= EXTREME * line;
+            let trigger = tuning.enabled && sp.enabled && over && (persistent || immediate);
+            if trigger || (open && over) {
+                fired[i] = true;
+                if cfg.allowed(&p, kind) {
+                    self.allowlisted += 1;
+                } else {
+                    let obs = prefix_observation(
+                        i,
+                        p,
+                        agg,
+                        v,
+                        line,
+                        trusted.then(|| {
+                            let (mean, sd) = base.reported();
+                            Baseline { mean: round2(mean), stddev: round2(sd), samples: base.samples }
+                        }),
+                        t,
+                        cfg,
+                        st,
+                        over,
+                        persistent,
+                    );
+                    self.episodes.observe(key, t, &obs, out);
+                }
+            }
+            if !open && !trigger {
+                st.base[i].learn(v.min(line), self.alphas);
+            }
+        }
+        st.last = idx;
+        fired
     }
 
     /// Drops the least recently seen eighth of the table (ties by address).
@@ -999,6 +1297,57 @@ mod tests {
         assert_eq!(ev.iter().filter(|e| e.phase == Phase::End).count(), 1);
         let hb = &det.hosts[&X];
         assert!(hb.base[1].slow.mean < 150.0, "baseline poisoned: {:?}", hb.base[1]);
+    }
+
+    /// 200 hosts of one /24 each get 30 unanswered UDP packets/s (under any
+    /// host line); the prefix gets 6,000, three times the ceiling.
+    #[test]
+    fn a_carpet_over_one_prefix_is_one_episode_for_the_prefix() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        let mut out = Vec::new();
+        for i in 1..=6u64 {
+            let mut iv = HostInterval::default();
+            for h in 1..=200u8 {
+                let c = HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
+                iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
+            }
+            // One ordinary host elsewhere.
+            iv.hosts.insert(X, udp_host(100));
+            let t = Timestamp(i * NANOS_PER_SEC);
+            det.on_interval(&iv, t, &cfg, &mut out);
+            Family::tick(&mut det, t, false, &mut out);
+        }
+        let starts: Vec<&Anomaly> = out.iter().filter(|e| e.phase == Phase::Start).collect();
+        assert_eq!(starts.len(), 1, "{starts:#?}");
+        let e = starts[0];
+        assert_eq!((e.kind, e.dst), (AnomalyKind::UdpFlood, Some(Addr::v4([10, 0, 5, 0]))));
+        assert_eq!(e.evidence["prefix"], "10.0.5.0/24");
+        assert_eq!(e.evidence["hosts_hit"], 200);
+        assert_eq!(e.observed, 6000.0);
+    }
+
+    /// Random destinations all over: no prefix holds 16 of them; the link does.
+    #[test]
+    fn random_destinations_everywhere_are_a_link_episode() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        let mut out = Vec::new();
+        for i in 1..=6u64 {
+            let mut iv = HostInterval::default();
+            for h in 0..300u32 {
+                let c = HostCounters { udp_in: 20, pkts_in: 20, flows_in: 20, ..HostCounters::default() };
+                let b = h.to_be_bytes();
+                iv.hosts.insert(Addr::v4([11, b[2], b[3], 7]), c);
+            }
+            let t = Timestamp(i * NANOS_PER_SEC);
+            det.on_interval(&iv, t, &cfg, &mut out);
+            Family::tick(&mut det, t, false, &mut out);
+        }
+        let starts: Vec<&Anomaly> = out.iter().filter(|e| e.phase == Phase::Start).collect();
+        assert_eq!(starts.len(), 1, "{starts:#?}");
+        assert_eq!((starts[0].kind, starts[0].dst), (AnomalyKind::UdpFlood, None));
+        assert_eq!(starts[0].evidence["prefix"], "the link");
     }
 
     #[test]

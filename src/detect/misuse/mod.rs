@@ -437,6 +437,45 @@ pub fn spread_over_sources(
             out.extend(members);
         }
     }
+    spread_over_pairs(out, open)
+}
+
+/// Single-source episodes of one kind in one interval beyond which they are
+/// folded into one episode with neither source nor target: spoofed random
+/// sources toward random destinations (a carpet of forged packets) make a
+/// new (source, target) pair with every packet.
+pub const SPREAD_PAIRS: usize = 32;
+
+/// Folds a kind's single-source aggregates into one (source and target
+/// unspecified) when an interval has more than [`SPREAD_PAIRS`] of them, or
+/// when such an episode is already open. Per-target folds stay as they are.
+fn spread_over_pairs(v: Vec<(HitKey, HitAgg)>, open: &dyn Fn(&HitKey) -> bool) -> Vec<(HitKey, HitAgg)> {
+    use crate::decode::Addr;
+    let mut per_kind: BTreeMap<AnomalyKind, usize> = BTreeMap::new();
+    for (k, _) in &v {
+        if k.src != Addr::UNSPECIFIED {
+            *per_kind.entry(k.kind).or_default() += 1;
+        }
+    }
+    let wide = |kind| EpisodeKey { kind, src: Addr::UNSPECIFIED, dst: Addr::UNSPECIFIED };
+    let fold =
+        |kind: AnomalyKind| per_kind.get(&kind).is_some_and(|&n| n > SPREAD_PAIRS) || open(&wide(kind));
+    let mut folded: BTreeMap<AnomalyKind, HitAgg> = BTreeMap::new();
+    let mut out = Vec::with_capacity(v.len());
+    for (k, a) in v {
+        if k.src != Addr::UNSPECIFIED && fold(k.kind) {
+            folded
+                .entry(k.kind)
+                .and_modify(|acc| {
+                    acc.merge(&a);
+                    acc.sources += 1;
+                })
+                .or_insert(HitAgg { sources: 1, many_flows: true, ..a });
+        } else {
+            out.push((k, a));
+        }
+    }
+    out.extend(folded.into_iter().map(|(kind, a)| (wide(kind), a)));
     out
 }
 
@@ -523,7 +562,7 @@ impl Family for Misuse {
 }
 
 /// The ICMP-misuse sentence: each reason says what it does.
-fn icmp_sentence(src: &str, n: u64, dst: &crate::base::Addr, detail: u32) -> String {
+fn icmp_sentence(src: &str, n: u64, dst: &str, detail: u32) -> String {
     let pl = if n == 1 { "" } else { "s" };
     let mut what = Vec::new();
     if detail & icmp_bad::REDIRECT != 0 {
@@ -581,11 +620,20 @@ impl EpisodeState for MisuseEpisode {
         let pl = if n == 1 { "" } else { "s" };
         let (src, dst) = (key.src, key.dst);
         let spread = src == crate::decode::Addr::UNSPECIFIED;
-        if spread {
+        let pairs = spread && dst == crate::decode::Addr::UNSPECIFIED;
+        if pairs {
+            ev.insert("source_target_pairs".into(), json!(t.sources));
+        } else if spread {
             ev.insert("sources".into(), json!(t.sources));
         }
-        let src =
-            if spread { format!("{} sources (spoofed or distributed)", t.sources) } else { src.to_string() };
+        let src = if pairs {
+            format!("{} spoofed source/target pairs", t.sources)
+        } else if spread {
+            format!("{} sources (spoofed or distributed)", t.sources)
+        } else {
+            src.to_string()
+        };
+        let dst = if pairs { "many targets".to_string() } else { dst.to_string() };
         let (severity, message) = match key.kind {
             AnomalyKind::TcpInvalidFlags => {
                 ev.insert("sample_flags".into(), json!(tcp_flags::describe(t.sample_flags)));
@@ -659,7 +707,7 @@ impl EpisodeState for MisuseEpisode {
             kind: key.kind,
             severity,
             src: super::rules::some_addr(key.src),
-            dst: Some(key.dst),
+            dst: super::rules::some_addr(key.dst),
             flow: (!t.many_flows).then_some(t.sample),
             observed: t.count as f64,
             unit: "packets",
