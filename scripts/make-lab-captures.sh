@@ -38,7 +38,7 @@ RECIPES="land port_zero ipv4_header_anomalies invalid_source frag_tiny
   nmap_syn_scan nmap_xmas_scan arp_sweep arp_spoof benign_curl
   nmap_ack_scan nmap_maimon_scan nmap_ipproto_scan dns_hex_direct
   dns_raw_udp53 dns_spoof frag_train_incomplete slowloris mac_many_ips
-  conn_flood_completed syn_burst_short carpet_udp carpet_syn"
+  conn_flood_completed syn_burst_short carpet_udp carpet_syn kerberos_spray"
 ONLY=${ONLY:-}
 for r in $ONLY; do
   case " $(echo $RECIPES) " in
@@ -76,6 +76,9 @@ if want ipv4_header_anomalies invalid_source frag_tiny frag_overlap \
         icmp_redirect ipv6_rh0 dns_wrong_port arp_spoof dns_spoof \
         frag_train_incomplete mac_many_ips; then
   "$PY" -c 'import scapy.all' >/dev/null 2>&1 || missing+=(python3-scapy)
+fi
+if want kerberos_spray; then
+  "$PY" -c 'import scapy.layers.kerberos' >/dev/null 2>&1 || missing+=(python3-scapy)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "make-lab-captures: installing ${missing[*]}" >&2
@@ -780,6 +783,222 @@ def client():
 
 globals()[sys.argv[1]]()
 EOF
+# Kerberos password spraying (kerberos_spray): a "KDC" in nvlabB on
+# 10.77.0.2:88 (UDP and TCP) that answers every AS-REQ/TGS-REQ with a
+# KRB-ERROR, and a client in nvlabA; all messages built with scapy's
+# scapy.layers.kerberos, sent over plain python sockets
+cat >"$TMP/krblab.py" <<'EOF'
+import os, random, select, socket, struct, sys, time
+from datetime import datetime, timezone
+import logging
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.asn1.asn1 import (ASN1_BIT_STRING, ASN1_GENERAL_STRING,
+                             ASN1_GENERALIZED_TIME, ASN1_INTEGER, ASN1_STRING)
+from scapy.layers.kerberos import (ETYPE_INFO2, ETYPE_INFO_ENTRY2, EncryptedData,
+                                   HostAddress, KRB_AP_REQ, KRB_AS_REQ, KRB_ERROR,
+                                   KRB_KDC_REQ_BODY, KRB_TGS_REQ, KRB_Ticket,
+                                   Kerberos, MethodData, PADATA, PA_PAC_REQUEST,
+                                   PrincipalName)
+
+A, B = os.environ["IP_A"], os.environ["IP_B"]
+REALM = "LAB.LOCAL"
+AES256, AES128, RC4 = 18, 17, 23
+FAR = datetime(2037, 9, 13, 2, 48, 5)     # the "till" Windows puts in KDC requests
+DEADLINE = time.time() + 150              # the server gives up after 150 s
+
+# spray list: 60 first.last names (seeded, the same every run); 10 of them
+# (seeded) are not in the "directory" and draw KDC_ERR_C_PRINCIPAL_UNKNOWN
+FIRST = ["james", "mary", "robert", "patricia", "john", "jennifer", "michael",
+         "linda", "david", "elizabeth", "william", "barbara", "richard", "susan",
+         "joseph", "jessica", "thomas", "sarah", "charles", "karen"]
+LAST = ["smith", "johnson", "williams", "brown", "jones", "garcia", "miller",
+        "davis", "rodriguez", "martinez", "hernandez", "lopez", "gonzalez",
+        "wilson", "anderson", "taylor", "moore", "jackson", "martin", "lee"]
+
+def spray_names():
+    rng = random.Random(8888)
+    names = set()
+    while len(names) < 60:
+        names.add("%s.%s" % (rng.choice(FIRST), rng.choice(LAST)))
+    names = sorted(names)
+    rng.shuffle(names)
+    return names
+
+UNKNOWN = set(random.Random(6).sample(spray_names(), 10))
+
+# workstation TGS-REQs: (service, host) of the sname, in turn
+SERVICES = [("ldap", "dc01.lab.local"), ("cifs", "fs01.lab.local"),
+            ("HTTP", "intranet.lab.local"), ("cifs", "dc01.lab.local"),
+            ("host", "ws01.lab.local"), ("MSSQLSvc", "sql01.lab.local:1433")]
+
+def ktime(dt):
+    return ASN1_GENERALIZED_TIME(dt.replace(microsecond=0, tzinfo=None))
+
+def gs(s):
+    return ASN1_GENERAL_STRING(s.encode())
+
+def principal(ntype, *parts):
+    return PrincipalName(nameType=ASN1_INTEGER(ntype), nameString=[gs(p) for p in parts])
+
+def enc(etype, n, kvno=None):
+    # EncryptedData with n random cipher bytes (nobody can decrypt it)
+    return EncryptedData(etype=ASN1_INTEGER(etype), cipher=ASN1_STRING(os.urandom(n)),
+                         kvno=None if kvno is None else ASN1_INTEGER(kvno))
+
+# scapy fills absent OPTIONAL fields with defaults unless they are set to None
+def as_req(user, preauth, workstation):
+    # workstation: as Windows logs on (PA-PAC-REQUEST, rtime, NetBIOS address
+    # WS01); otherwise as a spraying tool (PA-ENC-TIMESTAMP only)
+    padata = []
+    if preauth:   # PA-ENC-TIMESTAMP: AES256 EncryptedData, 56 random bytes
+        padata.append(PADATA(padataType=ASN1_INTEGER(2), padataValue=enc(AES256, 56)))
+    if workstation:
+        padata.append(PADATA(padataType=ASN1_INTEGER(128),
+                             padataValue=PA_PAC_REQUEST(includePac=True)))
+    body = KRB_KDC_REQ_BODY(
+        kdcOptions=ASN1_BIT_STRING("01000000100000010000000000010000"),  # 0x40810010
+        cname=principal(1, user), realm=gs(REALM), sname=principal(2, "krbtgt", REALM),
+        from_=None, till=ktime(FAR), rtime=ktime(FAR) if workstation else None,
+        nonce=ASN1_INTEGER(random.randint(1, 0x7fffffff)),
+        etype=[ASN1_INTEGER(e) for e in (AES256, AES128, RC4)],
+        addresses=[HostAddress(addrType=ASN1_INTEGER(20),
+                               address=ASN1_STRING(b"WS01".ljust(16, b" ")))]
+        if workstation else None,
+        encAuthorizationData=None, additionalTickets=None)
+    return bytes(Kerberos(root=KRB_AS_REQ(padata=padata or None, reqBody=body)))
+
+def tgs_req(service, host):
+    # PA-TGS-REQ: AP-REQ with a "TGT" (krbtgt/LAB.LOCAL, kvno 2, 880 random
+    # cipher bytes) and an authenticator of 180 random bytes
+    ticket = KRB_Ticket(tktVno=ASN1_INTEGER(5), realm=gs(REALM),
+                        sname=principal(2, "krbtgt", REALM), encPart=enc(AES256, 880, kvno=2))
+    ap = KRB_AP_REQ(apOptions=ASN1_BIT_STRING("0" * 32), ticket=ticket,
+                    authenticator=enc(AES256, 180))
+    body = KRB_KDC_REQ_BODY(
+        kdcOptions=ASN1_BIT_STRING("01000000100000010000000000000000"),  # 0x40810000
+        cname=None, realm=gs(REALM), sname=principal(2, service, host), from_=None,
+        till=ktime(FAR), rtime=None, nonce=ASN1_INTEGER(random.randint(1, 0x7fffffff)),
+        etype=[ASN1_INTEGER(e) for e in (AES256, AES128, RC4)],
+        addresses=None, encAuthorizationData=None, additionalTickets=None)
+    return bytes(Kerberos(root=KRB_TGS_REQ(
+        msgType=ASN1_INTEGER(12),
+        padata=[PADATA(padataType=ASN1_INTEGER(1), padataValue=ap)], reqBody=body)))
+
+def krb_error(req):
+    """-> (KRB-ERROR bytes, code, name) answering a KDC request, or None.
+    AS-REQ: 6 C_PRINCIPAL_UNKNOWN for UNKNOWN names, else 25 PREAUTH_REQUIRED
+    without PA-ENC-TIMESTAMP, 24 PREAUTH_FAILED with it (e-data: METHOD-DATA
+    with ETYPE-INFO2, as Windows sends). TGS-REQ: 7 S_PRINCIPAL_UNKNOWN."""
+    try:
+        root = Kerberos(req).root
+    except Exception:
+        return None
+    if not isinstance(root, (KRB_AS_REQ, KRB_TGS_REQ)):
+        return None
+    body = root.reqBody
+    t = datetime.now(timezone.utc)
+    err = KRB_ERROR(ctime=None, cusec=None, stime=ktime(t), susec=ASN1_INTEGER(t.microsecond),
+                    crealm=None, cname=None, realm=gs(REALM), sname=body.sname,
+                    eText=None, eData=None)
+    if isinstance(root, KRB_TGS_REQ):
+        err.errorCode = ASN1_INTEGER(7)
+        return bytes(err), 7, "-"
+    user = body.cname.nameString[0].val.decode(errors="replace")
+    err.crealm, err.cname = gs(REALM), body.cname
+    preauth = any(p.padataType.val == 2 for p in (root.padata or []))
+    if user.lower() in UNKNOWN:
+        code = 6
+    else:
+        code = 24 if preauth else 25
+        md = [PADATA(padataType=ASN1_INTEGER(19), padataValue=ETYPE_INFO2(seq=[
+            ETYPE_INFO_ENTRY2(etype=ASN1_INTEGER(AES256), salt=gs(REALM + user),
+                              s2kparams=None)]))]
+        if code == 25:
+            md.append(PADATA(padataType=ASN1_INTEGER(2), padataValue=ASN1_STRING(b"")))
+        err.eData = ASN1_STRING(bytes(MethodData(seq=md)))
+    err.errorCode = ASN1_INTEGER(code)
+    return bytes(err), code, user
+
+def server():
+    # "KDC" on 10.77.0.2:88, UDP and TCP (4-byte length prefix, RFC 4120
+    # 7.2.2): answers every KDC request with a KRB-ERROR; exits after <n>
+    # answers or at DEADLINE
+    n = int(sys.argv[2])
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((B, 88))
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((B, 88))
+    t.listen(16)
+    done, codes = 0, {}
+    while done < n and time.time() < DEADLINE:
+        ready, _, _ = select.select([u, t], [], [], 1.0)
+        for s in ready:
+            if s is u:
+                req, peer = u.recvfrom(65535)
+                r = krb_error(req)
+                if r:
+                    u.sendto(r[0], peer)
+            else:
+                c, peer = t.accept()
+                c.settimeout(2.0)
+                r = None
+                try:
+                    data = b""
+                    while len(data) < 4 or len(data) < 4 + struct.unpack("!I", data[:4])[0]:
+                        chunk = c.recv(65536)
+                        if not chunk or len(data) > 65536:
+                            break
+                        data += chunk
+                    r = krb_error(data[4:])
+                    if r:
+                        c.sendall(struct.pack("!I", len(r[0])) + r[0])
+                except OSError:
+                    pass
+                c.close()
+            if r:
+                done += 1
+                codes[r[1]] = codes.get(r[1], 0) + 1
+    print("krb server: %d KRB-ERRORs, by code %s" % (done, dict(sorted(codes.items()))))
+
+def client():
+    # the plan: t=0 and 0.2 s alice AS-REQ without / with PA-ENC-TIMESTAMP;
+    # 10 TGS-REQs at t=3, 6, .., 30 s; 60 spray AS-REQs at t=33.0, 33.5, ..,
+    # 62.5 s; 2 TGS-REQs at t=65, 68 s. Every request from its own socket and
+    # source port (seeded, distinct, 49152-65535 as Windows), waits <= 1 s
+    plan = [(0.0, "as", "alice", False, True), (0.2, "as", "alice", True, True)]
+    plan += [(3.0 * (i + 1), "tgs") + SERVICES[i % len(SERVICES)] for i in range(10)]
+    plan += [(33.0 + 0.5 * i, "as", name, True, False) for i, name in enumerate(spray_names())]
+    plan += [(65.0, "tgs") + SERVICES[0], (68.0, "tgs") + SERVICES[1]]
+    ports = random.Random(8888).sample(range(49152, 65536), len(plan))
+    t0, got = time.time(), {}
+    for (at, kind, *args), port in zip(plan, ports):
+        time.sleep(max(0.0, t0 + at - time.time()))
+        msg = as_req(*args) if kind == "as" else tgs_req(*args)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((A, port))
+        s.settimeout(1.0)
+        s.sendto(msg, (B, 88))
+        try:
+            code = Kerberos(s.recv(65535)).root.errorCode.val
+        except (socket.timeout, AttributeError):
+            code = None
+        s.close()
+        got.setdefault(kind, []).append(code)
+    for kind, codes in got.items():
+        print("krb client: %d %s-REQs, replies %s" % (len(codes), kind.upper(),
+              {c: codes.count(c) for c in sorted(set(codes), key=str)}))
+
+def tcp_probe():
+    # one AS-REQ over TCP (for testing the server's TCP side; not in the recipe)
+    s = socket.create_connection((B, 88), timeout=2)
+    m = as_req("alice", True, True)
+    s.sendall(struct.pack("!I", len(m)) + m)
+    d = s.recv(65535)
+    print("tcp_probe: %d bytes, error code %s" % (len(d), Kerberos(d[4:]).root.errorCode.val))
+
+globals()[sys.argv[1]]()
+EOF
 export IFA MAC_A MAC_B IP_A IP_B IP6_A IP6_B
 scapy() { timeout 60 ip netns exec "$NSA" "$PY" "$TMP/labsend.py" "$1"; }
 
@@ -1194,6 +1413,27 @@ if want carpet_syn; then
   carpet_lead_in
   carpet_flood 4 -S -p 80 --rand-dest --rand-source -i u1890 -c 2500 10.77.6.x
   carpet_done 10.77.6.0/24
+fi
+
+# 29. Kerberos password spraying against a python "KDC" on 10.77.0.2:88
+# (krblab.py server: every request answered by a KRB-ERROR). From nvlabA
+# (krblab.py client, UDP, one socket and source port per request): a
+# workstation lead-in (alice: AS-REQ without, then with PA-ENC-TIMESTAMP,
+# then 10 TGS-REQs 3 s apart), then 60 AS-REQs with PA-ENC-TIMESTAMP for 60
+# different names of realm LAB.LOCAL, 0.5 s apart (24 PREAUTH_FAILED, or 6
+# C_PRINCIPAL_UNKNOWN for 10 names), then 2 more TGS-REQs 3 s apart
+if want kerberos_spray; then
+  ip netns exec "$NSB" timeout 180 "$PY" "$TMP/krblab.py" server 74 >"$TMP/kerberos_spray.server.txt" 2>&1 &
+  KRB_PID=$!
+  PIDS+=("$KRB_PID")
+  wait_listen u 88
+  wait_listen t 88
+  recipe kerberos_spray
+  inA timeout 120 "$PY" "$TMP/krblab.py" client >"$TMP/kerberos_spray.client.txt" 2>&1
+  cap_stop
+  kill "$KRB_PID" 2>/dev/null || true
+  wait "$KRB_PID" 2>/dev/null || true
+  sed 's/^/    /' "$TMP/kerberos_spray.server.txt" "$TMP/kerberos_spray.client.txt" >&2
 fi
 
 echo "make-lab-captures: done; files in $OUT" >&2

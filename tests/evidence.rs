@@ -44,6 +44,9 @@ struct Pkt {
     query: Option<String>,
     /// A DNS response from UDP port 53: (query ID, first record's data if it is an A record).
     answer: Option<(u16, Option<std::net::Ipv4Addr>)>,
+    /// A Kerberos AS-REQ to port 88 (DER tag 0x6a first in the UDP payload,
+    /// or after TCP's 4-byte record mark).
+    as_req: bool,
     /// The Ethernet source MAC.
     mac: Option<[u8; 6]>,
     /// An Ethernet ARP packet: (operation, sender MAC, sender IP, target IP).
@@ -94,6 +97,7 @@ fn read(path: &Path) -> Vec<Pkt> {
             query: None,
             answer: None,
             mac: None,
+            as_req: false,
             arp: None,
             payload: 0,
         };
@@ -128,13 +132,16 @@ fn read(path: &Path) -> Vec<Pkt> {
         let port = |i: usize| u16::from_be_bytes([payload[i], payload[i + 1]]);
         match proto {
             6 if first_fragment && payload.len() >= 14 => {
-                k.ports = Some((port(0), port(2), u16::from(payload[13])))
+                k.ports = Some((port(0), port(2), u16::from(payload[13])));
+                let hl = usize::from(payload[12] >> 4) * 4;
+                k.as_req = port(2) == 88 && payload.get(hl + 4) == Some(&0x6a);
             }
             17 if first_fragment && payload.len() >= 4 => {
                 k.ports = Some((port(0), port(2), 0xffff));
                 if port(2) == 53 {
                     k.query = payload.get(8..).and_then(dns_query_name);
                 }
+                k.as_req = port(2) == 88 && payload.get(8) == Some(&0x6a);
                 if port(0) == 53 {
                     k.answer = payload.get(8..).and_then(dns_first_answer);
                 }
@@ -519,9 +526,18 @@ fn every_number_agrees_with_the_packets() {
                     let port = ev["service"].as_u64().unwrap() as u16;
                     let mut last_syn: std::collections::HashMap<u16, u64> = Default::default();
                     let mut n = 0;
+                    if port == 88 {
+                        // Kerberos: every AS-REQ is an attempt.
+                        n = pkts
+                            .iter()
+                            .filter(|p| {
+                                p.src == src && p.dst == dst && p.as_req && (a..=b + 999).contains(&p.ns)
+                            })
+                            .count();
+                    }
                     for p in pkts.iter().filter(|p| p.src == src && p.dst == dst && p.ns <= b + 999) {
                         let Some((sp, d, f)) = p.ports else { continue };
-                        if d != port || f == 0xffff || f & 0x16 != 0x02 {
+                        if port == 88 || d != port || f == 0xffff || f & 0x16 != 0x02 {
                             continue;
                         }
                         let again = last_syn.insert(sp, p.ns).is_some_and(|t| p.ns - t < 30_000_000_000);

@@ -284,6 +284,12 @@ fn password_guessing() {
     let ev = expect("misuse/ppa_ftp-crack.pcap", &[("brute_force", "10.234.125.254", "10.121.70.151")]);
     assert_eq!(ev[0]["evidence"]["service"], 21);
     assert!(ev[0]["evidence"]["attempts"].as_u64().unwrap() >= 20);
+    // Password spraying against a stand-in KDC: 60 AS-REQs for 60 accounts
+    // in 30 s after a user's ordinary logon (2 AS-REQs, TGS-REQs every 3 s).
+    let ev = expect("lab/kerberos_spray.pcap", &[("brute_force", "10.77.0.1", "10.77.0.2")]);
+    let end = &ev.iter().find(|e| e["phase"] == "end").unwrap()["evidence"];
+    assert_eq!(end["service"], 88, "{end}");
+    assert_eq!(end["episode_totals"]["attempts"], 62, "{end}");
 }
 
 #[test]

@@ -177,8 +177,8 @@ pub struct BeaconConfig {
     /// Destinations one source polls on one port with the same period at
     /// which it is a poller (monitoring, backup agent), not an implant.
     pub poller_peers: u32,
-    /// Destination ports never judged: DNS, NTP, DHCP, NetBIOS, SSDP,
-    /// mDNS and LLMNR are periodic by design.
+    /// Destination ports never judged: DNS, Kerberos, NTP, DHCP, NetBIOS,
+    /// SSDP, mDNS and LLMNR are periodic by design.
     pub skip_ports: Vec<u16>,
     /// (source, destination, port) pairs tracked; the least recently seen go.
     pub max_tracked: usize,
@@ -196,7 +196,7 @@ impl Default for BeaconConfig {
             score: 0.75,
             max_sources: 4,
             poller_peers: 3,
-            skip_ports: vec![53, 67, 68, 123, 137, 138, 1900, 5353, 5355],
+            skip_ports: vec![53, 67, 68, 88, 123, 137, 138, 1900, 5353, 5355],
             max_tracked: 65_536,
         }
     }

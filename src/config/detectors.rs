@@ -311,7 +311,8 @@ pub struct BruteConfig {
     /// Run the detector.
     pub enabled: bool,
     /// Authentication services (TCP ports): FTP, SSH, Telnet, SMTP
-    /// submission, POP3, IMAP, LDAP, SMB, MS SQL, MySQL, RDP, PostgreSQL, VNC.
+    /// submission, POP3, IMAP, LDAP, SMB, MS SQL, MySQL, RDP, PostgreSQL, VNC;
+    /// and Kerberos (88), where each AS-REQ over UDP or TCP is an attempt.
     pub services: Vec<u16>,
     /// Connection attempts from one source to one service of one host within
     /// `window` that make an episode: a person logs in once and stays; a
@@ -326,7 +327,7 @@ impl Default for BruteConfig {
         BruteConfig {
             enabled: true,
             services: vec![
-                21, 22, 23, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 3306, 3389, 5432, 5900,
+                21, 22, 23, 88, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 3306, 3389, 5432, 5900,
             ],
             attempts: 20,
             window: 60,

@@ -9,6 +9,12 @@
 //! service) in tumbling windows and opens an episode at `attempts` within
 //! `window`. Web logins are not judged: browsers open many connections to
 //! one server by design, and the guess is inside the encrypted payload.
+//!
+//! Kerberos (port 88) is counted by message, not by connection: each
+//! AS-REQ (a logon's request for a ticket-granting ticket, over UDP or TCP)
+//! is one attempt. A workstation sends one or two per user logon and many
+//! TGS-REQs (not counted); password spraying against a domain controller
+//! sends one AS-REQ per guessed account.
 
 use hashbrown::HashMap;
 use serde_json::{Map, json};
@@ -63,6 +69,15 @@ impl Observer for AuthTable {
 
     #[inline]
     fn flow_packet(&mut self, m: &PacketMeta, f: &FlowView<'_>) {
+        if m.dport == KERBEROS || m.sport == KERBEROS {
+            if m.dport == KERBEROS && is_as_req(m) && self.services.contains(KERBEROS) {
+                if let Some(a) = self.table.entry((m.src, m.dst, KERBEROS)) {
+                    a.attempts += 1;
+                    a.span.add(m.ts);
+                }
+            }
+            return;
+        }
         let t = f.touch;
         if m.proto != ip_proto::TCP
             || !(t.created || t.after != t.before || m.tcp_flags & tcp_flags::SYN != 0)
@@ -104,10 +119,27 @@ impl Observer for AuthTable {
     }
 }
 
+/// Kerberos' port.
+const KERBEROS: u16 = 88;
+
+/// A Kerberos AS-REQ (`[APPLICATION 10]`, DER tag 0x6a) as the first byte of
+/// a UDP payload, or after TCP's 4-byte record mark (RFC 4120 §7.2.2).
+fn is_as_req(m: &PacketMeta) -> bool {
+    if m.payload_len == 0 || !m.has_ports() {
+        return false;
+    }
+    match m.proto {
+        ip_proto::UDP => m.payload_head[0] == 0x6a,
+        ip_proto::TCP => m.payload_len > 4 && m.payload_head[4] == 0x6a && m.payload_head[0] & 0x80 == 0,
+        _ => false,
+    }
+}
+
 /// The usual name of an authentication port.
 fn service_name(p: u16) -> &'static str {
     match p {
         21 => "FTP",
+        88 => "Kerberos",
         22 => "SSH",
         23 => "Telnet",
         25 | 465 | 587 => "SMTP",
@@ -188,14 +220,23 @@ impl Family for BruteForce {
                 src: Some(src),
                 dst: Some(dst),
                 evidence: ev,
-                message: format!(
-                    "{src} opened {} connections to {} on {dst} (port {port}) in {:.0} s, {:.1} per second ({} completed their handshake): password guessing",
-                    a.attempts,
-                    service_name(port),
-                    secs,
-                    f64::from(a.attempts) / secs,
-                    a.completed
-                ),
+                message: if port == KERBEROS {
+                    format!(
+                        "{src} sent {} Kerberos AS-REQs (logon attempts) to {dst} in {:.0} s, {:.1} per second: password spraying or guessing against the domain controller (a workstation sends one or two per logon)",
+                        a.attempts,
+                        secs,
+                        f64::from(a.attempts) / secs,
+                    )
+                } else {
+                    format!(
+                        "{src} opened {} connections to {} on {dst} (port {port}) in {:.0} s, {:.1} per second ({} completed their handshake): password guessing",
+                        a.attempts,
+                        service_name(port),
+                        secs,
+                        f64::from(a.attempts) / secs,
+                        a.completed
+                    )
+                },
             };
             self.episodes.observe(ep, a.span.or_at(t).first, &obs, out);
         }
