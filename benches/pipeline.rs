@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
             .cloned()
             .unwrap_or_default(),
         message: "10.0.0.1 probed 1000 distinct ports of 10.0.0.2: a port scan".into(),
+        priority: None,
     };
     let mut g = c.benchmark_group("events");
     g.throughput(Throughput::Elements(1));

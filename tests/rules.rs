@@ -45,6 +45,9 @@ fn expect(rel: &str, want: &[(&str, &str, &str)]) -> Vec<Value> {
     assert_eq!(got, set(want), "{rel}");
     for e in &events {
         assert!(!e["message"].as_str().unwrap_or("").is_empty(), "{rel}: event without a message: {e}");
+        // Starts and updates are ranked for triage; ends are not.
+        let ranked = e["priority"].as_u64().is_some_and(|p| p <= 100) && e["priority_reasons"].is_array();
+        assert_eq!(ranked, e["phase"] != "end", "{rel}: {e}");
     }
     events
 }

@@ -85,6 +85,8 @@ pub struct Anomaly {
     pub evidence: serde_json::Map<String, serde_json::Value>,
     /// One sentence for the analyst.
     pub message: String,
+    /// Triage rank of `start` and `update` events (set by the host stage).
+    pub priority: Option<super::priority::Priority>,
 }
 
 impl Anomaly {

@@ -25,6 +25,7 @@ pub mod lateral;
 pub mod macchurn;
 pub mod misuse;
 pub mod ml;
+pub mod priority;
 pub mod rules;
 pub mod scan;
 pub mod slowhttp;
@@ -196,6 +197,7 @@ pub struct HostStage {
     finished: usize,
     spare_hosts: Option<HashMap<Addr, HostCounters, foldhash::fast::FixedState>>,
     returned: Vec<(usize, Returned<Reports>)>,
+    triage: priority::Triage,
 }
 
 impl HostStage {
@@ -211,6 +213,7 @@ impl HostStage {
             finished: 0,
             spare_hosts: None,
             returned: Vec::new(),
+            triage: priority::Triage::default(),
         }
     }
 
@@ -288,6 +291,8 @@ impl HostStage {
         self.families.judge(&mut p.families, &mut cx, out);
         self.families.tick(t, p.last, out);
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        // In event order, so novelty is the same for any number of workers.
+        self.triage.assign(&mut out[start..]);
         p.families
     }
 

@@ -143,6 +143,7 @@ impl EpisodeState for RuleEpisode {
             score: (score * 100.0).round() / 100.0,
             evidence: ev,
             message: o.message.clone(),
+            priority: None,
         }
     }
 }

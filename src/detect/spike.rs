@@ -362,6 +362,7 @@ impl EpisodeState for SpikeEpisode {
             score: round2(score),
             evidence: ev,
             message,
+            priority: None,
         }
     }
 }

@@ -63,6 +63,10 @@ struct Record<'a> {
     baseline: Option<BaselineOut>,
     threshold: f64,
     score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority_reasons: Option<&'a [String]>,
     evidence: &'a serde_json::Map<String, serde_json::Value>,
     message: &'a str,
 }
@@ -110,6 +114,8 @@ pub fn to_json_line(a: &Anomaly) -> String {
         baseline: a.baseline.map(|Baseline { mean, stddev, samples }| BaselineOut { mean, stddev, samples }),
         threshold: a.threshold,
         score: a.score,
+        priority: a.priority.as_ref().map(|p| p.value),
+        priority_reasons: a.priority.as_ref().map(|p| p.reasons.as_slice()),
         evidence: &a.evidence,
         message: &a.message,
     };

@@ -716,6 +716,7 @@ impl EpisodeState for MisuseEpisode {
             score: t.count as f64,
             evidence: ev,
             message,
+            priority: None,
         }
     }
 }
