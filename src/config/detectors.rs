@@ -281,8 +281,16 @@ pub struct MlConfig {
     pub depth: u32,
     /// Host-intervals per mass window (reference and latest swap after this many).
     pub window: u64,
-    /// Host-intervals learned before any verdict; the threshold is set from them.
+    /// Host-intervals learned before any verdict at most; the threshold is
+    /// set from them (bounds the learning period on a large network).
     pub training: usize,
+    /// Seconds of packet time after which the model calibrates anyway, once
+    /// it has `min_training` host-intervals (a small network never reaches
+    /// `training` quickly; the spike baselines' warm-up is the same 300 s).
+    pub training_seconds: u64,
+    /// Host-intervals needed to calibrate after `training_seconds`: the
+    /// 0.999 quantile of fewer than 256 scores is the maximum plus a margin.
+    pub min_training: usize,
     /// Quantile of training scores the threshold sits above.
     pub quantile: f64,
     /// Packets a host needs in an interval to be scored.
@@ -298,6 +306,8 @@ impl Default for MlConfig {
             depth: 10,
             window: 512,
             training: 4096,
+            training_seconds: 300,
+            min_training: 256,
             quantile: 0.999,
             min_packets: 10,
         }

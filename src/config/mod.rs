@@ -366,6 +366,7 @@ impl Config {
         check((1..=16).contains(&ml.depth), "ml.depth", ml.depth, "must be 1..=16")?;
         check(ml.window >= 16, "ml.window", ml.window, "must be at least 16")?;
         check(ml.training >= 16, "ml.training", ml.training, "must be at least 16")?;
+        check(ml.min_training >= 16, "ml.min_training", ml.min_training, "must be at least 16")?;
         check((0.5..1.0).contains(&ml.quantile), "ml.quantile", ml.quantile, "must be in [0.5, 1)")?;
         for g in &self.hostgroup {
             check(!g.cidrs.is_empty(), "hostgroup.cidrs", &g.name, "a host group needs at least one member")?;

@@ -23,7 +23,7 @@ use super::family::{Context, Family, Restored};
 use super::rules::{RuleEpisode, RuleObs};
 use super::{DetectConfig, HostInterval};
 use crate::base::Addr;
-use crate::base::time::Timestamp;
+use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::config::{MlConfig, ModelKind};
 use crate::track::{HostCounters, ShardConfig};
 
@@ -274,6 +274,10 @@ pub struct BehaviourModel {
     var: [f64; FEATURES],
     episodes: Episodes<RuleEpisode>,
     cfg: MlConfig,
+    /// Packet time of the first score kept for calibration, and of the
+    /// last progress line logged.
+    training_since: Option<Timestamp>,
+    progress_logged: Timestamp,
 }
 
 impl BehaviourModel {
@@ -298,7 +302,37 @@ impl BehaviourModel {
             var: [0.0; FEATURES],
             episodes: Episodes::new(policy),
             cfg: cfg.clone(),
+            training_since: None,
+            progress_logged: Timestamp::ZERO,
         }
+    }
+
+    /// Calibration is due: `training` host-intervals, or `training_seconds`
+    /// of packet time with at least `min_training` of them.
+    fn calibration_due(&self, t: Timestamp) -> bool {
+        let n = self.calibration.len();
+        let long = self
+            .training_since
+            .is_some_and(|s| t.since(s) >= self.cfg.training_seconds.saturating_mul(NANOS_PER_SEC));
+        // `training` is also the most `min_training` can ask for.
+        n >= self.cfg.training || (long && n >= self.cfg.min_training.min(self.cfg.training))
+    }
+
+    /// Says how far learning is, once a minute of packet time: a model that
+    /// gives no verdict yet must say why.
+    fn log_progress(&mut self, t: Timestamp) {
+        if self.threshold.is_some() || t.since(self.progress_logged) < 60 * NANOS_PER_SEC {
+            return;
+        }
+        self.progress_logged = t;
+        let secs = self.training_since.map_or(0, |s| t.since(s) / NANOS_PER_SEC);
+        tracing::info!(
+            "behaviour model learning: {} host-intervals scored ({} needed once {} s have passed, {} at most), {secs} s so far; no verdicts until then",
+            self.calibration.len(),
+            self.cfg.min_training,
+            self.cfg.training_seconds,
+            self.cfg.training,
+        );
     }
 
     /// Anomaly score in (0, 1]; high = unusual. HST: 1 / (1 + mean mass
@@ -428,9 +462,13 @@ impl BehaviourModel {
             match (score, self.threshold) {
                 (Some(s), None) => {
                     self.calibration.push(s);
-                    if self.calibration.len() >= self.cfg.training {
-                        self.threshold = Some(calibrate(&mut self.calibration, self.cfg.quantile));
+                    self.training_since.get_or_insert(t);
+                    if self.calibration_due(t) {
+                        let n = self.calibration.len();
+                        let line = calibrate(&mut self.calibration, self.cfg.quantile);
+                        self.threshold = Some(line);
                         self.calibration = Vec::new();
+                        tracing::info!("behaviour model calibrated on {n} host-intervals: line {line:.4}");
                     }
                     self.learn(&x);
                 }
@@ -456,6 +494,7 @@ impl BehaviourModel {
                 _ => self.learn(&x),
             }
         }
+        self.log_progress(t);
     }
 
     /// The features furthest from what was learned, in standard deviations, furthest first.
@@ -633,6 +672,33 @@ mod tests {
             scan.ports_out.insert_port(p);
         }
         scan
+    }
+
+    /// One host a second: `training` (4,096) would take over an hour; after
+    /// `training_seconds` with `min_training` scores the model calibrates.
+    #[test]
+    fn a_small_network_calibrates_after_the_learning_period() {
+        let cfg = MlConfig {
+            enabled: true,
+            window: 16,
+            training_seconds: 300,
+            min_training: 256,
+            ..MlConfig::default()
+        };
+        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let mut out = Vec::new();
+        let mut calibrated_at = None;
+        for i in 0..400u64 {
+            let mut iv = HostInterval::default();
+            iv.hosts.insert(Addr::v4([10, 0, 0, 1]), normal(i));
+            m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
+            if calibrated_at.is_none() && m.threshold().is_some() {
+                calibrated_at = Some(i);
+            }
+        }
+        // Scores start after the first 16-interval window; 300 s later it calibrates.
+        assert_eq!(calibrated_at, Some(316), "calibrated at {calibrated_at:?}");
     }
 
     #[test]
