@@ -325,6 +325,16 @@ impl BehaviourModel {
             return;
         }
         self.progress_logged = t;
+        if self.windows == 0 {
+            // Scores need one full reference window first.
+            tracing::info!(
+                "behaviour model learning: filling its first reference window, {} of {} host-intervals (a host with at least {} packets in an interval); no verdicts until then",
+                self.seen,
+                self.cfg.window,
+                self.cfg.min_packets,
+            );
+            return;
+        }
         let secs = self.training_since.map_or(0, |s| t.since(s) / NANOS_PER_SEC);
         tracing::info!(
             "behaviour model learning: {} host-intervals scored ({} needed once {} s have passed, {} at most), {secs} s so far; no verdicts until then",
