@@ -170,11 +170,6 @@ impl Observer for AnswerTable {
     }
 }
 
-fn domain_str(p: &[u8; 24]) -> String {
-    let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
-    String::from_utf8_lossy(&p[..end]).into_owned()
-}
-
 fn answer_json(a: &Answer) -> serde_json::Value {
     json!({
         "time": a.ts.to_string(),
@@ -224,7 +219,7 @@ impl Family for DnsSpoof {
             if !cfg.misuse_enabled || cfg.allowed(&server, kind) || cfg.allowed(&client, kind) {
                 continue;
             }
-            let domain = domain_str(&a.domain);
+            let domain = super::tunnel::parent_str(&a.domain);
             let mut ev = Map::new();
             ev.insert("conflicting_answers".into(), json!(a.conflicts));
             ev.insert("first_seen".into(), json!(a.span.first.to_string()));

@@ -238,3 +238,24 @@ mod tests {
         assert_eq!(c.now, Timestamp(2_000));
     }
 }
+
+/// A peak that halves every `half_life_s` seconds of packet time: a usual
+/// maximum that forgets a busy day slowly (slow-HTTP servers, MACs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecayingPeak {
+    peak: f64,
+    at: Timestamp,
+}
+
+impl DecayingPeak {
+    /// The peak as of `t`.
+    pub fn value(&self, t: Timestamp, half_life_s: f64) -> f64 {
+        let dt = t.since(self.at) as f64 / crate::base::time::NANOS_PER_SEC as f64;
+        self.peak * 0.5f64.powf(dt / half_life_s)
+    }
+
+    /// Raises the peak to `x` at `t` if `x` is higher than what is left of it.
+    pub fn raise(&mut self, t: Timestamp, x: f64, half_life_s: f64) {
+        *self = DecayingPeak { peak: self.value(t, half_life_s).max(x), at: t };
+    }
+}

@@ -105,7 +105,8 @@ impl Observer for L2Shard {
     }
 }
 
-fn mac_str(m: &[u8; 6]) -> String {
+/// A MAC address in the usual colon notation.
+pub(crate) fn mac_str(m: &[u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 

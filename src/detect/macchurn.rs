@@ -24,6 +24,8 @@ use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family};
+use super::history::DecayingPeak;
+use super::l2watch::mac_str;
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, merged_by_key};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
@@ -135,17 +137,7 @@ struct MacState {
     agg: MacAgg,
     /// The window has been reported (its count is not learned).
     flagged: bool,
-    usual: f64,
-    usual_at: Timestamp,
-}
-
-fn decayed(s: &MacState, t: Timestamp) -> f64 {
-    let dt = t.since(s.usual_at) as f64 / NANOS_PER_SEC as f64;
-    s.usual * 0.5f64.powf(dt / USUAL_HALF_LIFE_S)
-}
-
-fn mac_str(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    usual: DecayingPeak,
 }
 
 /// A MAC as an episode key: the modified EUI-64 link-local address it
@@ -199,15 +191,13 @@ impl Family for MacChurn {
             let s = self.macs.entry(mac).or_insert_with(|| MacState {
                 first_seen: agg.span.or_at(t).first,
                 start: t,
-                usual_at: t,
                 ..MacState::default()
             });
             if t.since(s.start) >= window {
                 // A closed window teaches the usual, unless it was the anomaly.
                 if !s.flagged {
                     let n = s.agg.sources.estimate() as f64;
-                    s.usual = decayed(s, t).max(n);
-                    s.usual_at = t;
+                    s.usual.raise(t, n, USUAL_HALF_LIFE_S);
                 }
                 s.start = t;
                 s.agg = MacAgg::default();
@@ -216,7 +206,7 @@ impl Family for MacChurn {
             s.agg.merge(&agg);
             let learning = t.since(s.first_seen) < window;
             let count = s.agg.sources.count();
-            let usual = decayed(s, t);
+            let usual = s.usual.value(t, USUAL_HALF_LIFE_S);
             let line = f64::from(c.sources).max(c.ratio * usual);
             if learning || (count.value as f64) < line {
                 continue;

@@ -24,6 +24,7 @@ use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, Episodes};
 use super::family::{Context, Family};
+use super::history::DecayingPeak;
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, merged_by_key};
 use crate::base::Addr;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
@@ -91,18 +92,20 @@ impl Observer for PendingTable {
         if server_flags & tcp_flags::PSH != 0 {
             return; // answered already: not pending, counted out when it was
         }
-        let key = if from_orig { (m.src, m.dst, m.dport) } else { (m.dst, m.src, m.sport) };
-        if matches!(t.before, ConnState::SynSent | ConnState::SynAckSeen) && t.after == ConnState::Established
-        {
-            let pushes = !from_orig && m.tcp_flags & tcp_flags::PSH != 0;
-            if !pushes {
-                self.add(key, 1, Some(m.ts));
-            }
-        } else if t.before == ConnState::Established {
-            let answered = !from_orig && m.tcp_flags & tcp_flags::PSH != 0;
-            if answered || t.after != ConnState::Established {
-                self.add(key, -1, None);
-            }
+        let pushes = !from_orig && m.tcp_flags & tcp_flags::PSH != 0;
+        let opened = matches!(t.before, ConnState::SynSent | ConnState::SynAckSeen)
+            && t.after == ConnState::Established;
+        let delta = if opened {
+            i32::from(!pushes)
+        } else if t.before == ConnState::Established && (pushes || t.after != ConnState::Established) {
+            -1
+        } else {
+            0
+        };
+        // The key only for the few packets that change a count.
+        if delta != 0 {
+            let key = if from_orig { (m.src, m.dst, m.dport) } else { (m.dst, m.src, m.sport) };
+            self.add(key, delta, (delta > 0).then_some(m.ts));
         }
     }
 
@@ -148,18 +151,11 @@ struct Pending {
     peak: i64,
 }
 
-/// A server's usual peak of pending connections per client.
-#[derive(Clone, Copy, Debug, Default)]
-struct Usual {
-    peak: f64,
-    at: Timestamp,
-}
-
 /// The host half. Evidence times (`first_seen`, `last_seen`) are the
 /// handshakes of the pending connections.
 pub struct SlowHttp {
     pending: HashMap<PendKey, Pending, foldhash::fast::FixedState>,
-    usual: HashMap<(Addr, u16), Usual, foldhash::fast::FixedState>,
+    usual: HashMap<(Addr, u16), DecayingPeak, foldhash::fast::FixedState>,
     episodes: Episodes<RuleEpisode>,
     idx: Vec<(PendKey, u32)>,
     keys: Vec<PendKey>,
@@ -170,7 +166,7 @@ pub struct SlowHttp {
 /// seconds (`settled`): a ramp-up (Slowloris opens its sockets over a few
 /// seconds) is not usual.
 fn learn(
-    usual: &mut HashMap<(Addr, u16), Usual, foldhash::fast::FixedState>,
+    usual: &mut HashMap<(Addr, u16), DecayingPeak, foldhash::fast::FixedState>,
     key: PendKey,
     n: f64,
     settled: bool,
@@ -180,14 +176,7 @@ fn learn(
     if !settled || (usual.len() >= MAX_TRACKED && !usual.contains_key(&(server, port))) {
         return;
     }
-    let u = usual.entry((server, port)).or_default();
-    let now = decayed(u, t);
-    *u = Usual { peak: now.max(n), at: t };
-}
-
-fn decayed(u: &Usual, t: Timestamp) -> f64 {
-    let dt = t.since(u.at) as f64 / NANOS_PER_SEC as f64;
-    u.peak * 0.5f64.powf(dt / USUAL_HALF_LIFE_S)
+    usual.entry((server, port)).or_default().raise(t, n, USUAL_HALF_LIFE_S);
 }
 
 impl Family for SlowHttp {
@@ -247,7 +236,7 @@ impl Family for SlowHttp {
         for key in &keys {
             let Some(p) = self.pending.get_mut(key) else { continue };
             let (client, server, port) = *key;
-            let usual = self.usual.get(&(server, port)).map_or(0.0, |u| decayed(u, t));
+            let usual = self.usual.get(&(server, port)).map_or(0.0, |u| u.value(t, USUAL_HALF_LIFE_S));
             let line = f64::from(c.connections).max(c.ratio * usual);
             let ep = EpisodeKey { kind: AnomalyKind::SlowHttp, src: client, dst: server };
             let n = p.n as f64;

@@ -180,11 +180,6 @@ fn prefix_observation(
         agg.top[i],
         agg.sources.count().words(),
     );
-    let this_start = Timestamp(t.as_nanos().saturating_sub(1)).floor_to(cfg.interval_ns.max(1));
-    let back = match st.over[i] {
-        0 => 0,
-        bits => u64::from(31 - bits.leading_zeros()),
-    };
     SpikeObs {
         ts: t,
         host: p,
@@ -196,7 +191,7 @@ fn prefix_observation(
         spec: i,
         what: text,
         over,
-        onset: Timestamp(this_start.as_nanos().saturating_sub(back * cfg.interval_ns)),
+        onset: onset_of(t, st.over[i], cfg.interval_ns),
         opened_by: if persistent {
             format!("spread over the prefix and over the line in {} intervals", st.over[i].count_ones())
         } else {
@@ -204,6 +199,18 @@ fn prefix_observation(
         },
         span: agg.span,
     }
+}
+
+/// Start of the oldest interval over the line still in the persistence
+/// window `over` (this one's start when it opens by shape alone; the last
+/// interval of an input ends at its last packet).
+fn onset_of(t: Timestamp, over: u32, interval_ns: u64) -> Timestamp {
+    let this_start = Timestamp(t.as_nanos().saturating_sub(1)).floor_to(interval_ns.max(1));
+    let back = match over {
+        0 => 0,
+        bits => u64::from(31 - bits.leading_zeros()),
+    };
+    Timestamp(this_start.as_nanos().saturating_sub(back.saturating_mul(interval_ns)))
 }
 
 /// One host's learned state.
@@ -560,15 +567,7 @@ impl SpikeDetector {
                 } else {
                     shape.why.to_string()
                 };
-                // Start of the oldest interval over the line still in the
-                // window (this one's start when it opens by shape alone; the
-                // last interval of an input ends at its last packet).
-                let this_start = Timestamp(t.as_nanos().saturating_sub(1)).floor_to(cfg.interval_ns.max(1));
-                let back = match hb.over[i] {
-                    0 => 0,
-                    bits => u64::from(31 - bits.leading_zeros()),
-                };
-                let onset = this_start.as_nanos().saturating_sub(back * cfg.interval_ns);
+                let onset = onset_of(t, hb.over[i], cfg.interval_ns);
                 let baseline = trusted.then(|| {
                     let (mean, sd) = base.reported();
                     Baseline { mean: round2(mean), stddev: round2(sd), samples: base.samples }
@@ -577,7 +576,7 @@ impl SpikeDetector {
                     v,
                     line,
                     over,
-                    onset: Timestamp(onset),
+                    onset,
                     opened_by,
                     trigger,
                     report: trigger,

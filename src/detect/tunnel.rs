@@ -285,7 +285,8 @@ pub struct PairDns {
     pub encoded_parents: Distinct,
 }
 
-fn parent_str(p: &[u8; 24]) -> String {
+/// The decoder's zero-padded parent domain as text.
+pub(crate) fn parent_str(p: &[u8; 24]) -> String {
     let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
     String::from_utf8_lossy(&p[..end]).into_owned()
 }
