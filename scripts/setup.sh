@@ -2,12 +2,12 @@
 # Installs what netvigil needs on Debian/Ubuntu, only when it is missing.
 #   scripts/setup.sh build   libpcap headers (to build)
 #   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3, nmap,
-#                            prometheus + promtool, systemd-analyze)
+#                            prometheus + promtool, systemd-analyze, nats-server)
 set -euo pipefail
 
 want=(libpcap-dev pkg-config)
 if [ "${1:-build}" = test ]; then
-  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd)
+  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd nats-server)
 fi
 
 missing=()

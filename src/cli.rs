@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::capture::replay::Speed;
+use crate::export::events::EventTarget;
 
 /// netvigil: a packet-level network anomaly sensor.
 ///
@@ -48,9 +49,14 @@ pub struct Common {
     /// TOML configuration file.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where anomaly events go, as JSON lines ("-" for stdout).
-    #[arg(long, value_name = "PATH", default_value = "-")]
-    pub events: PathBuf,
+    /// Where anomaly events go: "-" (stdout) or a file, as JSON lines, and/or
+    /// nats://HOST:PORT[,HOST:PORT...]/SUBJECT (JetStream, spooled under --state-dir).
+    /// Give it twice for a file and NATS.
+    #[arg(long, value_name = "TARGET", default_value = "-")]
+    pub events: Vec<EventTarget>,
+    /// This sensor's name in every event (default: [events] sensor, else the host name).
+    #[arg(long, value_name = "NAME")]
+    pub sensor_name: Option<String>,
     /// Tracker threads (default: available cores - 1, at least 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,

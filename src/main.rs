@@ -20,6 +20,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use netvigil::capture::{CaptureError, live};
 use netvigil::cli::{Cli, Command, Common};
 use netvigil::config::{Config, ConfigError};
+use netvigil::export::events::{EventTarget, OutputOptions};
+use netvigil::export::nats::NatsError;
 use netvigil::export::{EventWriter, EventsError, metrics};
 use netvigil::pipeline::{self, Backpressure, Options, Source, Summary};
 
@@ -56,7 +58,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(netvigil::capture::privileges::PrivilegeError::NoUser(_)) = e.downcast_ref() {
         return EXIT_USAGE;
     }
-    if let Some(EventsError::Open { .. }) = e.downcast_ref::<EventsError>() {
+    if let Some(
+        EventsError::Open { .. } | EventsError::TwoFiles(..) | EventsError::Nats(NatsError::NoStateDir),
+    ) = e.downcast_ref::<EventsError>()
+    {
         return EXIT_USAGE;
     }
     EXIT_RUNTIME
@@ -90,7 +95,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // A replay whose events go nowhere: what remains is the state it saves.
             let common = Common {
                 config: args.config,
-                events: PathBuf::from("/dev/null"),
+                events: vec![EventTarget::File(PathBuf::from("/dev/null"))],
+                sensor_name: None,
                 workers: args.workers,
                 metrics_listen: None,
                 bpf: args.bpf,
@@ -219,7 +225,13 @@ fn prepare(
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         tracing::info!("learned baselines load from and save to {}", dir.display());
     }
-    let events = EventWriter::open(&common.events)?;
+    let sensor = sensor_name(common.sensor_name.as_deref(), &cfg.events.sensor)?;
+    let output = OutputOptions {
+        sensor: Some(sensor),
+        state_dir: common.state_dir.clone(),
+        config: cfg.events.clone(),
+    };
+    let events = EventWriter::open_targets(&common.events, &output)?;
     let workers = common.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map(|n| n.get().saturating_sub(1)).unwrap_or(1).max(1)
     });
@@ -255,6 +267,26 @@ fn prepare(
         },
         stop,
     ))
+}
+
+/// The sensor's name: the flag, else the config, else the host name.
+fn sensor_name(flag: Option<&str>, config: &str) -> anyhow::Result<String> {
+    if let Some(name) = flag {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+            anyhow::bail!(ConfigError::Invalid {
+                key: "--sensor-name",
+                value: name.to_string(),
+                reason: "must be printable ASCII without spaces",
+            });
+        }
+        return Ok(name.to_string());
+    }
+    if !config.is_empty() {
+        return Ok(config.to_string());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(char::is_ascii_graphic).collect();
+    Ok(if host.is_empty() { "netvigil".into() } else { host })
 }
 
 /// Wakes a blocked libpcap read when a stop signal arrives.

@@ -23,7 +23,12 @@ fn captures() -> Vec<PathBuf> {
 
 fn events(files: &[PathBuf], workers: usize, config: Option<&Path>) -> String {
     let mut c = Command::new(env!("CARGO_BIN_EXE_netvigil"));
-    c.env_remove("NETVIGIL_LOG").arg("replay").arg("-q").arg("--workers").arg(workers.to_string());
+    c.env_remove("NETVIGIL_LOG")
+        .arg("replay")
+        .arg("-q")
+        .args(["--sensor-name", "golden"])
+        .arg("--workers")
+        .arg(workers.to_string());
     if let Some(cfg) = config {
         c.arg("--config").arg(cfg);
     }

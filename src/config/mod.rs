@@ -93,6 +93,36 @@ pub struct Config {
     pub slow_http: SlowConfig,
     /// One MAC opening flows from many source addresses.
     pub one_mac_many_ips: MacChurnConfig,
+    /// Event output: sensor name, NATS stream and spool.
+    pub events: EventsConfig,
+}
+
+/// `[events]`: how events leave the sensor (targets are `--events`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// This sensor's name in every event; empty: the host name. `--sensor-name` wins.
+    pub sensor: String,
+    /// NATS: the stream created for the subject when no stream takes it.
+    pub nats_stream: String,
+    /// NATS: cap of the on-disk spool in MiB. An event is about 1-2 KB, so
+    /// the default holds some 150,000: days of a busy sensor's events
+    /// while the servers are away. Past it new events are dropped and counted.
+    pub spool_mib: f64,
+    /// NATS: at shutdown, seconds spent sending what is still spooled
+    /// (what is left is sent on the next start).
+    pub drain_seconds: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            sensor: String::new(),
+            nats_stream: "NETVIGIL".into(),
+            spool_mib: 256.0,
+            drain_seconds: 5,
+        }
+    }
 }
 
 /// `[capture]`: how packets are read and batched.
@@ -268,6 +298,23 @@ impl Config {
             "must be 0..=86400 seconds",
         )?;
         check(e.max_open >= 1, "episodes.max_open", e.max_open, "must be at least 1")?;
+        let ev = &self.events;
+        check(
+            (0.001..=1_048_576.0).contains(&ev.spool_mib),
+            "events.spool_mib",
+            ev.spool_mib,
+            "must be 0.001..=1048576",
+        )?;
+        check(ev.drain_seconds <= 3600, "events.drain_seconds", ev.drain_seconds, "must be 0..=3600")?;
+        let stream_ok = !ev.nats_stream.is_empty()
+            && ev.nats_stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        check(stream_ok, "events.nats_stream", &ev.nats_stream, "must be letters, digits, _ or -")?;
+        check(
+            ev.sensor.chars().all(|c| c.is_ascii_graphic()),
+            "events.sensor",
+            &ev.sensor,
+            "must be printable ASCII without spaces",
+        )?;
         self.validate_detectors()
     }
 

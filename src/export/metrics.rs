@@ -56,6 +56,19 @@ pub const BUILD_INFO: &str = "netvigil_build_info";
 /// Process start time, Unix seconds.
 pub const START_TIME: &str = "netvigil_start_time_seconds";
 
+/// Events sent to NATS (retries included).
+pub const EVENTS_PUBLISHED: &str = "netvigil_events_published_total";
+/// Events the JetStream stream acknowledged.
+pub const EVENTS_ACKED: &str = "netvigil_events_acknowledged_total";
+/// Events appended to the NATS spool.
+pub const EVENTS_SPOOLED: &str = "netvigil_events_spooled_total";
+/// Events dropped, by reason (spool_full).
+pub const EVENTS_DROPPED: &str = "netvigil_events_dropped_total";
+/// Bytes in the NATS spool not yet acknowledged.
+pub const SPOOL_BYTES: &str = "netvigil_event_spool_bytes";
+/// Time from sending an event to its acknowledgement.
+pub const PUBLISH_LATENCY: &str = "netvigil_event_publish_seconds";
+
 /// Starts the Prometheus HTTP endpoint on `addr` and describes every metric.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
     // Fixed buckets (not summaries) so several sensors aggregate in PromQL.
@@ -65,6 +78,7 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .with_http_listener(addr)
         .set_buckets_for_metric(Matcher::Full(PIPELINE_LATENCY.into()), &latency)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(PACKET_TIME_LAG.into()), &lag))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(PUBLISH_LATENCY.into()), &latency))
         .map_err(|e| format!("cannot configure metrics: {e}"))?
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
@@ -100,6 +114,16 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
     describe_gauge!(UPTIME, metrics::Unit::Seconds, "Seconds since the process started.");
     describe_counter!(RELOADS, metrics::Unit::Count, "Configuration reloads by result.");
     describe_gauge!(BUILD_INFO, "Build information.");
+    describe_counter!(EVENTS_PUBLISHED, metrics::Unit::Count, "Events sent to NATS, retries included.");
+    describe_counter!(EVENTS_ACKED, metrics::Unit::Count, "Events the JetStream stream acknowledged.");
+    describe_counter!(EVENTS_SPOOLED, metrics::Unit::Count, "Events appended to the NATS spool.");
+    describe_counter!(EVENTS_DROPPED, metrics::Unit::Count, "Events dropped, by reason.");
+    describe_gauge!(SPOOL_BYTES, metrics::Unit::Bytes, "Bytes in the NATS spool not yet acknowledged.");
+    describe_histogram!(
+        PUBLISH_LATENCY,
+        metrics::Unit::Seconds,
+        "Time from sending an event to its acknowledgement."
+    );
     describe_gauge!(START_TIME, metrics::Unit::Seconds, "Process start time since the Unix epoch.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Series that exist from the start, so dashboards show 0, not "no data".

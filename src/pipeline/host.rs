@@ -26,6 +26,7 @@ pub(super) struct HostResult {
     pub saved: Option<PathBuf>,
     pub latency_us: Option<(u64, u64, u64)>,
     pub reloads: (u64, u64),
+    pub nats: Option<crate::export::nats::NatsReport>,
 }
 
 /// What the host-stage thread needs besides its data.
@@ -162,6 +163,13 @@ pub(super) fn run(
                 stop.store(true, Ordering::Relaxed);
             }
         }
+        if error.is_none()
+            && let Err(e) = writer.end_batch()
+        {
+            tracing::error!("{e}");
+            error = Some(e.to_string());
+            stop.store(true, Ordering::Relaxed);
+        }
         let lat = sent.map(|s| s.elapsed());
         if let (Some(h), Some(l)) = (latency.as_mut(), lat) {
             let _ = h.record((l.as_micros() as u64).max(1));
@@ -208,7 +216,10 @@ pub(super) fn run(
     let latency_us = latency
         .filter(|h| !h.is_empty())
         .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()));
+    // Events are out of the pipeline: let NATS have what is spooled.
+    let nats = writer.finish();
     HostResult {
+        nats,
         tracking: host.stats(),
         by_kind: writer.by_kind.clone(),
         written: writer.total,

@@ -261,6 +261,7 @@ pub fn run(
                 summary.state_saved = hs.saved;
                 summary.latency_us = hs.latency_us;
                 summary.reloads = hs.reloads;
+                summary.nats = hs.nats;
             }
             Err(_) => summary.events_error = Some("host stage crashed".into()),
         },

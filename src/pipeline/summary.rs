@@ -37,6 +37,8 @@ pub struct Summary {
     pub latency_us: Option<(u64, u64, u64)>,
     /// Configuration reloads: applied, rejected.
     pub reloads: (u64, u64),
+    /// What the NATS output did, when there was one.
+    pub nats: Option<crate::export::nats::NatsReport>,
 }
 
 /// The process's peak resident set size (Linux `VmHWM`), if readable.
@@ -85,6 +87,7 @@ impl Summary {
             "unsupported_link_types": links,
             "episodes": self.episodes_by_kind,
             "events_written": self.events_written,
+            "nats": self.nats,
             "drops": {"kernel": c.kernel_drops, "interface": c.if_drops, "queue_full": c.queue_drops},
             "reordered": {"packets": c.reordered, "max_step_us": c.reordered_max_ns / 1000},
             "errors": c.errors,
@@ -195,6 +198,13 @@ impl Summary {
         }
         if self.reloads != (0, 0) {
             let _ = writeln!(s, "  reloads      {} applied, {} rejected", self.reloads.0, self.reloads.1);
+        }
+        if let Some(n) = &self.nats {
+            let _ = writeln!(
+                s,
+                "  nats         {} spooled, {} acknowledged, {} dropped at the spool cap, {} bytes left for the next start",
+                n.spooled, n.acknowledged, n.dropped, n.left_bytes
+            );
         }
         if let Some(e) = &self.events_error {
             let _ = writeln!(s, "  events       stopped: {e}");
