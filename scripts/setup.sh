@@ -2,12 +2,12 @@
 # Installs what netvigil needs on Debian/Ubuntu, only when it is missing.
 #   scripts/setup.sh build   libpcap headers (to build)
 #   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3, nmap,
-#                            prometheus + promtool, systemd-analyze, nats-server)
+#                            prometheus + promtool, systemd-analyze, nats-server, dpkg-shlibdeps, cargo-deb)
 set -euo pipefail
 
 want=(libpcap-dev pkg-config)
 if [ "${1:-build}" = test ]; then
-  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd nats-server)
+  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd nats-server dpkg-dev)
 fi
 
 missing=()
@@ -25,4 +25,11 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust first (https://rustup.rs), then rerun" >&2
   exit 1
+fi
+
+# tests/package.rs builds the .deb with it; dpkg-dev above gives it dpkg-shlibdeps
+# for the package's Depends. Compiling it takes a few minutes, once.
+if [ "${1:-build}" = test ] && ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb" >&2
+  cargo install cargo-deb --locked --quiet
 fi
