@@ -31,5 +31,5 @@ fi
 # for the package's Depends. Compiling it takes a few minutes, once.
 if [ "${1:-build}" = test ] && ! cargo deb --version >/dev/null 2>&1; then
   echo "setup: installing cargo-deb" >&2
-  cargo install cargo-deb --locked --quiet
+  cargo install cargo-deb --version "^3.8" --locked --quiet
 fi

@@ -367,3 +367,10 @@ fn a_full_spool_counts_what_it_drops_and_sends_the_rest_later() {
     let got: Vec<Value> = read_stream(&[server.url()]).into_iter().map(|(_, v)| v).collect();
     assert_eq!(got, file[..spooled as usize].to_vec(), "the oldest events were kept, in order");
 }
+
+#[test]
+fn the_example_cluster_config_is_valid() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/nats/nats-server-cluster.conf");
+    let out = Command::new(nats_server()).arg("-c").arg(&conf).arg("-t").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
