@@ -66,6 +66,9 @@ pub struct Common {
     /// Capture filter in libpcap syntax.
     #[arg(long, value_name = "EXPR")]
     pub bpf: Option<String>,
+    /// Write each episode's packets to DIR/<episode_id>.pcap (see [evidence]).
+    #[arg(long, value_name = "DIR")]
+    pub evidence_dir: Option<PathBuf>,
     /// Directory for learned state across runs.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -97,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config: args.config,
                 events: vec![EventTarget::File(PathBuf::from("/dev/null"))],
                 sensor_name: None,
+                evidence_dir: None,
                 workers: args.workers,
                 metrics_listen: None,
                 bpf: args.bpf,
@@ -264,6 +265,7 @@ fn prepare(
             state_dir: common.state_dir.clone(),
             reload: reload.clone(),
             config_path: common.config.clone(),
+            evidence_dir: common.evidence_dir.clone(),
         },
         stop,
     ))

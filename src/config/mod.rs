@@ -95,6 +95,30 @@ pub struct Config {
     pub one_mac_many_ips: MacChurnConfig,
     /// Event output: sensor name, NATS stream and spool.
     pub events: EventsConfig,
+    /// Evidence pcaps (with `--evidence-dir`).
+    pub evidence: EvidenceConfig,
+}
+
+/// `[evidence]`: the packets kept for each episode's pcap (`--evidence-dir`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceConfig {
+    /// Packet time kept before an episode opens: enough to show how an
+    /// attack began (its first probes precede the interval that flags it).
+    pub before_seconds: f64,
+    /// Memory of the ring of recent packets, in MiB: `before_seconds` of a
+    /// 100 Mbit/s link is about 120 MiB; a busier link keeps less time.
+    pub ring_mib: f64,
+    /// Cap of one episode's file, in MiB: a flood's file is a sample.
+    pub episode_mib: f64,
+    /// Cap of all files together, in MiB; the oldest finished files go first.
+    pub total_mib: f64,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig { before_seconds: 10.0, ring_mib: 64.0, episode_mib: 8.0, total_mib: 1024.0 }
+    }
 }
 
 /// `[events]`: how events leave the sensor (targets are `--events`).
@@ -306,6 +330,20 @@ impl Config {
             "must be 0.001..=1048576",
         )?;
         check(ev.drain_seconds <= 3600, "events.drain_seconds", ev.drain_seconds, "must be 0..=3600")?;
+        let evd = &self.evidence;
+        check(
+            (0.0..=3600.0).contains(&evd.before_seconds),
+            "evidence.before_seconds",
+            evd.before_seconds,
+            "must be 0..=3600",
+        )?;
+        for (key, v) in [
+            ("evidence.ring_mib", evd.ring_mib),
+            ("evidence.episode_mib", evd.episode_mib),
+            ("evidence.total_mib", evd.total_mib),
+        ] {
+            check((0.1..=1_048_576.0).contains(&v), key, v, "must be 0.1..=1048576")?;
+        }
         let stream_ok = !ev.nats_stream.is_empty()
             && ev.nats_stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         check(stream_ok, "events.nats_stream", &ev.nats_stream, "must be letters, digits, _ or -")?;

@@ -45,6 +45,22 @@ impl LinkType {
         }
     }
 
+    /// The DLT number to write frames of this link type under.
+    pub fn dlt(self) -> i32 {
+        match self {
+            LinkType::Ethernet => 1,
+            LinkType::LinuxSll => 113,
+            LinkType::LinuxSll2 => 276,
+            LinkType::RawIp => 101,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::Null => 0,
+            LinkType::Loop => 108,
+            LinkType::Ppp => 9,
+            LinkType::Unsupported(n) => n,
+        }
+    }
+
     /// True when frames of this link type can be decoded.
     pub fn is_supported(self) -> bool {
         !matches!(self, LinkType::Unsupported(_))

@@ -33,6 +33,8 @@ pub struct Dispatcher {
     /// With several capture threads: this thread's number and the tick
     /// coordinator, which closes an interval once every thread has passed it.
     pub(super) coord: Option<(usize, Sender<CoordMsg>)>,
+    /// Evidence pcaps: the ring of recent frames (`--evidence-dir`).
+    pub(super) evidence: Option<super::evidence::Recorder>,
 }
 
 /// What a capture thread tells the tick coordinator (several capture threads).
@@ -108,6 +110,9 @@ impl Dispatcher {
                     }
                 }
                 self.next_tick = Some(boundary.saturating_add(self.interval));
+                if let Some(r) = self.evidence.as_mut() {
+                    r.maintain();
+                }
                 if self.publish {
                     metrics::publish_capture(&self.stats);
                 }
@@ -173,6 +178,19 @@ impl FrameSink for Dispatcher {
         } else {
             (shard_hash(&FlowKey::of(&m).0) % self.shards.len() as u64) as usize
         };
+        if let Some(r) = self.evidence.as_mut()
+            && r.push(link, &m, f.data)
+        {
+            // The ring holds only packets the host may still ask for: let it
+            // catch up with every interval sent, in packet time.
+            self.flush();
+            let sent = self.next_tick.map_or(Timestamp::ZERO, |t| {
+                Timestamp::ZERO.saturating_add(t.as_nanos().saturating_sub(self.interval))
+            });
+            if let Some(r) = self.evidence.as_mut() {
+                r.wait_for_host(sent, link, &m, f.data);
+            }
+        }
         self.batches[i].push(m);
         if self.batches[i].len() >= self.batch_size {
             self.send_batch(i);

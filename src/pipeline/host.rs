@@ -36,6 +36,10 @@ pub(super) struct Control {
     pub reload: Arc<AtomicBool>,
     pub config_path: Option<PathBuf>,
     pub started: Instant,
+    /// Interval length in ns (an interval's start is its end minus this).
+    pub interval: u64,
+    /// Evidence pcaps: asks the capture thread for each episode's packets.
+    pub evidence: Option<super::evidence::EvidenceHost>,
 }
 
 /// Saving learned state from the host stage, on a packet-time timer.
@@ -118,9 +122,10 @@ pub(super) fn run(
     writer: &mut EventWriter,
     stop: &AtomicBool,
     mut persist: Persist,
-    ctl: Control,
+    mut ctl: Control,
     give_back: Vec<Sender<Returned<Reports>>>,
 ) -> HostResult {
+    let mut evidence = ctl.evidence.take();
     let mut out: Vec<Anomaly> = Vec::new();
     let mut error: Option<String> = None;
     let restored = persist.restore(&mut host);
@@ -146,7 +151,14 @@ pub(super) fn run(
         } else {
             persist.maybe_save(&host, now, false);
         }
-        for a in out.drain(..) {
+        let iv_start =
+            crate::base::time::Timestamp::ZERO.saturating_add(now.as_nanos().saturating_sub(ctl.interval));
+        // The last interval ends at the last packet, which belongs in it.
+        let iv_end = if host.all_finished() { now.saturating_add(1) } else { now };
+        for mut a in out.drain(..) {
+            if let Some(ev) = evidence.as_mut() {
+                ev.on_event(&mut a, iv_start, iv_end);
+            }
             if error.is_some() {
                 continue;
             }
@@ -162,6 +174,9 @@ pub(super) fn run(
                 error = Some(e.to_string());
                 stop.store(true, Ordering::Relaxed);
             }
+        }
+        if let Some(ev) = &evidence {
+            ev.advance(now);
         }
         if error.is_none()
             && let Err(e) = writer.end_batch()
@@ -216,6 +231,8 @@ pub(super) fn run(
     let latency_us = latency
         .filter(|h| !h.is_empty())
         .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()));
+    // Every episode has ended: the recorder may close its files.
+    drop(evidence);
     // Events are out of the pipeline: let NATS have what is spooled.
     let nats = writer.finish();
     HostResult {

@@ -13,6 +13,7 @@
 
 mod coordinate;
 mod dispatch;
+pub mod evidence;
 mod host;
 mod summary;
 
@@ -60,6 +61,8 @@ pub struct Options {
     pub reload: Arc<AtomicBool>,
     /// The config file to reload from (built-in defaults when `None`).
     pub config_path: Option<PathBuf>,
+    /// Where evidence pcaps go (`--evidence-dir`), if anywhere.
+    pub evidence_dir: Option<PathBuf>,
 }
 
 /// The capture source of a run.
@@ -98,6 +101,7 @@ pub fn replay_files(paths: Vec<PathBuf>, cfg: &Config, workers: usize, events: E
         state_dir: None,
         reload: Arc::new(AtomicBool::new(false)),
         config_path: None,
+        evidence_dir: None,
     };
     let source = Source::Replay {
         paths,
@@ -147,6 +151,24 @@ pub fn run(
     drop(recycle_tx);
 
     let host = HostStage::new(handles.len().max(1), detect_cfg);
+    let fanout = matches!(&source, Source::Live { caps, .. } if caps.len() > 1);
+    let (evidence_host, mut recorder) = match &opts.evidence_dir {
+        // Several capture threads would each hold part of an episode's packets.
+        Some(_) if fanout => {
+            tracing::warn!(
+                "evidence pcaps need one capture thread; --evidence-dir is ignored with --capture-threads > 1"
+            );
+            (None, None)
+        }
+        Some(dir) => match evidence::pair(dir, &cfg.evidence, opts.backpressure == Backpressure::Block) {
+            Ok((h, r)) => (Some(h), Some(r)),
+            Err(e) => {
+                tracing::error!("cannot use evidence directory {}: {e}; no evidence pcaps", dir.display());
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
     let publish = opts.metrics;
     let stop_host = stop.clone();
     let mut writer = opts.events;
@@ -158,6 +180,8 @@ pub fn run(
         reload: opts.reload.clone(),
         config_path: opts.config_path.clone(),
         started,
+        interval: cfg.interval_ns(),
+        evidence: evidence_host,
     };
     let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
         let persist = host::Persist::new(state_dir, save_every);
@@ -181,19 +205,24 @@ pub fn run(
         skew: 0,
         stop: stop.clone(),
         coord,
+        evidence: None,
     };
     let (result, stats, first, watermark) = match source {
         Source::Replay { paths, speed, bpf, progress } => {
             let mut d = dispatcher(None);
+            d.evidence = recorder.take();
             let r = crate::capture::replay::run(&paths, speed, bpf.as_deref(), &stop, &mut d, progress);
             d.finish();
+            recorder = d.evidence.take();
             (r, d.stats, d.first, d.watermark)
         }
         Source::Live { mut caps, opts: lo, status } if caps.len() <= 1 => match caps.pop() {
             Some(cap) => {
                 let mut d = dispatcher(None);
+                d.evidence = recorder.take();
                 let r = crate::capture::live::run(cap, &lo, &stop, &mut d, status);
                 d.finish();
+                recorder = d.evidence.take();
                 (r, d.stats, d.first, d.watermark)
             }
             None => (Ok(()), CaptureStats::default(), None, None),
@@ -243,6 +272,8 @@ pub fn run(
             all
         }
     };
+    // Writes what the host stage still asks for as it ends every episode.
+    let evidence_report = recorder.map(evidence::Recorder::finish);
     drop(shard_txs);
     drop(recycle_rx);
     for h in handles {
@@ -262,6 +293,7 @@ pub fn run(
                 summary.latency_us = hs.latency_us;
                 summary.reloads = hs.reloads;
                 summary.nats = hs.nats;
+                summary.evidence = evidence_report;
             }
             Err(_) => summary.events_error = Some("host stage crashed".into()),
         },

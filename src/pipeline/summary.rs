@@ -39,6 +39,8 @@ pub struct Summary {
     pub reloads: (u64, u64),
     /// What the NATS output did, when there was one.
     pub nats: Option<crate::export::nats::NatsReport>,
+    /// What the evidence recorder wrote, when there was one.
+    pub evidence: Option<super::evidence::EvidenceReport>,
 }
 
 /// The process's peak resident set size (Linux `VmHWM`), if readable.
@@ -88,6 +90,7 @@ impl Summary {
             "episodes": self.episodes_by_kind,
             "events_written": self.events_written,
             "nats": self.nats,
+            "evidence": self.evidence,
             "drops": {"kernel": c.kernel_drops, "interface": c.if_drops, "queue_full": c.queue_drops},
             "reordered": {"packets": c.reordered, "max_step_us": c.reordered_max_ns / 1000},
             "errors": c.errors,
@@ -204,6 +207,13 @@ impl Summary {
                 s,
                 "  nats         {} spooled, {} acknowledged, {} dropped at the spool cap, {} bytes left for the next start",
                 n.spooled, n.acknowledged, n.dropped, n.left_bytes
+            );
+        }
+        if let Some(e) = &self.evidence {
+            let _ = writeln!(
+                s,
+                "  evidence     {} pcaps, {} packets, {} rotated out, {} ring overruns",
+                e.files, e.packets, e.rotated, e.ring_overruns
             );
         }
         if let Some(e) = &self.events_error {
