@@ -5,6 +5,8 @@ use serde_json::{Map, Value, json};
 use super::anomaly::{Anomaly, Phase, Severity};
 use super::episode::{EpisodeKey, EpisodeState};
 use crate::base::time::{Span, Timestamp};
+use std::hash::BuildHasher;
+
 use crate::decode::Addr;
 
 /// One window's verdict from a rule detector.
@@ -178,8 +180,16 @@ pub fn roll<K: std::hash::Hash + Eq, T: Default>(
 /// A shard half's per-interval aggregates by key, at most `cap` keys (the
 /// rest counted), handed over at the tick as a list whose vector comes back
 /// to be filled again.
+///
+/// The aggregates live in that list itself, in arrival order, found through
+/// an index of `u32` slot numbers (as the host slab and the flow table do):
+/// a lookup probes a small index instead of a table of hundred-byte
+/// buckets, a new key is appended where the last one was written, and the
+/// tick hands the list over without copying it.
 pub struct IntervalTable<K, V> {
-    map: hashbrown::HashMap<K, V, foldhash::fast::FixedState>,
+    index: hashbrown::HashTable<u32>,
+    slab: Vec<(K, V)>,
+    hasher: foldhash::fast::FixedState,
     spare: Option<Vec<(K, V)>>,
     cap: usize,
     /// Observations turned away at the cap (cumulative).
@@ -190,9 +200,12 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     /// An empty table of at most `cap` keys.
     pub fn new(cap: usize) -> Self {
         IntervalTable {
-            map: hashbrown::HashMap::with_hasher(Default::default()),
+            index: hashbrown::HashTable::new(),
+            slab: Vec::new(),
+            hasher: foldhash::fast::FixedState::default(),
             spare: None,
-            cap,
+            // Slot numbers are `u32`.
+            cap: cap.min(u32::MAX as usize),
             overflow: 0,
         }
     }
@@ -200,18 +213,45 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     /// The aggregate of `k`, or `None` (counted) when the table is full.
     #[inline]
     pub fn entry(&mut self, k: K) -> Option<&mut V> {
-        if !self.map.contains_key(&k) && self.map.len() >= self.cap {
-            self.overflow += 1;
-            return None;
-        }
-        Some(self.map.entry(k).or_default())
+        let h = self.hasher.hash_one(&k);
+        let slab = &self.slab;
+        let i = match self.index.find(h, |&i| slab[i as usize].0 == k) {
+            Some(&i) => i as usize,
+            None if self.slab.len() >= self.cap => {
+                self.overflow += 1;
+                return None;
+            }
+            None => {
+                let i = self.slab.len();
+                self.slab.push((k, V::default()));
+                let (slab, hasher) = (&self.slab, &self.hasher);
+                self.index.insert_unique(h, i as u32, |&j| hasher.hash_one(&slab[j as usize].0));
+                i
+            }
+        };
+        self.slab.get_mut(i).map(|(_, v)| v)
     }
 
-    /// The interval's aggregates, moved into the recycled list.
+    /// Keys held this interval.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when no key was seen this interval.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// The interval's aggregates (in arrival order), leaving the recycled
+    /// list in their place.
     pub fn close(&mut self) -> Vec<(K, V)> {
-        let mut v = self.spare.take().unwrap_or_default();
-        v.extend(self.map.drain());
-        v
+        let mut spare = self.spare.take().unwrap_or_default();
+        spare.clear();
+        // The outgoing list's room at once when the recycled list is late or
+        // small, rather than regrown by doubling (copying) next interval.
+        spare.reserve(self.slab.capacity());
+        self.index.clear();
+        std::mem::replace(&mut self.slab, spare)
     }
 
     /// Takes back an emptied list.

@@ -17,7 +17,7 @@ use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, merged_by_key, roll};
+use super::rules::{IntervalTable, RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::sketch::PortSet;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct};
@@ -134,30 +134,19 @@ pub type SweepList = Vec<(SweepKey, SweepAgg)>;
 
 /// Per-shard, per-interval probe aggregates (capped).
 pub struct ProbeTable {
-    pairs: HashMap<(Addr, Addr), PairAgg, foldhash::fast::FixedState>,
-    sweeps: HashMap<SweepKey, SweepAgg, foldhash::fast::FixedState>,
-    spare: Option<(PairList, SweepList)>,
-    cap: usize,
-    /// Probes not recorded because the table was full.
-    pub overflow: u64,
+    pairs: IntervalTable<(Addr, Addr), PairAgg>,
+    sweeps: IntervalTable<SweepKey, SweepAgg>,
 }
 
 impl ProbeTable {
     /// Holds at most `cap` pairs and `cap` sweeps per interval.
     pub fn new(cap: usize) -> ProbeTable {
-        ProbeTable {
-            pairs: HashMap::with_hasher(Default::default()),
-            sweeps: HashMap::with_hasher(Default::default()),
-            spare: None,
-            cap,
-            overflow: 0,
-        }
+        ProbeTable { pairs: IntervalTable::new(cap), sweeps: IntervalTable::new(cap) }
     }
 
     /// Records a TCP/UDP probe from `src` to `dst:port`.
     pub fn probe(&mut self, ts: Timestamp, src: Addr, dst: Addr, port: u16, proto: u8, how: Probe) {
-        let cap = self.cap;
-        if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
+        if let Some(p) = self.pairs.entry((src, dst)) {
             if p.probes == 0 {
                 p.low_port = port;
                 p.high_port = port;
@@ -181,8 +170,7 @@ impl ProbeTable {
     /// Records the first packet of a flow of an IP protocol without ports
     /// (nor ICMP): what an IP protocol scan sends, one protocol at a time.
     pub fn proto_probe(&mut self, ts: Timestamp, src: Addr, dst: Addr, proto: u8) {
-        let cap = self.cap;
-        if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
+        if let Some(p) = self.pairs.entry((src, dst)) {
             p.span.add(ts);
             p.probes += 1;
             p.other += 1;
@@ -192,8 +180,7 @@ impl ProbeTable {
 
     /// Records a probe of `dst` on a sweep key (ICMP echo, ARP, or a port).
     pub fn sweep(&mut self, ts: Timestamp, src: Addr, dst: Addr, port: u16, proto: u8) {
-        let cap = self.cap;
-        if let Some(s) = entry(&mut self.sweeps, (src, port, proto), cap, &mut self.overflow) {
+        if let Some(s) = self.sweeps.entry((src, port, proto)) {
             s.dsts.insert_addr(&dst);
             s.span.add(ts);
             s.probes += 1;
@@ -202,25 +189,21 @@ impl ProbeTable {
 
     /// Records that `dst:port` answered `src` (handshake or UDP reply).
     pub fn success(&mut self, src: Addr, dst: Addr, port: u16, proto: u8, established: bool) {
-        let cap = self.cap;
-        if let Some(p) = entry(&mut self.pairs, (src, dst), cap, &mut self.overflow) {
+        if let Some(p) = self.pairs.entry((src, dst)) {
             if established {
                 p.established += 1;
             } else {
                 p.answered += 1;
             }
         }
-        if let Some(s) = entry(&mut self.sweeps, (src, port, proto), cap, &mut self.overflow) {
+        if let Some(s) = self.sweeps.entry((src, port, proto)) {
             s.ok += 1;
         }
     }
 
-    /// Moves this interval's aggregates out (into the recycled lists).
+    /// Moves this interval's aggregates out (leaving the recycled lists).
     pub fn drain(&mut self) -> (PairList, SweepList) {
-        let (mut pairs, mut sweeps) = self.spare.take().unwrap_or_default();
-        pairs.extend(self.pairs.drain());
-        sweeps.extend(self.sweeps.drain());
-        (pairs, sweeps)
+        (self.pairs.close(), self.sweeps.close())
     }
 }
 
@@ -237,8 +220,7 @@ impl Observer for ProbeTable {
         match m.arp_op {
             1 => self.sweep(m.ts, m.src, m.dst, 0, PROTO_ARP),
             2 => {
-                let cap = self.cap;
-                if let Some(s) = entry(&mut self.sweeps, (m.dst, 0, PROTO_ARP), cap, &mut self.overflow) {
+                if let Some(s) = self.sweeps.entry((m.dst, 0, PROTO_ARP)) {
                     s.ok += 1;
                 }
             }
@@ -310,29 +292,14 @@ impl Observer for ProbeTable {
         self.drain()
     }
 
-    fn recycle(&mut self, spare: (PairList, SweepList)) {
-        self.spare = Some(spare);
+    fn recycle(&mut self, (pairs, sweeps): (PairList, SweepList)) {
+        self.pairs.recycle(pairs);
+        self.sweeps.recycle(sweeps);
     }
 
+    /// Probes not recorded because a table was full (cumulative).
     fn overflow(&self) -> u64 {
-        self.overflow
-    }
-}
-
-fn entry<'a, K: std::hash::Hash + Eq, V: Default>(
-    map: &'a mut HashMap<K, V, foldhash::fast::FixedState>,
-    k: K,
-    cap: usize,
-    overflow: &mut u64,
-) -> Option<&'a mut V> {
-    let full = map.len() >= cap;
-    match map.entry(k) {
-        hashbrown::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
-        hashbrown::hash_map::Entry::Vacant(_) if full => {
-            *overflow += 1;
-            None
-        }
-        hashbrown::hash_map::Entry::Vacant(v) => Some(v.insert(V::default())),
+        self.pairs.overflow + self.sweeps.overflow
     }
 }
 
@@ -353,6 +320,9 @@ pub struct ScanDetector {
     /// Sort buffers kept between intervals.
     pair_idx: Vec<((Addr, Addr), u32)>,
     sweep_idx: Vec<(SweepKey, u32)>,
+    /// Scratch lists kept between intervals (targets probed, protocol-scan keys).
+    touched: Vec<Addr>,
+    proto_keys: Vec<(Addr, Addr)>,
     /// Windows dropped to stay under `max_tracked`.
     pub forgotten: u64,
 }
@@ -368,6 +338,8 @@ impl ScanDetector {
             episodes: Episodes::new(policy),
             pair_idx: Vec::new(),
             sweep_idx: Vec::new(),
+            touched: Vec::new(),
+            proto_keys: Vec::new(),
             forgotten: 0,
         }
     }
@@ -395,8 +367,10 @@ impl ScanDetector {
         let (mut pair_idx, mut sweep_idx) =
             (std::mem::take(&mut self.pair_idx), std::mem::take(&mut self.sweep_idx));
         self.bound(cfg.max_tracked, t, window);
-        let mut touched: Vec<Addr> = Vec::new();
-        let mut proto_keys: Vec<(Addr, Addr)> = Vec::new();
+        let (mut touched, mut proto_keys) =
+            (std::mem::take(&mut self.touched), std::mem::take(&mut self.proto_keys));
+        touched.clear();
+        proto_keys.clear();
         for ((src, dst), agg) in merged_by_key(pairs, &mut pair_idx, PairAgg::merge) {
             if agg.probes > 0 {
                 touched.push(dst);
@@ -564,7 +538,7 @@ impl ScanDetector {
         // Only targets probed in this interval can have crossed a line.
         touched.sort_unstable();
         touched.dedup();
-        for dst in touched {
+        for &dst in &touched {
             let Some(w) = self.dsts.get(&dst).copied() else { continue };
             let d = w.agg;
             let (port_count, source_count) = (d.ports.count(), d.sources.count());
@@ -618,6 +592,7 @@ impl ScanDetector {
                 self.episodes.observe(key, t, &obs, out);
             }
         }
+        (self.touched, self.proto_keys) = (touched, proto_keys);
     }
 
     /// Keeps every window table under `cap`: when one is full, windows older

@@ -61,6 +61,11 @@ impl HostSlab {
     /// Hands the interval's summaries out, leaving `spare` (emptied) in their place.
     pub fn take(&mut self, mut spare: Vec<(Addr, HostCounters)>) -> Vec<(Addr, HostCounters)> {
         spare.clear();
+        // A spare that is missing or small (the host stage still holds the
+        // last one) gets the outgoing slab's room at once: growing it by
+        // doubling would copy the whole slab several times an interval.
+        // Room not filled is never touched, so it costs no memory.
+        spare.reserve(self.slab.capacity());
         self.index.clear();
         std::mem::replace(&mut self.slab, spare)
     }
