@@ -33,8 +33,7 @@ pub mod spike;
 pub mod tunnel;
 
 use std::collections::BTreeMap;
-
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
 
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::base::{Addr, Cidr, LocalNets};
@@ -171,13 +170,142 @@ pub struct HostInterval {
     /// The interval's end.
     pub end: Timestamp,
     /// Per-host counters, merged over shards.
-    pub hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+    pub hosts: HostTable,
+}
+
+/// Per-host counters of one interval, merged over shards.
+///
+/// A list in arrival order found through an index of `u32` slot numbers
+/// (like a shard's host slab): merging a shard's summaries appends to the
+/// list instead of scattering half-kilobyte records over a hash table, so an
+/// interval of a hundred thousand hosts touches (and faults in) only the
+/// pages it fills. Iteration order is arrival order: detectors that need an
+/// order sort, as they did with the hash map.
+#[derive(Default)]
+pub struct HostTable {
+    index: hashbrown::HashTable<u32>,
+    list: Vec<(Addr, HostCounters)>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl HostTable {
+    /// Hosts held.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True when no host is held.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn find(&self, h: u64, a: &Addr) -> Option<usize> {
+        let list = &self.list;
+        self.index.find(h, |&i| list[i as usize].0 == *a).map(|&i| i as usize)
+    }
+
+    /// The counters of `a`.
+    pub fn get(&self, a: &Addr) -> Option<&HostCounters> {
+        let h = self.hasher.hash_one(a);
+        self.find(h, a).and_then(|i| self.list.get(i)).map(|(_, c)| c)
+    }
+
+    /// True when `a` is held.
+    pub fn contains_key(&self, a: &Addr) -> bool {
+        self.find(self.hasher.hash_one(a), a).is_some()
+    }
+
+    /// The counters of `a`, created empty if needed.
+    pub fn entry_or_default(&mut self, a: Addr) -> &mut HostCounters {
+        let h = self.hasher.hash_one(a);
+        let i = match self.find(h, &a) {
+            Some(i) => i,
+            None => {
+                let i = self.list.len();
+                self.list.push((a, HostCounters::default()));
+                let (list, hasher) = (&self.list, &self.hasher);
+                self.index.insert_unique(h, i as u32, |&j| hasher.hash_one(list[j as usize].0));
+                i
+            }
+        };
+        &mut self.list[i].1
+    }
+
+    /// Sets the counters of `a`, returning what it held before.
+    pub fn insert(&mut self, a: Addr, c: HostCounters) -> Option<HostCounters> {
+        let had = self.contains_key(&a);
+        let slot = self.entry_or_default(a);
+        let old = std::mem::replace(slot, c);
+        had.then_some(old)
+    }
+
+    /// Every host's address.
+    pub fn keys(&self) -> impl Iterator<Item = &Addr> {
+        self.list.iter().map(|(a, _)| a)
+    }
+
+    /// Every host's counters.
+    pub fn values(&self) -> impl Iterator<Item = &HostCounters> {
+        self.list.iter().map(|(_, c)| c)
+    }
+
+    /// Every host with its counters.
+    pub fn iter(&self) -> impl Iterator<Item = (&Addr, &HostCounters)> {
+        self.list.iter().map(|(a, c)| (a, c))
+    }
+
+    /// Takes a shard's host summaries as the table's list, without copying
+    /// them, and returns the (emptied) list the table held. The table must be
+    /// empty. A shard summarises each host once; a list that names one twice
+    /// anyway is merged entry by entry instead.
+    fn adopt(&mut self, hosts: Vec<(Addr, HostCounters)>) -> Vec<(Addr, HostCounters)> {
+        self.clear();
+        let mut old = std::mem::replace(&mut self.list, hosts);
+        let (index, list, hasher) = (&mut self.index, &self.list, &self.hasher);
+        index.reserve(list.len(), |&j| hasher.hash_one(list[j as usize].0));
+        let mut twice = false;
+        for (i, (a, _)) in list.iter().enumerate() {
+            let h = hasher.hash_one(a);
+            if index.find(h, |&j| list[j as usize].0 == *a).is_some() {
+                twice = true;
+                break;
+            }
+            index.insert_unique(h, i as u32, |&j| hasher.hash_one(list[j as usize].0));
+        }
+        if twice {
+            let hosts = std::mem::replace(&mut self.list, std::mem::take(&mut old));
+            self.clear();
+            for (a, h) in &hosts {
+                self.entry_or_default(*a).merge(h);
+            }
+            old = hosts;
+        }
+        old.clear();
+        old
+    }
+
+    /// Empties the table, keeping its memory.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.list.clear();
+    }
+}
+
+impl<'a> IntoIterator for &'a HostTable {
+    type Item = (&'a Addr, &'a HostCounters);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Addr, HostCounters)>,
+        fn(&'a (Addr, HostCounters)) -> (&'a Addr, &'a HostCounters),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter().map(|(a, c)| (a, c))
+    }
 }
 
 struct Pending {
     reports: usize,
     last: bool,
-    hosts: HashMap<Addr, HostCounters, foldhash::fast::FixedState>,
+    hosts: HostTable,
     /// Shards' host summaries waiting to be merged in shard order: the
     /// heavy-hitter merge keeps the top few, so its result depends on order.
     parts: Vec<(usize, Vec<(Addr, HostCounters)>)>,
@@ -195,7 +323,7 @@ pub struct HostStage {
     families: Families,
     cfg: DetectConfig,
     finished: usize,
-    spare_hosts: Option<HashMap<Addr, HostCounters, foldhash::fast::FixedState>>,
+    spare_hosts: Option<HostTable>,
     returned: Vec<(usize, Returned<Reports>)>,
     triage: priority::Triage,
 }
@@ -232,7 +360,7 @@ impl HostStage {
             last: false,
             // A cleared map from an earlier interval: its pages are already
             // resident, so a busy link does not fault in megabytes per second.
-            hosts: spare.take().unwrap_or_else(|| HashMap::with_hasher(Default::default())),
+            hosts: spare.take().unwrap_or_default(),
             parts: Vec::new(),
             families: Reports::default(),
             families_from: None,
@@ -253,8 +381,16 @@ impl HostStage {
             let (t, mut p) = entry.remove_entry();
             p.parts.sort_unstable_by_key(|(shard, _)| *shard);
             for (shard, mut hosts) in std::mem::take(&mut p.parts) {
+                if p.hosts.is_empty() {
+                    // The first shard's summaries become the interval's list
+                    // as they are (merging them into nothing would copy them);
+                    // the list they replace goes back to be filled again.
+                    let spare = p.hosts.adopt(hosts);
+                    self.returned.push((shard, (spare, None)));
+                    continue;
+                }
                 for (a, h) in hosts.drain(..) {
-                    p.hosts.entry(a).or_default().merge(&h);
+                    p.hosts.entry_or_default(a).merge(&h);
                 }
                 self.returned.push((shard, (hosts, None)));
             }
