@@ -226,6 +226,10 @@ fn prepare(
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         tracing::info!("learned baselines load from and save to {}", dir.display());
     }
+    if let Some(dir) = &common.evidence_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create evidence directory {}", dir.display()))?;
+    }
     let sensor = sensor_name(common.sensor_name.as_deref(), &cfg.events.sensor)?;
     let output = OutputOptions {
         sensor: Some(sensor),
