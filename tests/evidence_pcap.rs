@@ -164,3 +164,30 @@ fn a_spoofed_flood_stays_under_the_disk_cap() {
     let total: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(total > 0 && total <= 512 * 1024, "{total} bytes of evidence");
 }
+
+#[test]
+fn a_ring_too_small_for_the_traffic_still_gives_the_same_files_for_any_worker_count() {
+    // 0.1 MiB holds a fraction of a second of this flood: the capture thread
+    // waits for the host stage, then lets the oldest packets go; the files
+    // must not depend on how far ahead the capture was.
+    let cap = common::cap("floods/softvulnsec_syn_flood.pcap");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = "[evidence]\nring_mib = 0.1\n";
+    let (d1, d3) = (tmp.path().join("w1"), tmp.path().join("w3"));
+    let events = run(&cap, &d1, 1, cfg);
+    run(&cap, &d3, 3, cfg);
+    let names = |d: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let one = names(&d1);
+    assert!(!one.is_empty() && events.iter().any(|e| e["evidence"]["pcap"].is_string()));
+    assert!(one == names(&d3), "evidence files differ between 1 and 3 workers");
+}

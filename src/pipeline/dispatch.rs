@@ -22,6 +22,8 @@ pub struct Dispatcher {
     pub(super) batch_size: usize,
     pub(super) interval: u64,
     pub(super) next_tick: Option<Timestamp>,
+    /// The last interval boundary sent to the shards (evidence waits on it).
+    pub(super) last_tick: Timestamp,
     pub(super) watermark: Option<Timestamp>,
     pub(super) first: Option<Timestamp>,
     pub(super) backpressure: Backpressure,
@@ -110,6 +112,7 @@ impl Dispatcher {
                     }
                 }
                 self.next_tick = Some(boundary.saturating_add(self.interval));
+                self.last_tick = boundary;
                 if let Some(r) = self.evidence.as_mut() {
                     r.maintain();
                 }
@@ -178,17 +181,15 @@ impl FrameSink for Dispatcher {
         } else {
             (shard_hash(&FlowKey::of(&m).0) % self.shards.len() as u64) as usize
         };
+        let sent = self.last_tick;
         if let Some(r) = self.evidence.as_mut()
-            && r.push(link, &m, f.data)
+            && r.push(link, &m, f.data, sent)
         {
             // The ring holds only packets the host may still ask for: let it
             // catch up with every interval sent, in packet time.
             self.flush();
-            let sent = self.next_tick.map_or(Timestamp::ZERO, |t| {
-                Timestamp::ZERO.saturating_add(t.as_nanos().saturating_sub(self.interval))
-            });
             if let Some(r) = self.evidence.as_mut() {
-                r.wait_for_host(sent, link, &m, f.data);
+                r.wait_for_host(sent, link, &m, f.data, &self.stop);
             }
         }
         self.batches[i].push(m);

@@ -145,8 +145,8 @@ pub struct EvidenceReport {
     pub packets: u64,
     /// Files removed to stay under the disk cap.
     pub rotated: u64,
-    /// Packets that left the ring before the host stage could ask for them
-    /// (the ring's size cap was too small for the traffic).
+    /// Packets that left the ring younger than `before_seconds`: the ring
+    /// holds less than that of this traffic, so a pcap may start later.
     pub ring_overruns: u64,
     /// Packets of a link type other than the file's (a replay of mixed files).
     pub link_mismatch: u64,
@@ -170,6 +170,8 @@ pub(super) struct Recorder {
     total: u64,
     /// Replay: wait for the host rather than lose a packet it may still need.
     patient: bool,
+    /// Oldest packet time the host may still ask for (recomputed per tick).
+    keep_from: u64,
     report: EvidenceReport,
 }
 
@@ -210,6 +212,7 @@ pub(super) fn pair(
         done: done.into_iter().map(|(_, p, n)| (p, n)).collect(),
         total,
         patient,
+        keep_from: 0,
         report: EvidenceReport::default(),
     };
     Ok((host, rec))
@@ -217,9 +220,10 @@ pub(super) fn pair(
 
 impl Recorder {
     /// Keeps one frame (after its packet time was made monotonic). Returns
-    /// true when the ring is full of packets the host may still ask for: a
-    /// patient caller flushes its batches and calls [`Recorder::wait_for_host`].
-    pub(super) fn push(&mut self, link: LinkType, m: &PacketMeta, data: &[u8]) -> bool {
+    /// true when the ring is full of packets the host may still ask for and
+    /// the host is behind `sent` (the last tick sent): a patient caller
+    /// flushes its batches and calls [`Recorder::wait_for_host`].
+    pub(super) fn push(&mut self, link: LinkType, m: &PacketMeta, data: &[u8], sent: Timestamp) -> bool {
         let cap = self.arena.len() as u64;
         let len = data.len() as u64;
         if len == 0 || len > cap {
@@ -230,23 +234,30 @@ impl Recorder {
         if at % cap + len > cap {
             at += cap - at % cap;
         }
-        let keep_from = self.keep_from();
-        let mut blocked = false;
+        let full = self.held.front().is_some_and(|f| f.at + cap < at + len);
+        if full && self.held.front().is_some_and(|f| f.ts.as_nanos() >= self.keep_from) {
+            // About to drop packets a request may want. Waiting helps only
+            // while the host is behind what was sent; once it has caught up,
+            // write what it asked for so far and let the oldest go (the ring
+            // is too small for `before_seconds` of this traffic; counted).
+            // Either way this happens at the same point in packet time.
+            let w = self.watermark.load(Ordering::Acquire);
+            if self.patient && w < sent.as_nanos() {
+                return true;
+            }
+            if w > self.seen {
+                self.maintain();
+            }
+        }
+        let keep_from = self.keep_from;
         while let Some(front) = self.held.front() {
             if front.at + cap >= at + len {
                 break;
             }
             if front.ts.as_nanos() >= keep_from {
-                if self.patient {
-                    blocked = true;
-                    break;
-                }
                 self.report.ring_overruns += 1;
             }
             self.held.pop_front();
-        }
-        if blocked {
-            return true;
         }
         // Packets no request can reach any more leave early, so the ring
         // holds `before` seconds behind the host, not `ring_mib` of old news.
@@ -269,12 +280,12 @@ impl Recorder {
     }
 
     /// Oldest packet time the host may still ask for.
-    fn keep_from(&self) -> u64 {
+    fn update_keep_from(&mut self) {
         let mut k = self.seen.saturating_sub(self.before);
         for r in &self.open {
             k = k.min(r.written_until.as_nanos());
         }
-        k
+        self.keep_from = k;
     }
 
     /// The ring is full of packets the host may want: wait until it has
@@ -286,14 +297,14 @@ impl Recorder {
         link: LinkType,
         m: &PacketMeta,
         data: &[u8],
+        stop: &std::sync::atomic::AtomicBool,
     ) {
-        while self.watermark.load(Ordering::Acquire) < sent_until.as_nanos() {
+        while self.watermark.load(Ordering::Acquire) < sent_until.as_nanos() && !stop.load(Ordering::Relaxed)
+        {
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
         self.maintain();
-        self.patient = false;
-        self.push(link, m, data);
-        self.patient = true;
+        self.push(link, m, data, sent_until);
     }
 
     /// Takes the host's requests and writes what its watermark allows.
@@ -305,6 +316,7 @@ impl Recorder {
         }
         self.write_until(Timestamp::ZERO.saturating_add(w));
         self.seen = self.seen.max(w);
+        self.update_keep_from();
     }
 
     /// At the end of input: waits for the host stage to finish, writes what
