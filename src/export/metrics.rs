@@ -128,6 +128,13 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Series that exist from the start, so dashboards show 0, not "no data".
     counter!(RELOADS, "result" => "ok").absolute(0);
+    // The event-shipping panels and alerts read 0, not "no data", on a
+    // sensor without NATS output.
+    for c in [EVENTS_SPOOLED, EVENTS_PUBLISHED, EVENTS_ACKED] {
+        counter!(c).absolute(0);
+    }
+    counter!(EVENTS_DROPPED, "reason" => "spool_full").absolute(0);
+    gauge!(SPOOL_BYTES).set(0.0);
     counter!(RELOADS, "result" => "failed").absolute(0);
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
