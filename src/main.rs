@@ -278,11 +278,11 @@ fn prepare(
 /// The sensor's name: the flag, else the config, else the host name.
 fn sensor_name(flag: Option<&str>, config: &str) -> anyhow::Result<String> {
     if let Some(name) = flag {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+        if !netvigil::config::valid_sensor_name(name) {
             anyhow::bail!(ConfigError::Invalid {
                 key: "--sensor-name",
                 value: name.to_string(),
-                reason: "must be printable ASCII without spaces",
+                reason: netvigil::config::SENSOR_RULE,
             });
         }
         return Ok(name.to_string());

@@ -110,6 +110,16 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(d))
     }
 
+    /// `self - d`, clamped at the epoch.
+    pub fn saturating_sub(self, d: u64) -> Timestamp {
+        Timestamp(self.0.saturating_sub(d))
+    }
+
+    /// A timestamp from nanoseconds since the epoch.
+    pub fn from_nanos(ns: u64) -> Timestamp {
+        Timestamp(ns)
+    }
+
     /// `self` moved by `d` nanoseconds either way, saturating at the ends.
     pub fn offset(self, d: i64) -> Timestamp {
         Timestamp(self.0.saturating_add_signed(d))

@@ -244,6 +244,14 @@ impl Default for EpisodeConfig {
 }
 
 /// `Ok` when `ok`, else an error naming `key` and its bad `value`.
+/// What a sensor name may hold: it is part of every NATS message id.
+pub const SENSOR_RULE: &str = "must be printable ASCII without spaces";
+
+/// A sensor name (`--sensor-name`, `[events] sensor`) follows [`SENSOR_RULE`].
+pub fn valid_sensor_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic())
+}
+
 fn check(ok: bool, key: &'static str, value: impl ToString, reason: &'static str) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(ConfigError::Invalid { key, value: value.to_string(), reason }) }
 }
@@ -348,10 +356,10 @@ impl Config {
             && ev.nats_stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         check(stream_ok, "events.nats_stream", &ev.nats_stream, "must be letters, digits, _ or -")?;
         check(
-            ev.sensor.chars().all(|c| c.is_ascii_graphic()),
+            ev.sensor.is_empty() || valid_sensor_name(&ev.sensor),
             "events.sensor",
             &ev.sensor,
-            "must be printable ASCII without spaces",
+            SENSOR_RULE,
         )?;
         self.validate_detectors()
     }

@@ -529,14 +529,7 @@ impl SpikeDetector {
             let Some(hb) = self.hosts.get_mut(a) else {
                 continue;
             };
-            let gap = idx.saturating_sub(hb.last);
-            if gap > 1 {
-                for b in &mut hb.base {
-                    b.idle(gap - 1, self.alphas);
-                }
-            }
-            let shift = gap.clamp(1, 32) as u32;
-            let warm = idx.saturating_sub(hb.first) >= warm_after;
+            let (shift, warm) = catch_up(&mut hb.base, hb.first, hb.last, idx, self.alphas, warm_after);
             let flood_key = |k: AnomalyKind| EpisodeKey { kind: k, src: Addr::UNSPECIFIED, dst: *a };
             let open_flood = FLOOD_KINDS.iter().position(|k| self.episodes.is_open(&flood_key(*k)));
             let mut d: [Decision; METRICS] = Default::default();
@@ -725,14 +718,7 @@ impl SpikeDetector {
             last: idx,
             ..PrefixState::default()
         });
-        let gap = idx.saturating_sub(st.last);
-        if gap > 1 {
-            for b in &mut st.base {
-                b.idle(gap - 1, self.alphas);
-            }
-        }
-        let shift = gap.clamp(1, 32) as u32;
-        let warm = idx.saturating_sub(st.first) >= warm_after;
+        let (shift, warm) = catch_up(&mut st.base, st.first, st.last, idx, self.alphas, warm_after);
         let mut fired = [false; PREFIX_METRICS];
         for i in 0..PREFIX_METRICS {
             let kind = FLOOD_KINDS[i];
@@ -886,6 +872,26 @@ impl Family for SpikeDetector {
 fn warmup_intervals(cfg: &DetectConfig) -> u64 {
     let secs = cfg.interval_ns.max(1) as f64 / 1e9;
     (cfg.spike.warmup as f64 / secs).ceil() as u64
+}
+
+/// Brings baselines last updated at interval `last` up to `idx` (quiet
+/// intervals between decay them) and returns the shift for the
+/// over-the-line bit windows and whether warm-up (from `first`) is done.
+fn catch_up(
+    base: &mut [MetricBaseline],
+    first: u64,
+    last: u64,
+    idx: u64,
+    alphas: (f64, f64),
+    warm_after: u64,
+) -> (u32, bool) {
+    let gap = idx.saturating_sub(last);
+    if gap > 1 {
+        for b in base.iter_mut() {
+            b.idle(gap - 1, alphas);
+        }
+    }
+    (gap.clamp(1, 32) as u32, idx.saturating_sub(first) >= warm_after)
 }
 
 fn tuning_for(cfg: &DetectConfig, kind: AnomalyKind, group: Option<usize>) -> Tuning {

@@ -229,16 +229,6 @@ impl EventWriter {
         Ok(w)
     }
 
-    /// Opens `path` for appending, or stdout for `-`.
-    pub fn open(path: &Path) -> Result<EventWriter, EventsError> {
-        if path == Path::new("-") {
-            return Ok(EventWriter::new(Box::new(io::stdout())));
-        }
-        let mut w = EventWriter::new(Box::new(open_append(path)?));
-        w.path = Some(path.to_path_buf());
-        Ok(w)
-    }
-
     /// Reopens the events file (after logrotate moved it: SIGHUP); a no-op on stdout.
     pub fn reopen(&mut self) -> Result<(), EventsError> {
         let Some(path) = self.path.clone() else { return Ok(()) };

@@ -103,6 +103,9 @@ pub struct NatsReport {
     pub spooled: u64,
     /// Events the stream acknowledged.
     pub acknowledged: u64,
+    /// Of those, events the stream already held (a retry after a lost
+    /// acknowledgement, dropped by its duplicate window).
+    pub duplicates: u64,
     /// Events dropped at the spool's cap.
     pub dropped: u64,
     /// Bytes still spooled at exit (sent on the next start).
@@ -215,6 +218,7 @@ impl NatsSink {
         let report = NatsReport {
             spooled: c.spooled.load(Ordering::Acquire),
             acknowledged: c.acked.load(Ordering::Acquire),
+            duplicates: c.duplicates.load(Ordering::Acquire),
             dropped: c.dropped.load(Ordering::Acquire),
             left_bytes: c.pending_bytes(),
         };
@@ -310,7 +314,6 @@ async fn publish_loop(opts: NatsOptions, mut reader: SpoolReader, shared: Arc<Sh
             }
         };
         let t0 = Instant::now();
-        c.published.fetch_add(1, Ordering::AcqRel);
         metrics::counter!(M::EVENTS_PUBLISHED).increment(1);
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .message_id(&rec.id)

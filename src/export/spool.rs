@@ -46,8 +46,6 @@ pub struct SpoolCounters {
     pub spooled: AtomicU64,
     /// Events dropped because the spool was at its cap.
     pub dropped: AtomicU64,
-    /// Publish attempts (retries included).
-    pub published: AtomicU64,
     /// Events the stream acknowledged.
     pub acked: AtomicU64,
     /// Of those, how many the stream already held (a retry after a lost ack).

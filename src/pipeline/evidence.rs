@@ -91,7 +91,7 @@ impl EvidenceHost {
             Phase::Start => Request::Start {
                 id: a.episode_id.clone(),
                 filter,
-                from: Timestamp::ZERO.saturating_add(interval_start.as_nanos().saturating_sub(self.before)),
+                from: interval_start.saturating_sub(self.before),
             },
             Phase::End => Request::Stop { id: a.episode_id.clone(), until: interval_end },
             Phase::Update => return,
@@ -314,7 +314,7 @@ impl Recorder {
         while let Ok(req) = self.rx.try_recv() {
             self.take(req);
         }
-        self.write_until(Timestamp::ZERO.saturating_add(w));
+        self.write_until(Timestamp::from_nanos(w));
         self.seen = self.seen.max(w);
         self.update_keep_from();
     }
@@ -324,9 +324,9 @@ impl Recorder {
     pub(super) fn finish(mut self) -> EvidenceReport {
         while let Ok(req) = self.rx.recv() {
             self.take(req);
-            self.write_until(Timestamp::ZERO.saturating_add(self.watermark.load(Ordering::Acquire)));
+            self.write_until(Timestamp::from_nanos(self.watermark.load(Ordering::Acquire)));
         }
-        self.write_until(Timestamp::ZERO.saturating_add(u64::MAX));
+        self.write_until(Timestamp::from_nanos(u64::MAX));
         for i in (0..self.open.len()).rev() {
             self.close(i);
         }
@@ -376,9 +376,9 @@ impl Recorder {
                 let off = (h.at % cap) as usize;
                 let data = &self.arena[off..off + h.len as usize];
                 match write_one(&self.dir, r, h, data, self.episode_cap) {
-                    Ok(Wrote::Packet) => {
+                    Ok(Wrote::Packet(bytes)) => {
                         self.report.packets += 1;
-                        self.total += u64::from(h.len) + 16;
+                        self.total += bytes;
                     }
                     Ok(Wrote::Capped) => {}
                     Ok(Wrote::OtherLink) => self.report.link_mismatch += 1,
@@ -407,7 +407,7 @@ impl Recorder {
         if let Some(mut f) = r.file.take() {
             let _ = f.flush();
             self.report.files += 1;
-            self.done.push_back((self.dir.join(format!("{}.pcap", r.id)), r.bytes + 24));
+            self.done.push_back((self.dir.join(format!("{}.pcap", r.id)), r.bytes));
         }
     }
 
@@ -422,9 +422,13 @@ impl Recorder {
     }
 }
 
+/// Bytes of a pcap file's own header.
+const PCAP_HEADER: u64 = 24;
+
 /// What became of one matching packet.
 enum Wrote {
-    Packet,
+    /// Written; the file grew by this many bytes.
+    Packet(u64),
     /// The episode's cap is reached: it keeps the sample it has.
     Capped,
     /// A pcap file has one link type; a replay of mixed files can differ.
@@ -433,7 +437,8 @@ enum Wrote {
 
 /// Appends one packet to the episode's file (created on its first packet).
 fn write_one(dir: &Path, r: &mut Recording, h: &Held, data: &[u8], cap: u64) -> Result<Wrote, pcap::Error> {
-    let size = u64::from(h.len) + 16;
+    // Each record has a 16-byte header; a new file, a 24-byte file header.
+    let size = u64::from(h.len) + 16 + if r.file.is_none() { PCAP_HEADER } else { 0 };
     if r.bytes + size > cap {
         r.capped = true;
         return Ok(Wrote::Capped);
@@ -445,7 +450,6 @@ fn write_one(dir: &Path, r: &mut Recording, h: &Held, data: &[u8], cap: u64) -> 
         let dead = pcap::Capture::dead_with_precision(pcap::Linktype(h.link.dlt()), pcap::Precision::Nano)?;
         r.file = Some(dead.savefile(dir.join(format!("{}.pcap", r.id)))?);
         r.link = Some(h.link);
-        r.bytes = 0;
     }
     let ns = h.ts.as_nanos();
     let header = pcap::PacketHeader {
@@ -460,5 +464,5 @@ fn write_one(dir: &Path, r: &mut Recording, h: &Held, data: &[u8], cap: u64) -> 
         f.write(&pcap::Packet::new(&header, data));
     }
     r.bytes += size;
-    Ok(Wrote::Packet)
+    Ok(Wrote::Packet(size))
 }

@@ -151,8 +151,7 @@ pub(super) fn run(
         } else {
             persist.maybe_save(&host, now, false);
         }
-        let iv_start =
-            crate::base::time::Timestamp::ZERO.saturating_add(now.as_nanos().saturating_sub(ctl.interval));
+        let iv_start = now.saturating_sub(ctl.interval);
         // The last interval ends at the last packet, which belongs in it.
         let iv_end = if host.all_finished() { now.saturating_add(1) } else { now };
         for mut a in out.drain(..) {

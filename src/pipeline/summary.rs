@@ -205,8 +205,8 @@ impl Summary {
         if let Some(n) = &self.nats {
             let _ = writeln!(
                 s,
-                "  nats         {} spooled, {} acknowledged, {} dropped at the spool cap, {} bytes left for the next start",
-                n.spooled, n.acknowledged, n.dropped, n.left_bytes
+                "  nats         {} spooled, {} acknowledged ({} already in the stream), {} dropped at the spool cap, {} bytes left for the next start",
+                n.spooled, n.acknowledged, n.duplicates, n.dropped, n.left_bytes
             );
         }
         if let Some(e) = &self.evidence {
