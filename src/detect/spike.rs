@@ -677,7 +677,10 @@ impl SpikeDetector {
             // Prefixes seen least recently go first, as hosts do.
             let mut by_age: Vec<(u64, Addr)> = self.prefixes.iter().map(|(a, s)| (s.last, *a)).collect();
             by_age.sort_unstable();
-            for (_, a) in by_age.into_iter().take(self.prefixes.len() / 8) {
+            // Down to seven eighths of the cap, as hosts are: a flood of new
+            // /64s each interval cannot grow the table past it.
+            let excess = self.prefixes.len() - (cfg.spike.max_hosts - cfg.spike.max_hosts / 8);
+            for (_, a) in by_age.into_iter().take(excess) {
                 self.prefixes.remove(&a);
             }
         }
@@ -729,7 +732,12 @@ impl SpikeDetector {
             let rule = ThresholdRule { k: sp.k, ratio: sp.ratio, floor: tuning.floor };
             let line = if trusted { base.threshold(&rule) } else { tuning.ceiling };
             // Spread: many destinations, none holding half; unanswered.
-            let spread = agg.hosts[i] >= PREFIX_HOSTS && agg.top[i] * 2 < agg.sum[i];
+            // Many destinations, none holding half, and many sources: one
+            // source sweeping a prefix is a scan (the scan detector's), not
+            // a flood, as for a single host (`FLOOD_SOURCES`).
+            let spread = agg.hosts[i] >= PREFIX_HOSTS
+                && agg.top[i] * 2 < agg.sum[i]
+                && agg.sources.estimate() >= FLOOD_SOURCES;
             let unanswered = match i {
                 0 => true,
                 1 => !answered(agg.udp_out, agg.sum[1]),
@@ -1315,7 +1323,8 @@ mod tests {
         for i in 1..=6u64 {
             let mut iv = HostInterval::default();
             for h in 1..=200u8 {
-                let c = HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
+                let mut c = HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
+                c.peers_in.insert_addr(&Addr::v4([198, 51, 100, h]));
                 iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
             }
             // One ordinary host elsewhere.
@@ -1333,6 +1342,28 @@ mod tests {
         assert_eq!(e.observed, 6000.0);
     }
 
+    /// One source sweeping a /24 with 1,000 SYNs/s (4 to each host): a scan,
+    /// not a flood of the prefix.
+    #[test]
+    fn one_source_sweeping_a_prefix_is_not_a_prefix_flood() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        let mut out = Vec::new();
+        for i in 1..=6u64 {
+            let mut iv = HostInterval::default();
+            for h in 1..=254u8 {
+                let mut c =
+                    HostCounters { syn_in: 4, tcp_in: 4, pkts_in: 4, flows_in: 4, ..HostCounters::default() };
+                c.peers_in.insert_addr(&Addr::v4([203, 0, 113, 9]));
+                iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
+            }
+            let t = Timestamp(i * NANOS_PER_SEC);
+            det.on_interval(&iv, t, &cfg, &mut out);
+            Family::tick(&mut det, t, false, &mut out);
+        }
+        assert!(out.iter().all(|e| e.kind != AnomalyKind::SynFlood), "{out:#?}");
+    }
+
     /// Random destinations all over: no prefix holds 16 of them; the link does.
     #[test]
     fn random_destinations_everywhere_are_a_link_episode() {
@@ -1342,8 +1373,9 @@ mod tests {
         for i in 1..=6u64 {
             let mut iv = HostInterval::default();
             for h in 0..300u32 {
-                let c = HostCounters { udp_in: 20, pkts_in: 20, flows_in: 20, ..HostCounters::default() };
+                let mut c = HostCounters { udp_in: 20, pkts_in: 20, flows_in: 20, ..HostCounters::default() };
                 let b = h.to_be_bytes();
+                c.peers_in.insert_addr(&Addr::v4([198, 51, b[2], b[3]]));
                 iv.hosts.insert(Addr::v4([11, b[2], b[3], 7]), c);
             }
             let t = Timestamp(i * NANOS_PER_SEC);
