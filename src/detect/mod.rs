@@ -183,7 +183,7 @@ pub struct HostInterval {
 /// order sort, as they did with the hash map.
 #[derive(Default)]
 pub struct HostTable {
-    index: hashbrown::HashTable<u32>,
+    index: crate::base::SlabIndex,
     list: Vec<(Addr, HostCounters)>,
     hasher: foldhash::fast::FixedState,
 }
@@ -201,7 +201,7 @@ impl HostTable {
 
     fn find(&self, h: u64, a: &Addr) -> Option<usize> {
         let list = &self.list;
-        self.index.find(h, |&i| list[i as usize].0 == *a).map(|&i| i as usize)
+        self.index.find(h, |i| list[i as usize].0 == *a).map(|i| i as usize)
     }
 
     /// The counters of `a`.
@@ -223,8 +223,7 @@ impl HostTable {
             None => {
                 let i = self.list.len();
                 self.list.push((a, HostCounters::default()));
-                let (list, hasher) = (&self.list, &self.hasher);
-                self.index.insert_unique(h, i as u32, |&j| hasher.hash_one(list[j as usize].0));
+                self.index.insert(h, i as u32);
                 i
             }
         };
@@ -262,15 +261,15 @@ impl HostTable {
         self.clear();
         let mut old = std::mem::replace(&mut self.list, hosts);
         let (index, list, hasher) = (&mut self.index, &self.list, &self.hasher);
-        index.reserve(list.len(), |&j| hasher.hash_one(list[j as usize].0));
+        index.reserve(list.len());
         let mut twice = false;
         for (i, (a, _)) in list.iter().enumerate() {
             let h = hasher.hash_one(a);
-            if index.find(h, |&j| list[j as usize].0 == *a).is_some() {
+            if index.find(h, |j| list[j as usize].0 == *a).is_some() {
                 twice = true;
                 break;
             }
-            index.insert_unique(h, i as u32, |&j| hasher.hash_one(list[j as usize].0));
+            index.insert(h, i as u32);
         }
         if twice {
             let hosts = std::mem::replace(&mut self.list, std::mem::take(&mut old));

@@ -187,7 +187,7 @@ pub fn roll<K: std::hash::Hash + Eq, T: Default>(
 /// buckets, a new key is appended where the last one was written, and the
 /// tick hands the list over without copying it.
 pub struct IntervalTable<K, V> {
-    index: hashbrown::HashTable<u32>,
+    index: crate::base::SlabIndex,
     slab: Vec<(K, V)>,
     hasher: foldhash::fast::FixedState,
     spare: Option<Vec<(K, V)>>,
@@ -200,7 +200,7 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     /// An empty table of at most `cap` keys.
     pub fn new(cap: usize) -> Self {
         IntervalTable {
-            index: hashbrown::HashTable::new(),
+            index: crate::base::SlabIndex::default(),
             slab: Vec::new(),
             hasher: foldhash::fast::FixedState::default(),
             spare: None,
@@ -215,8 +215,8 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     pub fn entry(&mut self, k: K) -> Option<&mut V> {
         let h = self.hasher.hash_one(&k);
         let slab = &self.slab;
-        let i = match self.index.find(h, |&i| slab[i as usize].0 == k) {
-            Some(&i) => i as usize,
+        let i = match self.index.find(h, |i| slab[i as usize].0 == k) {
+            Some(i) => i as usize,
             None if self.slab.len() >= self.cap => {
                 self.overflow += 1;
                 return None;
@@ -224,8 +224,7 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
             None => {
                 let i = self.slab.len();
                 self.slab.push((k, V::default()));
-                let (slab, hasher) = (&self.slab, &self.hasher);
-                self.index.insert_unique(h, i as u32, |&j| hasher.hash_one(&slab[j as usize].0));
+                self.index.insert(h, i as u32);
                 i
             }
         };

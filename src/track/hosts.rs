@@ -4,8 +4,6 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-
 use super::HostCounters;
 use crate::decode::Addr;
 
@@ -16,7 +14,7 @@ pub const OVER: u32 = u32::MAX - 1;
 
 /// Host summaries of the current interval, at most `cap` of them.
 pub struct HostSlab {
-    index: HashTable<u32>,
+    index: crate::base::SlabIndex,
     slab: Vec<(Addr, HostCounters)>,
     hasher: foldhash::fast::FixedState,
     cap: usize,
@@ -26,7 +24,7 @@ impl HostSlab {
     /// An empty slab holding at most `cap` hosts per interval.
     pub fn new(cap: usize) -> HostSlab {
         HostSlab {
-            index: HashTable::new(),
+            index: crate::base::SlabIndex::default(),
             slab: Vec::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x686f_7374_7321),
             // Slot numbers must stay below the two markers.
@@ -39,7 +37,7 @@ impl HostSlab {
     pub fn slot(&mut self, a: Addr) -> u32 {
         let h = self.hasher.hash_one(a);
         let slab = &self.slab;
-        if let Some(&i) = self.index.find(h, |&i| slab[i as usize].0 == a) {
+        if let Some(i) = self.index.find(h, |i| slab[i as usize].0 == a) {
             return i;
         }
         if self.slab.len() >= self.cap {
@@ -47,8 +45,7 @@ impl HostSlab {
         }
         let i = self.slab.len() as u32;
         self.slab.push((a, HostCounters::default()));
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.insert_unique(h, i, |&j| hasher.hash_one(slab[j as usize].0));
+        self.index.insert(h, i);
         i
     }
 

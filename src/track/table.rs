@@ -1,15 +1,13 @@
 //! The per-shard flow table: bounded, evicting, timed out in packet time.
 //!
 //! Flows live in a slab (`Vec<Flow>`) and are found through an index of
-//! `u32` slot numbers (hashbrown's `HashTable`), so the key is stored once
-//! and the index costs ~6 bytes a flow. Each timeout class keeps an intrusive
+//! `u32` slot numbers ([`crate::base::SlabIndex`]), so the key is stored once
+//! and the index costs 16 to 32 bytes a flow. Each timeout class keeps an intrusive
 //! LRU list ordered by last-seen time; since packet time only moves forward,
 //! expiry pops list heads (O(expired), never a full scan) and eviction at the
 //! cap takes the most idle head.
 
 use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 
 use super::key::{FlowKey, Side};
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
@@ -203,7 +201,7 @@ struct List {
 
 /// A bounded flow table for one shard.
 pub struct FlowTable {
-    index: HashTable<u32>,
+    index: crate::base::SlabIndex,
     slots: Vec<Flow>,
     free: Vec<u32>,
     lists: [List; CLASS_COUNT],
@@ -220,7 +218,7 @@ impl FlowTable {
             // The index is sized for the cap up front (~5 bytes a flow): growing
             // it rehashes every key through the slab, a cache miss each, and
             // that cost lands in the middle of a traffic surge.
-            index: HashTable::with_capacity(limits.max_flows.clamp(1, 1 << 22)),
+            index: crate::base::SlabIndex::with_capacity(limits.max_flows.clamp(1, 1 << 22)),
             slots: Vec::new(),
             free: Vec::new(),
             lists: [List { head: NIL, tail: NIL }; CLASS_COUNT],
@@ -244,7 +242,7 @@ impl FlowTable {
     /// Approximate bytes of memory held (slab + index), for the memory budget.
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Flow>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.index.memory_bytes()
             + self.free.capacity() * 4
     }
 
@@ -257,7 +255,7 @@ impl FlowTable {
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
-        self.index.find(h, |&i| slots[i as usize].key == *key).map(|&i| &slots[i as usize])
+        self.index.find(h, |i| slots[i as usize].key == *key).map(|i| &slots[i as usize])
     }
 
     /// Accounts packet `m` (already keyed) to its flow, creating it if needed.
@@ -275,7 +273,7 @@ impl FlowTable {
         let h = self.hasher.hash_one(key);
         let found = {
             let slots = &self.slots;
-            self.index.find(h, |&i| slots[i as usize].key == key).copied()
+            self.index.find(h, |i| slots[i as usize].key == key)
         };
         let (idx, created) = match found {
             Some(i) if now.since(self.slots[i as usize].first) < self.limits.active => (i, false),
@@ -304,8 +302,7 @@ impl FlowTable {
                         u32::try_from(self.slots.len() - 1).unwrap_or(NIL - 1)
                     }
                 };
-                let (index, slots, hasher) = (&mut self.index, &self.slots, &self.hasher);
-                index.insert_unique(h, i, |&j| hasher.hash_one(slots[j as usize].key));
+                self.index.insert(h, i);
                 self.push_tail(i);
                 self.stats.created += 1;
                 (i, true)
@@ -395,9 +392,7 @@ impl FlowTable {
         self.unlink(i);
         let key = self.slots[i as usize].key;
         let h = self.hasher.hash_one(key);
-        if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
-            e.remove();
-        }
+        self.index.remove(h, i);
         self.free.push(i);
     }
 
