@@ -201,7 +201,8 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     pub fn new(cap: usize) -> Self {
         IntervalTable {
             index: crate::base::SlabIndex::default(),
-            slab: Vec::new(),
+            // Room for the cap at once, as the host slab does.
+            slab: Vec::with_capacity(cap.min(u32::MAX as usize)),
             hasher: foldhash::fast::FixedState::default(),
             spare: None,
             // Slot numbers are `u32`.

@@ -25,7 +25,10 @@ impl HostSlab {
     pub fn new(cap: usize) -> HostSlab {
         HostSlab {
             index: crate::base::SlabIndex::default(),
-            slab: Vec::new(),
+            // Room for the cap at once: grown by doubling, the slab was
+            // copied into fresh pages at every step of the first busy
+            // interval. Room never filled is never touched.
+            slab: Vec::with_capacity(cap.min(OVER as usize)),
             hasher: foldhash::fast::FixedState::with_seed(0x686f_7374_7321),
             // Slot numbers must stay below the two markers.
             cap: cap.min(OVER as usize),

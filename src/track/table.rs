@@ -215,11 +215,13 @@ impl FlowTable {
     /// An empty table with the given limits.
     pub fn new(limits: TableLimits) -> FlowTable {
         FlowTable {
-            // The index is sized for the cap up front (~5 bytes a flow): growing
-            // it rehashes every key through the slab, a cache miss each, and
-            // that cost lands in the middle of a traffic surge.
+            // The index is sized for the cap up front (16 bytes a flow): growing
+            // it moves every bucket, and that cost lands in the middle of a
+            // traffic surge. The slab's room too: grown by doubling, it was
+            // copied into fresh pages at each step (the pages of room never
+            // filled are never touched, so they cost no memory).
             index: crate::base::SlabIndex::with_capacity(limits.max_flows.clamp(1, 1 << 22)),
-            slots: Vec::new(),
+            slots: Vec::with_capacity(limits.max_flows.clamp(1, 1 << 22)),
             free: Vec::new(),
             lists: [List { head: NIL, tail: NIL }; CLASS_COUNT],
             // A per-process random seed: spoofed keys cannot be chosen to collide.
