@@ -9,8 +9,10 @@ pub mod addr;
 pub mod kind;
 pub mod sketch;
 pub mod slab_index;
+pub mod slab_map;
 pub mod time;
 
 pub use addr::{Addr, Cidr, LocalNets};
 pub use sketch::{Distinct, PortBits, TopK};
 pub use slab_index::SlabIndex;
+pub use slab_map::SlabMap;

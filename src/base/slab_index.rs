@@ -148,6 +148,27 @@ impl SlabIndex {
         true
     }
 
+    /// Files the key under `h` held in slot `from` as slot `to` instead
+    /// (its record moved); false if `from` was not there.
+    pub fn relabel(&mut self, h: u64, from: u32, to: u32) -> bool {
+        if self.buckets.is_empty() {
+            return false;
+        }
+        let mask = self.mask();
+        let mut i = tag(h) as usize & mask;
+        loop {
+            let b = self.buckets[i];
+            if b.slot == FREE {
+                return false;
+            }
+            if b.slot == from {
+                self.buckets[i].slot = to;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// Empties the index, keeping its memory.
     pub fn clear(&mut self) {
         if self.len > 0 {

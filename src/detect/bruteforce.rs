@@ -16,7 +16,6 @@
 //! TGS-REQs (not counted); password spraying against a domain controller
 //! sends one AS-REQ per guessed account.
 
-use hashbrown::HashMap;
 use serde_json::{Map, json};
 
 use super::DetectConfig;
@@ -25,7 +24,7 @@ use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::family::{Context, Family};
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
-use crate::base::{Addr, PortBits};
+use crate::base::{Addr, PortBits, SlabMap};
 use crate::decode::{PacketMeta, ip_proto, tcp_flags};
 use crate::track::{ConnState, FlowView, Observer, ShardConfig};
 
@@ -158,7 +157,7 @@ fn service_name(p: u16) -> &'static str {
 
 /// The host-stage half.
 pub struct BruteForce {
-    windows: HashMap<AuthKey, Win<AuthAgg>, foldhash::fast::FixedState>,
+    windows: SlabMap<AuthKey, Win<AuthAgg>>,
     episodes: Episodes<RuleEpisode>,
     idx: Vec<(AuthKey, u32)>,
 }
@@ -172,7 +171,7 @@ impl Family for BruteForce {
 
     fn new(cfg: &DetectConfig) -> BruteForce {
         BruteForce {
-            windows: HashMap::with_hasher(Default::default()),
+            windows: SlabMap::default(),
             episodes: Episodes::new(policy(cfg.episodes, cfg.brute.window)),
             idx: Vec::new(),
         }

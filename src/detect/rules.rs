@@ -165,12 +165,12 @@ pub struct Win<T> {
 
 /// The window of `k`, restarted when it is older than `window` ns.
 pub fn roll<K: std::hash::Hash + Eq, T: Default>(
-    map: &mut hashbrown::HashMap<K, Win<T>, foldhash::fast::FixedState>,
+    map: &mut crate::base::SlabMap<K, Win<T>>,
     k: K,
     now: Timestamp,
     window: u64,
 ) -> &mut Win<T> {
-    let w = map.entry(k).or_insert_with(|| Win { start: now, agg: T::default() });
+    let w = map.get_or_insert_with(k, || Win { start: now, agg: T::default() });
     if now.since(w.start) >= window {
         *w = Win { start: now, agg: T::default() };
     }

@@ -9,7 +9,6 @@
 //! once the target answers it with a reset) and the successes that answer
 //! them; the host half ([`ScanDetector`]) keeps tumbling windows and decides.
 
-use hashbrown::HashMap;
 use serde_json::{Map, json};
 
 use super::DetectConfig;
@@ -20,7 +19,7 @@ use super::family::{Context, Family};
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::sketch::PortSet;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
-use crate::base::{Addr, Distinct};
+use crate::base::{Addr, Distinct, SlabMap};
 use crate::config::ScanConfig;
 use crate::decode::{L3, PacketMeta, ip_proto, tcp_flags};
 use crate::track::{ConnState, FlowView, Observer, REFLECTOR_PORTS, ShardConfig};
@@ -313,9 +312,9 @@ struct DstAgg {
 
 /// The host-stage scan detector.
 pub struct ScanDetector {
-    pairs: HashMap<(Addr, Addr), Win<PairAgg>, foldhash::fast::FixedState>,
-    sweeps: HashMap<SweepKey, Win<SweepAgg>, foldhash::fast::FixedState>,
-    dsts: HashMap<Addr, Win<DstAgg>, foldhash::fast::FixedState>,
+    pairs: SlabMap<(Addr, Addr), Win<PairAgg>>,
+    sweeps: SlabMap<SweepKey, Win<SweepAgg>>,
+    dsts: SlabMap<Addr, Win<DstAgg>>,
     episodes: Episodes<RuleEpisode>,
     /// Sort buffers kept between intervals.
     pair_idx: Vec<((Addr, Addr), u32)>,
@@ -332,9 +331,9 @@ impl ScanDetector {
     pub fn new(policy: EpisodePolicy, cfg: &ScanConfig) -> ScanDetector {
         let policy = EpisodePolicy { cooldown: policy.cooldown.max(cfg.window * NANOS_PER_SEC), ..policy };
         ScanDetector {
-            pairs: HashMap::with_hasher(Default::default()),
-            sweeps: HashMap::with_hasher(Default::default()),
-            dsts: HashMap::with_hasher(Default::default()),
+            pairs: SlabMap::default(),
+            sweeps: SlabMap::default(),
+            dsts: SlabMap::default(),
             episodes: Episodes::new(policy),
             pair_idx: Vec::new(),
             sweep_idx: Vec::new(),

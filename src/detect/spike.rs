@@ -11,7 +11,6 @@
 //! teach the baseline: learning is frozen while an episode is open and
 //! clipped at the line otherwise.
 
-use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -21,8 +20,8 @@ use super::episode::{EpisodeKey, EpisodeState, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family, Restored};
 use super::{DetectConfig, HostInterval};
-use crate::base::Addr;
 use crate::base::time::{Span, Timestamp};
+use crate::base::{Addr, SlabMap};
 use crate::config::Tuning;
 use crate::track::{HostCounters, ShardConfig};
 
@@ -407,7 +406,7 @@ fn human(v: f64, unit: &str) -> String {
 
 /// The statistical detectors and their learned state.
 pub struct SpikeDetector {
-    hosts: HashMap<Addr, HostBaseline, foldhash::fast::FixedState>,
+    hosts: SlabMap<Addr, HostBaseline>,
     alphas: (f64, f64),
     episodes: Episodes<SpikeEpisode>,
     /// Hosts forgotten to stay under `max_hosts`.
@@ -420,9 +419,9 @@ pub struct SpikeDetector {
     /// sensor was not running is not taken for silence of every host.
     resume_from: Option<u64>,
     /// Flood baselines per destination prefix and for the whole link.
-    prefixes: HashMap<Addr, PrefixState, foldhash::fast::FixedState>,
+    prefixes: SlabMap<Addr, PrefixState>,
     /// Per-interval prefix sums, kept between intervals for their memory.
-    prefix_sums: HashMap<Addr, PrefixAgg, foldhash::fast::FixedState>,
+    prefix_sums: SlabMap<Addr, PrefixAgg>,
 }
 
 /// Learned state as saved to disk.
@@ -449,7 +448,8 @@ impl SpikeDetector {
         let secs_per_interval = cfg.interval_ns.max(1) as f64 / 1e9;
         let hl = cfg.spike.half_lives;
         SpikeDetector {
-            hosts: HashMap::with_hasher(Default::default()),
+            // Room for the cap at once (untouched until filled).
+            hosts: SlabMap::with_room(cfg.spike.max_hosts),
             alphas: (
                 alpha_for_half_life(hl[0] as f64 / secs_per_interval),
                 alpha_for_half_life(hl[1] as f64 / secs_per_interval),
@@ -459,8 +459,8 @@ impl SpikeDetector {
             allowlisted: 0,
             latest: 0,
             resume_from: None,
-            prefixes: HashMap::with_hasher(Default::default()),
-            prefix_sums: HashMap::with_hasher(Default::default()),
+            prefixes: SlabMap::default(),
+            prefix_sums: SlabMap::default(),
         }
     }
 
@@ -648,7 +648,7 @@ impl SpikeDetector {
             if v == [0; 3] || all_hosts(a) {
                 continue;
             }
-            sums.entry(prefix_of(a)).or_default().add(a, h, &v);
+            sums.get_or_default(prefix_of(a)).add(a, h, &v);
             link.add(a, h, &v);
         }
         let mut keys: Vec<Addr> = sums.keys().copied().collect();
@@ -716,7 +716,7 @@ impl SpikeDetector {
     ) -> [bool; PREFIX_METRICS] {
         let sp = &cfg.spike;
         let warm_after = warmup_intervals(cfg);
-        let st = self.prefixes.entry(p).or_insert_with(|| PrefixState {
+        let st = self.prefixes.get_or_insert_with(p, || PrefixState {
             first: idx,
             last: idx,
             ..PrefixState::default()

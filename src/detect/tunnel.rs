@@ -15,7 +15,7 @@ use super::evidence::put_count;
 use super::family::{Context, Family};
 use super::rules::{RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
-use crate::base::{Addr, Distinct};
+use crate::base::{Addr, Distinct, SlabMap};
 use crate::config::TunnelConfig;
 use crate::decode::{PacketMeta, ip_proto};
 use crate::track::{FlowView, Observer, ShardConfig};
@@ -263,13 +263,13 @@ impl Observer for TunnelTable {
 
 /// The host-stage tunnel detector.
 pub struct TunnelDetector {
-    dns: HashMap<DnsKey, Win<DnsAgg>, foldhash::fast::FixedState>,
-    echo: HashMap<(Addr, Addr), Win<EchoAgg>, foldhash::fast::FixedState>,
+    dns: SlabMap<DnsKey, Win<DnsAgg>>,
+    echo: SlabMap<(Addr, Addr), Win<EchoAgg>>,
     /// Every parent domain of a (client, server) pair together: names sent
     /// straight to a tunnel server, with no registered domain, have a
     /// "parent" of their own each and never accumulate under one.
-    pairs: HashMap<(Addr, Addr), Win<PairDns>, foldhash::fast::FixedState>,
-    raw: HashMap<(Addr, Addr), Win<RawAgg>, foldhash::fast::FixedState>,
+    pairs: SlabMap<(Addr, Addr), Win<PairDns>>,
+    raw: SlabMap<(Addr, Addr), Win<RawAgg>>,
     /// Pairs whose open episode the per-pair rules opened: their per-domain
     /// windows (one query each) must not feed it as well.
     by_pair: Vec<(Addr, Addr)>,
@@ -296,10 +296,10 @@ impl TunnelDetector {
     pub fn new(policy: EpisodePolicy, cfg: &TunnelConfig) -> TunnelDetector {
         let policy = EpisodePolicy { cooldown: policy.cooldown.max(cfg.window * NANOS_PER_SEC), ..policy };
         TunnelDetector {
-            dns: HashMap::with_hasher(Default::default()),
-            echo: HashMap::with_hasher(Default::default()),
-            pairs: HashMap::with_hasher(Default::default()),
-            raw: HashMap::with_hasher(Default::default()),
+            dns: SlabMap::default(),
+            echo: SlabMap::default(),
+            pairs: SlabMap::default(),
+            raw: SlabMap::default(),
             by_pair: Vec::new(),
             episodes: Episodes::new(policy),
         }
