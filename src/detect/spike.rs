@@ -78,8 +78,10 @@ const PREFIX_METRICS: usize = 3;
 /// threshold Zeek uses for an address scan is 25; a /24 carpet hits most of
 /// its 256 addresses every second, and 16 keeps a small subnet in reach.
 const PREFIX_HOSTS: u32 = 16;
-/// The key standing for the whole link.
-const LINK: Addr = Addr::UNSPECIFIED;
+/// The key standing for the whole link: no prefix can be it (a /24 or /64
+/// ends in zero bytes). It was `::`, which is also the /64 of `::1` and of
+/// the IPv4-compatible block, so those prefixes shared the link's baseline.
+const LINK: Addr = Addr([0xff; 16]);
 /// The actor of a prefix or link episode's key: no address, and not the
 /// unspecified one, so these are never taken for one host's flood.
 const PREFIX_MARK: Addr = Addr([0xff; 16]);
@@ -656,7 +658,7 @@ impl SpikeDetector {
         let mut fired = [false; PREFIX_METRICS];
         for p in keys {
             if let Some(agg) = sums.get(&p) {
-                let f = self.judge_prefix(p, agg, t, idx, cfg, out);
+                let f = self.judge_prefix(p, agg, t, idx, cfg, out, &[false; PREFIX_METRICS]);
                 for (x, y) in fired.iter_mut().zip(f) {
                     *x |= y;
                 }
@@ -701,10 +703,15 @@ impl SpikeDetector {
                 quiet.sum[i] = 0;
             }
         }
-        self.judge_prefix(LINK, &quiet, t, idx, cfg, out);
+        self.judge_prefix(LINK, &quiet, t, idx, cfg, out, explained);
     }
 
-    /// Judges one prefix's interval; returns which metrics opened or fed an episode.
+    /// Judges one prefix's interval; returns which metrics opened or fed an
+    /// episode. Metrics in `explained` (the link's share that prefix
+    /// episodes already report, zeroed by the caller) are not learned: a
+    /// baseline fed zeros through a long flood would sit far below the
+    /// link's usual traffic when the flood ends.
+    #[allow(clippy::too_many_arguments)]
     fn judge_prefix(
         &mut self,
         p: Addr,
@@ -713,6 +720,7 @@ impl SpikeDetector {
         idx: u64,
         cfg: &DetectConfig,
         out: &mut Vec<Anomaly>,
+        explained: &[bool; PREFIX_METRICS],
     ) -> [bool; PREFIX_METRICS] {
         let sp = &cfg.spike;
         let warm_after = warmup_intervals(cfg);
@@ -775,7 +783,7 @@ impl SpikeDetector {
                     self.episodes.observe(key, t, &obs, out);
                 }
             }
-            if !open && !trigger {
+            if !open && !trigger && !explained[i] {
                 st.base[i].learn(v.min(line), self.alphas);
             }
         }
@@ -1386,6 +1394,49 @@ mod tests {
         assert_eq!(starts.len(), 1, "{starts:#?}");
         assert_eq!((starts[0].kind, starts[0].dst), (AnomalyKind::UdpFlood, None));
         assert_eq!(starts[0].evidence["prefix"], "the link");
+    }
+
+    /// While a prefix episode reports the link's share, the link's baseline
+    /// does not learn the zero it is handed in its place.
+    #[test]
+    fn a_prefix_flood_does_not_teach_the_link_zero() {
+        let cfg = cfg();
+        let mut det = SpikeDetector::new(&cfg);
+        let mut out = Vec::new();
+        let mut step = |det: &mut SpikeDetector, i: u64, carpet: bool| {
+            let mut iv = HostInterval::default();
+            for h in 0..50u8 {
+                let c = HostCounters { udp_in: 20, pkts_in: 20, flows_in: 1, ..HostCounters::default() };
+                iv.hosts.insert(Addr::v4([10, 1, h, 7]), c);
+            }
+            for h in 1..=200u8 {
+                if carpet {
+                    let mut c =
+                        HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
+                    c.peers_in.insert_addr(&Addr::v4([198, 51, 100, h]));
+                    iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
+                }
+            }
+            let t = Timestamp(i * NANOS_PER_SEC);
+            det.on_interval(&iv, t, &cfg, &mut out);
+            Family::tick(det, t, false, &mut out);
+        };
+        for i in 1..=400 {
+            step(&mut det, i, false);
+        }
+        let before = det.prefixes[&LINK].base[1].fast.mean;
+        for i in 401..=500 {
+            step(&mut det, i, true);
+        }
+        let after = det.prefixes[&LINK].base[1].fast.mean;
+        assert!(out.iter().any(|e| e.kind == AnomalyKind::UdpFlood && e.dst.is_some()), "{out:#?}");
+        assert!(before > 500.0 && after > before * 0.9, "link baseline {before} -> {after}");
+    }
+
+    #[test]
+    fn prefixes_of_ipv6_loopback_are_not_the_link() {
+        assert_ne!(prefix_of(&Addr::from("::1".parse::<std::net::IpAddr>().unwrap())), LINK);
+        assert_ne!(prefix_of(&Addr::v4([10, 0, 0, 1])), LINK);
     }
 
     #[test]
