@@ -279,17 +279,23 @@ pub struct MlConfig {
     pub trees: usize,
     /// Depth of each tree (nodes = 2^(depth+1) - 1).
     pub depth: u32,
-    /// Host-intervals per mass window (reference and latest swap after this many).
+    /// Host-intervals per mass window (reference and latest swap after this
+    /// many); the first window also closes after half of `training_seconds`
+    /// once it holds 32, so a small network gets scores in packet time.
     pub window: u64,
     /// Host-intervals learned before any verdict at most; the threshold is
     /// set from them (bounds the learning period on a large network).
     pub training: usize,
-    /// Seconds of packet time after which the model calibrates anyway, once
-    /// it has `min_training` host-intervals (a small network never reaches
+    /// Seconds of packet time from the first host-interval learned after
+    /// which the model calibrates anyway, once it has scored `min_training`
+    /// host-intervals (a small network never reaches
     /// `training` quickly; the spike baselines' warm-up is the same 300 s).
     pub training_seconds: u64,
-    /// Host-intervals needed to calibrate after `training_seconds`: the
-    /// 0.999 quantile of fewer than 256 scores is the maximum plus a margin.
+    /// Host-intervals needed to calibrate after `training_seconds`: 128 is
+    /// what a network averaging one scored host-interval a second yields in
+    /// the learning period's second half (the first builds the reference
+    /// window). The 0.999 quantile of fewer than 1,000 scores is their
+    /// maximum either way; the line adds a margin to it.
     pub min_training: usize,
     /// Quantile of training scores the threshold sits above.
     pub quantile: f64,
@@ -307,7 +313,7 @@ impl Default for MlConfig {
             window: 512,
             training: 4096,
             training_seconds: 300,
-            min_training: 256,
+            min_training: 128,
             quantile: 0.999,
             min_packets: 10,
         }

@@ -49,6 +49,12 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "share of its DNS names that look encoded",
 ];
 
+/// Host-intervals the first reference window needs before it may close in
+/// packet time: with 32 vectors each tree's top five levels (32 nodes) hold
+/// one on average, so the coarse splits a score rests on have mass to
+/// compare; with fewer, almost any vector lands where nothing was seen.
+pub const FIRST_WINDOW_MIN: u64 = 32;
+
 /// log1p of the largest count we scale for (10⁸): features land in [0, 1].
 const LOG_MAX: f64 = 18.5;
 /// How many leading features are log-scaled counts (the rest are shares).
@@ -257,6 +263,18 @@ pub struct ModelState {
     pub mean: Vec<f64>,
     /// Per-feature running variances (explanations).
     pub var: Vec<f64>,
+    /// Host-intervals in the reference window (absent in files of 0.6:
+    /// derived from the masses).
+    #[serde(default)]
+    pub reference_count: Option<u64>,
+    /// Host-intervals in the latest window so far (absent in files of 0.6,
+    /// where windows closed every `window`: `seen % window`).
+    #[serde(default)]
+    pub latest_count: Option<u64>,
+    /// Packet time of the first host-interval learned, while learning: the
+    /// learning period runs from it.
+    #[serde(default)]
+    pub learning_since: Option<Timestamp>,
 }
 
 /// Current [`ModelState::version`].
@@ -272,11 +290,16 @@ pub struct BehaviourModel {
     threshold: Option<f64>,
     mean: [f64; FEATURES],
     var: [f64; FEATURES],
+    /// Host-intervals in the reference window (scores are normalised by it,
+    /// so a first window closed early scores on the same scale) and so far
+    /// in the latest one.
+    reference_count: u64,
+    latest_count: u64,
     episodes: Episodes<RuleEpisode>,
     cfg: MlConfig,
-    /// Packet time of the first score kept for calibration, and of the
-    /// last progress line logged.
-    training_since: Option<Timestamp>,
+    /// Packet time of the first host-interval learned (the learning period
+    /// runs from it), and of the last progress line logged.
+    learning_since: Option<Timestamp>,
     progress_logged: Timestamp,
 }
 
@@ -296,26 +319,43 @@ impl BehaviourModel {
             },
             seen: 0,
             windows: 0,
+            reference_count: 0,
+            latest_count: 0,
             calibration: Vec::new(),
             threshold: None,
             mean: [0.0; FEATURES],
             var: [0.0; FEATURES],
             episodes: Episodes::new(policy),
             cfg: cfg.clone(),
-            training_since: None,
+            learning_since: None,
             progress_logged: Timestamp::ZERO,
         }
     }
 
-    /// Calibration is due: `training` host-intervals, or `training_seconds`
-    /// of packet time with at least `min_training` of them.
+    /// Packet time learned so far, in nanoseconds.
+    fn learned_for(&self, t: Timestamp) -> u64 {
+        self.learning_since.map_or(0, |s| t.since(s))
+    }
+
+    /// Calibration is due: `training` scored host-intervals, or
+    /// `training_seconds` of packet time since learning began with at least
+    /// `min_training` of them.
     fn calibration_due(&self, t: Timestamp) -> bool {
         let n = self.calibration.len();
-        let long = self
-            .training_since
-            .is_some_and(|s| t.since(s) >= self.cfg.training_seconds.saturating_mul(NANOS_PER_SEC));
+        let long = self.learned_for(t) >= self.cfg.training_seconds.saturating_mul(NANOS_PER_SEC);
         // `training` is also the most `min_training` can ask for.
         n >= self.cfg.training || (long && n >= self.cfg.min_training.min(self.cfg.training))
+    }
+
+    /// The first reference window closes early: half the learning period
+    /// has passed and it holds `FIRST_WINDOW_MIN` host-intervals. Half, so
+    /// that at a steady rate the other half yields as many scores for the
+    /// line as the reference holds vectors, and the whole learning period is
+    /// `training_seconds` however small the network.
+    fn first_window_due(&self, t: Timestamp) -> bool {
+        self.windows == 0
+            && self.latest_count >= FIRST_WINDOW_MIN
+            && self.learned_for(t) >= self.cfg.training_seconds.saturating_mul(NANOS_PER_SEC) / 2
     }
 
     /// Says how far learning is, once a minute of packet time: a model that
@@ -325,17 +365,18 @@ impl BehaviourModel {
             return;
         }
         self.progress_logged = t;
+        let secs = self.learned_for(t) / NANOS_PER_SEC;
         if self.windows == 0 {
-            // Scores need one full reference window first.
+            // Scores need a first reference window.
             tracing::info!(
-                "behaviour model learning: filling its first reference window, {} of {} host-intervals (a host with at least {} packets in an interval); no verdicts until then",
-                self.seen,
+                "behaviour model learning: filling its first reference window, {} of {} host-intervals (or {} s of packet time with at least {FIRST_WINDOW_MIN}; a host with at least {} packets in an interval), {secs} s so far; no verdicts until then",
+                self.latest_count,
                 self.cfg.window,
+                self.cfg.training_seconds / 2,
                 self.cfg.min_packets,
             );
             return;
         }
-        let secs = self.training_since.map_or(0, |s| t.since(s) / NANOS_PER_SEC);
         tracing::info!(
             "behaviour model learning: {} host-intervals scored ({} needed once {} s have passed, {} at most), {secs} s so far; no verdicts until then",
             self.calibration.len(),
@@ -346,9 +387,11 @@ impl BehaviourModel {
     }
 
     /// Anomaly score in (0, 1]; high = unusual. HST: 1 / (1 + mean mass
-    /// score); LODA: mean normalised surprise of the projections.
+    /// score per reference vector); LODA: mean normalised surprise of the
+    /// projections. Both are relative to the reference window's actual
+    /// count, so a window closed early scores on the same scale as a full one.
     pub fn score(&self, x: &[f64; FEATURES]) -> f64 {
-        let window = self.cfg.window.max(1) as f64;
+        let window = self.reference_count.max(1) as f64;
         if !self.projs.is_empty() {
             return self.projs.iter().map(|p| p.surprise(x, window)).sum::<f64>() / self.projs.len() as f64;
         }
@@ -383,6 +426,9 @@ impl BehaviourModel {
             calibration: self.calibration.clone(),
             mean: self.mean.to_vec(),
             var: self.var.to_vec(),
+            reference_count: Some(self.reference_count),
+            latest_count: Some(self.latest_count),
+            learning_since: self.learning_since,
         }
     }
 
@@ -408,6 +454,11 @@ impl BehaviourModel {
         }
         self.seen = st.seen;
         self.windows = st.windows;
+        let window = self.cfg.window.max(1);
+        // Before these were saved every window held `window` vectors.
+        self.reference_count = st.reference_count.unwrap_or(if st.windows > 0 { window } else { 0 });
+        self.latest_count = st.latest_count.unwrap_or(st.seen % window);
+        self.learning_since = st.learning_since;
         self.threshold = st.threshold;
         self.calibration = st.calibration;
         self.mean.copy_from_slice(&st.mean);
@@ -423,7 +474,7 @@ impl BehaviourModel {
             .chain(self.projs.iter_mut().map(|p| (&mut p.reference, &mut p.latest)))
     }
 
-    fn learn(&mut self, x: &[f64; FEATURES]) {
+    fn learn(&mut self, x: &[f64; FEATURES], t: Timestamp) {
         for t in &mut self.trees {
             t.learn(x);
         }
@@ -431,6 +482,10 @@ impl BehaviourModel {
             p.learn(x);
         }
         self.seen += 1;
+        self.latest_count += 1;
+        if self.threshold.is_none() {
+            self.learning_since.get_or_insert(t);
+        }
         // Running per-feature moments, for explanations only.
         let a = 1.0 / (self.seen.min(10_000) as f64);
         for ((xd, mean), var) in x.iter().zip(self.mean.iter_mut()).zip(self.var.iter_mut()) {
@@ -438,7 +493,7 @@ impl BehaviourModel {
             *mean += a * diff;
             *var = (1.0 - a) * (*var + a * diff * diff);
         }
-        if self.seen % self.cfg.window.max(1) == 0 {
+        if self.latest_count >= self.cfg.window.max(1) || self.first_window_due(t) {
             for t in &mut self.trees {
                 t.swap();
             }
@@ -446,6 +501,8 @@ impl BehaviourModel {
                 p.swap();
             }
             self.windows += 1;
+            self.reference_count = self.latest_count;
+            self.latest_count = 0;
         }
     }
 
@@ -472,7 +529,6 @@ impl BehaviourModel {
             match (score, self.threshold) {
                 (Some(s), None) => {
                     self.calibration.push(s);
-                    self.training_since.get_or_insert(t);
                     if self.calibration_due(t) {
                         let n = self.calibration.len();
                         let line = calibrate(&mut self.calibration, self.cfg.quantile);
@@ -480,7 +536,7 @@ impl BehaviourModel {
                         self.calibration = Vec::new();
                         tracing::info!("behaviour model calibrated on {n} host-intervals: line {line:.4}");
                     }
-                    self.learn(&x);
+                    self.learn(&x, t);
                 }
                 (Some(s), Some(line)) if s > line => {
                     let dev = self.deviations(&x);
@@ -489,7 +545,7 @@ impl BehaviourModel {
                     // attack looks like, and the commonest way benign hosts
                     // stray. Such a vector is normal variety: it teaches the model.
                     if !excess(&dev) {
-                        self.learn(&x);
+                        self.learn(&x, t);
                     } else if !allowed(a, AnomalyKind::BehaviourOutlier) {
                         let obs = self.observation(*a, &x, &dev, s, line, t);
                         let key = EpisodeKey {
@@ -501,7 +557,7 @@ impl BehaviourModel {
                     }
                     // An excess outlier never teaches the model.
                 }
-                _ => self.learn(&x),
+                _ => self.learn(&x, t),
             }
         }
         self.log_progress(t);
@@ -707,8 +763,61 @@ mod tests {
                 calibrated_at = Some(i);
             }
         }
-        // Scores start after the first 16-interval window; 300 s later it calibrates.
-        assert_eq!(calibrated_at, Some(316), "calibrated at {calibrated_at:?}");
+        // Scores start after the first 16-interval window; the learning
+        // period runs from the first interval learned, so it calibrates at 300 s.
+        assert_eq!(calibrated_at, Some(300), "calibrated at {calibrated_at:?}");
+    }
+
+    /// An office: ten hosts, each busy enough to be scored in one second of
+    /// ten (one host-interval a second, like the lab office of
+    /// captures/behaviour), default configuration. The first reference
+    /// window (512) would take over eight minutes to fill; it closes at half
+    /// the learning period instead, and the model calibrates when the
+    /// learning period ends, then flags a scanner.
+    #[test]
+    fn an_office_gets_verdicts_from_the_time_bounded_learning_period() {
+        let cfg = MlConfig { enabled: true, ..MlConfig::default() };
+        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let mut out = Vec::new();
+        let (mut scored_at, mut calibrated_at) = (None, None);
+        for i in 0..330u64 {
+            let mut iv = HostInterval::default();
+            for k in (0..10u64).filter(|k| i % 10 == *k) {
+                iv.hosts.insert(Addr::v4([10, 0, 0, 1 + k as u8]), normal(i * 10 + k));
+            }
+            m.on_interval(&iv, Timestamp::from_secs(1_000 + i), &never, &mut out);
+            if scored_at.is_none() && m.windows > 0 {
+                scored_at = Some(i);
+            }
+            if calibrated_at.is_none() && m.threshold().is_some() {
+                calibrated_at = Some(i);
+            }
+        }
+        assert!(out.is_empty(), "the office's own hosts were flagged: {out:#?}");
+        // Half of training_seconds (150 s), 151 host-intervals: scores from then on.
+        assert_eq!(scored_at, Some(150), "scored from {scored_at:?}");
+        assert_eq!(m.reference_count, 151);
+        let due = cfg.training_seconds;
+        assert!(
+            calibrated_at.is_some_and(|c| (due..due + 5).contains(&c)),
+            "calibrated at {calibrated_at:?}"
+        );
+        let mut iv = HostInterval::default();
+        iv.hosts.insert(Addr::v4([10, 0, 0, 66]), scanner());
+        m.on_interval(&iv, Timestamp::from_secs(1_400), &never, &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].kind, AnomalyKind::BehaviourOutlier);
+        // Saved and restored mid-way, the partial window keeps its count;
+        // a file from before the count was saved assumes full windows.
+        let mut st = m.snapshot();
+        let mut again = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(again.restore(m.snapshot()));
+        assert_eq!(again.score(&features(&scanner())), m.score(&features(&scanner())));
+        (st.reference_count, st.latest_count, st.learning_since) = (None, None, None);
+        let mut old = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(old.restore(st));
+        assert_eq!((old.reference_count, old.latest_count), (cfg.window, m.seen % cfg.window));
     }
 
     #[test]
