@@ -72,6 +72,23 @@ fn model_scores_are_the_same_for_any_worker_count() {
     let one = replay_mixed(dir.path(), Some("scans/pcaphunt_ps-tcp_syn.pcap"), "1");
     let three = replay_mixed(dir.path(), Some("scans/pcaphunt_ps-tcp_syn.pcap"), "3");
     assert!(String::from_utf8_lossy(&one).contains("behaviour_outlier"));
+    // Priority folds in the model's view of each host: the same for any
+    // worker count, and present on the scan's episodes.
+    let priorities = |out: &[u8]| -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["phase"] != "end")
+            .map(|e| (e["episode_id"].to_string(), e["priority"].clone(), e["priority_reasons"].clone()))
+            .collect()
+    };
+    let (p1, p3) = (priorities(&one), priorities(&three));
+    assert!(p1.iter().all(|(_, p, _)| p.is_u64()), "every start and update has a priority");
+    assert!(
+        p1.iter().any(|(_, _, r)| r.to_string().contains("behaviour model: host unusual now")),
+        "no episode gained the model's view: {p1:?}"
+    );
+    assert_eq!(p1, p3);
     assert_eq!(String::from_utf8_lossy(&one), String::from_utf8_lossy(&three));
 }
 

@@ -55,6 +55,27 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
 /// compare; with fewer, almost any vector lands where nothing was seen.
 pub const FIRST_WINDOW_MIN: u64 = 32;
 
+/// Hosts kept per interval as unusual for triage: more than an analyst
+/// reads in one interval; past it the highest scores are kept.
+const MAX_UNUSUAL: usize = 256;
+
+/// The hosts the calibrated model found unusual in the latest interval, for
+/// episode priority (`priority::Triage`).
+#[derive(Clone, Copy, Debug)]
+pub struct UnusualHosts<'a> {
+    /// The calibrated line.
+    pub line: f64,
+    /// (host, score) sorted by host, every score above the line.
+    pub hosts: &'a [(Addr, f64)],
+}
+
+impl UnusualHosts<'_> {
+    /// The score of `a` if the model found it unusual.
+    pub fn score(&self, a: &Addr) -> Option<f64> {
+        self.hosts.binary_search_by(|(h, _)| h.cmp(a)).ok().and_then(|i| self.hosts.get(i)).map(|&(_, s)| s)
+    }
+}
+
 /// log1p of the largest count we scale for (10⁸): features land in [0, 1].
 const LOG_MAX: f64 = 18.5;
 /// How many leading features are log-scaled counts (the rest are shares).
@@ -295,6 +316,10 @@ pub struct BehaviourModel {
     /// in the latest one.
     reference_count: u64,
     latest_count: u64,
+    /// Hosts over the line in the latest interval, with their scores, by
+    /// excess only (a host that only did less is not "unusual" for triage
+    /// any more than for events). Cleared every interval.
+    unusual: Vec<(Addr, f64)>,
     episodes: Episodes<RuleEpisode>,
     cfg: MlConfig,
     /// Packet time of the first host-interval learned (the learning period
@@ -321,6 +346,7 @@ impl BehaviourModel {
             windows: 0,
             reference_count: 0,
             latest_count: 0,
+            unusual: Vec::new(),
             calibration: Vec::new(),
             threshold: None,
             mean: [0.0; FEATURES],
@@ -406,6 +432,12 @@ impl BehaviourModel {
     /// The calibrated line, once training is over.
     pub fn threshold(&self) -> Option<f64> {
         self.threshold
+    }
+
+    /// The hosts found unusual in the latest interval judged (none before
+    /// calibration or when the model is off).
+    pub fn unusual_now(&self) -> Option<UnusualHosts<'_>> {
+        self.threshold.map(|line| UnusualHosts { line, hosts: &self.unusual })
     }
 
     /// The learned state, for saving.
@@ -522,6 +554,7 @@ impl BehaviourModel {
                 .filter(|(a, h)| h.pkts_in + h.pkts_out >= self.cfg.min_packets && crate::track::is_unicast(a))
                 .collect();
         hosts.sort_by_key(|(a, _)| **a);
+        self.unusual.clear();
         for (a, h) in hosts {
             let x = features(h);
             // Scores mean something once one reference window exists.
@@ -546,7 +579,11 @@ impl BehaviourModel {
                     // stray. Such a vector is normal variety: it teaches the model.
                     if !excess(&dev) {
                         self.learn(&x, t);
-                    } else if !allowed(a, AnomalyKind::BehaviourOutlier) {
+                        continue;
+                    }
+                    // Hosts come in address order, so the list is sorted.
+                    self.unusual.push((*a, s));
+                    if !allowed(a, AnomalyKind::BehaviourOutlier) {
                         let obs = self.observation(*a, &x, &dev, s, line, t);
                         let key = EpisodeKey {
                             kind: AnomalyKind::BehaviourOutlier,
@@ -559,6 +596,12 @@ impl BehaviourModel {
                 }
                 _ => self.learn(&x, t),
             }
+        }
+        if self.unusual.len() > MAX_UNUSUAL {
+            // The highest scores, ties by address: the same for any worker count.
+            self.unusual.sort_by(|p, q| q.1.total_cmp(&p.1).then(p.0.cmp(&q.0)));
+            self.unusual.truncate(MAX_UNUSUAL);
+            self.unusual.sort_by_key(|&(a, _)| a);
         }
         self.log_progress(t);
     }
@@ -643,6 +686,9 @@ impl Family for BehaviourModel {
         let cfg = cx.cfg;
         if cfg.ml.enabled {
             self.on_interval(cx.hosts, cx.t, &|a, k| cfg.allowed(a, k), out);
+        } else {
+            // Turned off by a reload: no stale view for triage.
+            self.unusual.clear();
         }
     }
 

@@ -426,8 +426,10 @@ impl HostStage {
         self.families.judge(&mut p.families, &mut cx, out);
         self.families.tick(t, p.last, out);
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        // In event order, so novelty is the same for any number of workers.
-        self.triage.assign(&mut out[start..]);
+        // In event order, so novelty is the same for any number of workers;
+        // the model judged the same merged interval (it is judged last of
+        // the families, so its view is this interval's).
+        self.triage.assign(&mut out[start..], self.families.ml.unusual_now());
         p.families
     }
 
