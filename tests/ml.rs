@@ -10,9 +10,14 @@ use std::path::Path;
 use std::process::Command;
 
 /// The `[ml]` section of the tests. `ML_MODEL=loda` evaluates the other
-/// detector with the same harness (how the README's comparison was made).
+/// detector with the same harness (how the README's comparison was made);
+/// `ML_DEFAULTS=1` runs it with the default settings, only turned on (how
+/// the default-on decision was measured).
 fn ml_config(training: u32, window: u32) -> String {
     let model = std::env::var("ML_MODEL").unwrap_or_else(|_| "hst".into());
+    if std::env::var_os("ML_DEFAULTS").is_some() {
+        return format!("[ml]\nenabled = true\nmodel = \"{model}\"\n");
+    }
     format!(
         "[ml]\nenabled = true\nmodel = \"{model}\"\ntraining = {training}\nwindow = {window}\nmin_packets = 5\n"
     )
