@@ -271,7 +271,7 @@ pub enum ModelKind {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MlConfig {
-    /// Run the model (off by default until tuned on your traffic).
+    /// Run the model (on: it ranks every episode; its own outliers are `low`).
     pub enabled: bool,
     /// The detector: `hst` (default) or `loda`.
     pub model: ModelKind,
@@ -283,13 +283,13 @@ pub struct MlConfig {
     /// many); the first window also closes after half of `training_seconds`
     /// once it holds 32, so a small network gets scores in packet time.
     pub window: u64,
-    /// Host-intervals learned before any verdict at most; the threshold is
-    /// set from them (bounds the learning period on a large network).
+    /// Training scores kept to set the line: every one up to this many, then
+    /// a uniform sample of the whole learning period (bounds memory on a
+    /// large network, not the period).
     pub training: usize,
-    /// Seconds of packet time from the first host-interval learned after
-    /// which the model calibrates anyway, once it has scored `min_training`
-    /// host-intervals (a small network never reaches
-    /// `training` quickly; the spike baselines' warm-up is the same 300 s).
+    /// The learning period: seconds of packet time from the first
+    /// host-interval learned until the model calibrates (once it has scored
+    /// `min_training`); the spike baselines' warm-up is the same 300 s.
     pub training_seconds: u64,
     /// Host-intervals needed to calibrate after `training_seconds`: 128 is
     /// what a network averaging one scored host-interval a second yields in
@@ -306,7 +306,7 @@ pub struct MlConfig {
 impl Default for MlConfig {
     fn default() -> Self {
         MlConfig {
-            enabled: false,
+            enabled: true,
             model: ModelKind::Hst,
             trees: 25,
             depth: 10,
