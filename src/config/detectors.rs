@@ -265,6 +265,8 @@ pub enum ModelKind {
     Hst,
     /// LODA: sparse random projections with histograms (Pevný 2016).
     Loda,
+    /// KitNET-style ensemble of tiny online autoencoders (Mirsky et al. 2018).
+    Kitnet,
 }
 
 /// `[ml]`: the behaviour model.
@@ -273,9 +275,10 @@ pub enum ModelKind {
 pub struct MlConfig {
     /// Run the model (on: it ranks every episode; its own outliers are `low`).
     pub enabled: bool,
-    /// The detector: `hst` (default) or `loda`.
+    /// The detector: `hst` (default), `loda` or `kitnet`.
     pub model: ModelKind,
-    /// Members of the ensemble: trees (HST) or projections (LODA).
+    /// Members of the ensemble: trees (HST) or projections (LODA); KitNET's
+    /// are fixed (an autoencoder per feature group and the output layer).
     pub trees: usize,
     /// Depth of each tree (nodes = 2^(depth+1) - 1).
     pub depth: u32,

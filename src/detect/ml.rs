@@ -13,6 +13,10 @@
 //! so there is no magic constant to guess. Vectors over the line do not
 //! teach the model. Each event names the features furthest from what the
 //! model has seen, in plain words.
+//!
+//! Two other families, measured against it and kept selectable
+//! (`[ml] model`): LODA (random projections with histograms) and a
+//! KitNET-style ensemble of tiny online autoencoders.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
@@ -260,6 +264,191 @@ impl Proj {
     }
 }
 
+/// KitNET's feature groups, fixed by meaning instead of learned from
+/// correlations (the 15 features are few and their relations known):
+/// outbound volume, inbound volume, fan-out and fan-in, and the shares.
+const KIT_GROUPS: [&[usize]; 4] = [&[0, 2, 4, 6], &[1, 3, 5], &[7, 8, 9, 10], &[11, 12, 13, 14]];
+/// Hidden units per input of each autoencoder (KitNET's 0.75).
+const KIT_HIDDEN: f64 = 0.75;
+/// Learning rate of the autoencoders' online gradient steps (KitNET's 0.1).
+const KIT_RATE: f64 = 0.1;
+/// Most inputs of one autoencoder (the largest group, and the output layer's
+/// one per group): its layers fit in arrays on the stack, nothing allocated
+/// per host-interval.
+const KIT_MAX: usize = 4;
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// One tiny autoencoder with tied weights (KitNET's dA): inputs min-max
+/// normalised by what it has learned, so a value past anything seen
+/// reconstructs badly.
+struct AutoEncoder {
+    /// Inputs; `w` holds one row of `inputs` weights per hidden unit.
+    inputs: usize,
+    w: Vec<f64>,
+    hbias: Vec<f64>,
+    vbias: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+impl AutoEncoder {
+    fn new(inputs: usize, rng: &mut Rng) -> AutoEncoder {
+        let inputs = inputs.clamp(1, KIT_MAX);
+        let hidden = ((inputs as f64 * KIT_HIDDEN).ceil() as usize).clamp(1, KIT_MAX);
+        // Uniform in ±1/inputs, as KitNET initialises.
+        let a = 1.0 / inputs as f64;
+        AutoEncoder {
+            inputs,
+            w: (0..inputs * hidden).map(|_| (rng.unit() * 2.0 - 1.0) * a).collect(),
+            hbias: vec![0.0; hidden],
+            vbias: vec![0.0; inputs],
+            lo: vec![f64::INFINITY; inputs],
+            hi: vec![f64::NEG_INFINITY; inputs],
+        }
+    }
+
+    fn normalise(&self, x: &[f64]) -> [f64; KIT_MAX] {
+        let mut z = [0.0; KIT_MAX];
+        for (((z, v), lo), hi) in z.iter_mut().zip(x).zip(&self.lo).zip(&self.hi) {
+            *z = if hi >= lo { (v - lo) / (hi - lo + 1e-9) } else { 0.0 };
+        }
+        z
+    }
+
+    /// Hidden and reconstructed layers of normalised `z`.
+    fn forward(&self, z: &[f64; KIT_MAX]) -> ([f64; KIT_MAX], [f64; KIT_MAX]) {
+        let (mut h, mut y) = ([0.0; KIT_MAX], [0.0; KIT_MAX]);
+        for (j, (h, row)) in h.iter_mut().zip(self.w.chunks_exact(self.inputs)).enumerate() {
+            *h = sigmoid(row.iter().zip(z).map(|(w, v)| w * v).sum::<f64>() + self.hbias[j]);
+        }
+        for (i, y) in y.iter_mut().enumerate().take(self.inputs) {
+            let s: f64 = self.w.chunks_exact(self.inputs).zip(&h).map(|(row, h)| row[i] * h).sum();
+            *y = sigmoid(s + self.vbias[i]);
+        }
+        (h, y)
+    }
+
+    fn rmse(&self, z: &[f64; KIT_MAX], y: &[f64; KIT_MAX]) -> f64 {
+        let n = self.inputs.max(1);
+        (z.iter().zip(y).take(n).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / n as f64).sqrt()
+    }
+
+    /// Reconstruction error of `x` (not learned).
+    fn score(&self, x: &[f64]) -> f64 {
+        let z = self.normalise(x);
+        let (_, y) = self.forward(&z);
+        self.rmse(&z, &y)
+    }
+
+    /// One gradient step on `x` (KitNET's dA.train, without corruption);
+    /// returns the reconstruction error before the step. The range includes
+    /// `x` first, so this error is at most 1: what the output layer learns
+    /// is bounded even while the ranges are still narrow.
+    fn learn(&mut self, x: &[f64]) -> f64 {
+        for ((v, lo), hi) in x.iter().zip(self.lo.iter_mut()).zip(self.hi.iter_mut()) {
+            *lo = lo.min(*v);
+            *hi = hi.max(*v);
+        }
+        let z = self.normalise(x);
+        let (h, y) = self.forward(&z);
+        let mut dv = [0.0; KIT_MAX];
+        for ((d, a), b) in dv.iter_mut().zip(&z).zip(&y).take(self.inputs) {
+            *d = a - b;
+        }
+        let mut dh = [0.0; KIT_MAX];
+        for ((d, row), h) in dh.iter_mut().zip(self.w.chunks_exact(self.inputs)).zip(&h) {
+            *d = row.iter().zip(&dv).map(|(w, d)| w * d).sum::<f64>() * h * (1.0 - h);
+        }
+        for (j, row) in self.w.chunks_exact_mut(self.inputs).enumerate() {
+            for (i, w) in row.iter_mut().enumerate() {
+                *w += KIT_RATE * (z[i] * dh[j] + dv[i] * h[j]);
+            }
+            self.hbias[j] += KIT_RATE * dh[j];
+        }
+        for (b, d) in self.vbias.iter_mut().zip(&dv) {
+            *b += KIT_RATE * d;
+        }
+        self.rmse(&z, &y)
+    }
+
+    /// Every parameter, for saving.
+    fn params(&self) -> Vec<f64> {
+        [&self.w, &self.hbias, &self.vbias, &self.lo, &self.hi].into_iter().flatten().copied().collect()
+    }
+
+    /// Restores `params`; false if they do not fit.
+    fn set_params(&mut self, p: &[f64]) -> bool {
+        if p.len() != self.params().len() {
+            return false;
+        }
+        let mut it = p.iter().copied();
+        for v in [&mut self.w, &mut self.hbias, &mut self.vbias, &mut self.lo, &mut self.hi] {
+            v.iter_mut().for_each(|x| *x = it.next().unwrap_or(0.0));
+        }
+        true
+    }
+}
+
+/// KitNET: one autoencoder per feature group, and an output autoencoder
+/// over their reconstruction errors whose own error is the score.
+struct Kitnet {
+    ensemble: Vec<AutoEncoder>,
+    output: AutoEncoder,
+}
+
+impl Kitnet {
+    fn new(rng: &mut Rng) -> Kitnet {
+        Kitnet {
+            ensemble: KIT_GROUPS.iter().map(|g| AutoEncoder::new(g.len(), rng)).collect(),
+            output: AutoEncoder::new(KIT_GROUPS.len(), rng),
+        }
+    }
+
+    /// The inputs of group `g` of `x`.
+    fn group(g: &[usize], x: &[f64; FEATURES]) -> [f64; KIT_MAX] {
+        let mut v = [0.0; KIT_MAX];
+        for (v, &d) in v.iter_mut().zip(g) {
+            *v = x[d];
+        }
+        v
+    }
+
+    fn errors(&self, x: &[f64; FEATURES]) -> [f64; KIT_MAX] {
+        let mut e = [0.0; KIT_MAX];
+        for ((e, g), ae) in e.iter_mut().zip(KIT_GROUPS).zip(&self.ensemble) {
+            *e = ae.score(&Self::group(g, x)[..g.len()]);
+        }
+        e
+    }
+
+    /// The output layer's error, squashed into [0, 1) like the other scores.
+    fn score(&self, x: &[f64; FEATURES]) -> f64 {
+        let e = self.output.score(&self.errors(x)[..KIT_GROUPS.len()]);
+        e / (1.0 + e)
+    }
+
+    fn learn(&mut self, x: &[f64; FEATURES]) {
+        // As KitNET trains: the output layer learns the errors of the
+        // ensemble's own training step (inputs already inside their ranges).
+        let mut e = [0.0; KIT_MAX];
+        for ((e, g), ae) in e.iter_mut().zip(KIT_GROUPS).zip(&mut self.ensemble) {
+            *e = ae.learn(&Self::group(g, x)[..g.len()]);
+        }
+        self.output.learn(&e[..KIT_GROUPS.len()]);
+    }
+
+    fn members(&self) -> impl Iterator<Item = &AutoEncoder> {
+        self.ensemble.iter().chain(std::iter::once(&self.output))
+    }
+
+    fn members_mut(&mut self) -> impl Iterator<Item = &mut AutoEncoder> {
+        self.ensemble.iter_mut().chain(std::iter::once(&mut self.output))
+    }
+}
+
 /// The learned model as saved in `--state-dir/model.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ModelState {
@@ -299,6 +488,9 @@ pub struct ModelState {
     /// Scores offered to the calibration sample so far (its reservoir's count).
     #[serde(default)]
     pub calibration_seen: u64,
+    /// Parameters of each autoencoder (KitNET; empty for the others).
+    #[serde(default)]
+    pub weights: Vec<Vec<f64>>,
 }
 
 /// Current [`ModelState::version`].
@@ -308,6 +500,7 @@ pub const MODEL_VERSION: u32 = 1;
 pub struct BehaviourModel {
     trees: Vec<Tree>,
     projs: Vec<Proj>,
+    kitnet: Option<Kitnet>,
     seen: u64,
     windows: u64,
     calibration: Vec<f64>,
@@ -341,12 +534,13 @@ impl BehaviourModel {
         BehaviourModel {
             trees: match cfg.model {
                 ModelKind::Hst => (0..cfg.trees.max(1)).map(|_| Tree::new(depth, &mut rng)).collect(),
-                ModelKind::Loda => Vec::new(),
+                ModelKind::Loda | ModelKind::Kitnet => Vec::new(),
             },
             projs: match cfg.model {
-                ModelKind::Hst => Vec::new(),
                 ModelKind::Loda => (0..cfg.trees.max(1)).map(|_| Proj::new(&mut rng)).collect(),
+                ModelKind::Hst | ModelKind::Kitnet => Vec::new(),
             },
+            kitnet: (cfg.model == ModelKind::Kitnet).then(|| Kitnet::new(&mut rng)),
             seen: 0,
             windows: 0,
             reference_count: 0,
@@ -440,6 +634,9 @@ impl BehaviourModel {
     /// projections. Both are relative to the reference window's actual
     /// count, so a window closed early scores on the same scale as a full one.
     pub fn score(&self, x: &[f64; FEATURES]) -> f64 {
+        if let Some(k) = &self.kitnet {
+            return k.score(x);
+        }
         let window = self.reference_count.max(1) as f64;
         if !self.projs.is_empty() {
             return self.projs.iter().map(|p| p.surprise(x, window)).sum::<f64>() / self.projs.len() as f64;
@@ -449,7 +646,7 @@ impl BehaviourModel {
     }
 
     fn members(&self) -> usize {
-        self.trees.len() + self.projs.len()
+        self.trees.len() + self.projs.len() + self.kitnet.as_ref().map_or(0, |k| k.members().count())
     }
 
     /// The calibrated line, once training is over.
@@ -485,15 +682,25 @@ impl BehaviourModel {
             latest_count: Some(self.latest_count),
             learning_since: self.learning_since,
             calibration_seen: self.calibration_seen,
+            weights: self
+                .kitnet
+                .as_ref()
+                .map_or(Vec::new(), |k| k.members().map(AutoEncoder::params).collect()),
         }
     }
 
     /// Restores saved state; false (nothing changed) if it does not fit this model.
     pub fn restore(&mut self, st: ModelState) -> bool {
+        let mass_members = self.trees.len() + self.projs.len();
         let fits = st.version == MODEL_VERSION
             && st.kind == self.cfg.model
             && st.shape == (self.members(), self.cfg.depth)
-            && st.masses.len() == self.members()
+            && st.masses.len() == mass_members
+            && st.weights.len() == self.members() - mass_members
+            && self
+                .kitnet
+                .as_ref()
+                .is_none_or(|k| k.members().zip(&st.weights).all(|(ae, w)| ae.params().len() == w.len()))
             && st.mean.len() == FEATURES
             && st.var.len() == FEATURES
             && st
@@ -507,6 +714,11 @@ impl BehaviourModel {
         for ((r, l), (sr, sl)) in self.masses_mut().zip(st.masses) {
             *r = sr;
             *l = sl;
+        }
+        if let Some(k) = &mut self.kitnet {
+            for (ae, w) in k.members_mut().zip(&st.weights) {
+                ae.set_params(w);
+            }
         }
         self.seen = st.seen;
         self.windows = st.windows;
@@ -537,6 +749,9 @@ impl BehaviourModel {
         }
         for p in &mut self.projs {
             p.learn(x);
+        }
+        if let Some(k) = &mut self.kitnet {
+            k.learn(x);
         }
         self.seen += 1;
         self.latest_count += 1;
@@ -939,6 +1154,57 @@ mod tests {
         let other = MlConfig { depth: 6, ..cfg.clone() };
         let mut m4 = BehaviourModel::new(&other, EpisodePolicy::default());
         assert!(!m4.restore(serde_json::from_str(&text).unwrap()), "a model of another shape is refused");
+    }
+
+    #[test]
+    fn kitnet_learns_flags_a_scanner_and_restores_exactly() {
+        let cfg = MlConfig {
+            enabled: true,
+            model: ModelKind::Kitnet,
+            window: 256,
+            training: 1024,
+            ..MlConfig::default()
+        };
+        let (m, out) = trained(&cfg);
+        assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
+        let line = m.threshold().expect("calibrated after training");
+        let x = features(&scanner());
+        assert!(m.score(&x) > line, "score {} line {line}", m.score(&x));
+        let (m2, _) = trained(&cfg);
+        assert_eq!(m2.score(&x), m.score(&x), "deterministic");
+        let text = serde_json::to_string(&m.snapshot()).unwrap();
+        let mut again = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(again.restore(serde_json::from_str(&text).unwrap()));
+        assert_eq!(again.score(&x), m.score(&x));
+        let trees =
+            BehaviourModel::new(&MlConfig { model: ModelKind::Hst, ..cfg.clone() }, EpisodePolicy::default());
+        let mut kit = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(!kit.restore(trees.snapshot()), "a tree model's masses are not autoencoders");
+    }
+
+    /// Scoring and learning cost per host-interval of each family (how the
+    /// README's cost column was measured): `cargo test --release --lib
+    /// cost_per_host_interval -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cost_per_host_interval() {
+        let xs: Vec<[f64; FEATURES]> = (0..4096).map(|i| features(&normal(i))).collect();
+        for model in [ModelKind::Hst, ModelKind::Loda, ModelKind::Kitnet] {
+            let cfg = MlConfig { enabled: true, model, ..MlConfig::default() };
+            let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let start = std::time::Instant::now();
+                let mut sum = 0.0;
+                for x in &xs {
+                    sum += m.score(x);
+                    m.learn(x, Timestamp::ZERO);
+                }
+                best = best.min(start.elapsed().as_nanos() as f64 / xs.len() as f64);
+                assert!(sum.is_finite());
+            }
+            eprintln!("ml-cost | {model:?} | {best:.0} ns per host-interval (score + learn)");
+        }
     }
 
     #[test]
