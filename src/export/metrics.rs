@@ -180,9 +180,29 @@ pub fn count_reload(ok: bool) {
     counter!(RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
-/// Counts one opened episode.
-pub fn count_anomaly(category: &'static str, kind: &'static str, severity: &'static str) {
-    counter!(ANOMALIES, "category" => category, "kind" => kind, "severity" => severity).increment(1);
+/// Counts one opened episode, with its priority band (what to read first).
+pub fn count_anomaly(
+    category: &'static str,
+    kind: &'static str,
+    severity: &'static str,
+    priority: Option<u8>,
+) {
+    let band = priority_band(priority);
+    counter!(ANOMALIES, "category" => category, "kind" => kind, "severity" => severity, "priority" => band)
+        .increment(1);
+}
+
+/// The `priority` label: five bands of twenty, so the series stay few (a
+/// dashboard sorts by band; the event itself carries the exact number).
+pub fn priority_band(priority: Option<u8>) -> &'static str {
+    match priority {
+        None => "none",
+        Some(80..) => "80-100",
+        Some(60..=79) => "60-79",
+        Some(40..=59) => "40-59",
+        Some(20..=39) => "20-39",
+        Some(_) => "0-19",
+    }
 }
 
 /// Publishes the capture side's cumulative counters (capture thread, per tick).
@@ -193,5 +213,22 @@ pub fn publish_capture(c: &CaptureStats) {
     counter!(REORDERED).absolute(c.reordered);
     for (i, (_, name)) in anomaly::NAMES.iter().enumerate() {
         counter!(DECODE_ANOMALIES, "reason" => *name).absolute(c.decode_anomalies[i]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::priority_band;
+
+    #[test]
+    fn priority_bands_cover_0_to_100() {
+        assert_eq!(priority_band(None), "none");
+        assert_eq!(priority_band(Some(0)), "0-19");
+        assert_eq!(priority_band(Some(19)), "0-19");
+        assert_eq!(priority_band(Some(20)), "20-39");
+        assert_eq!(priority_band(Some(59)), "40-59");
+        assert_eq!(priority_band(Some(79)), "60-79");
+        assert_eq!(priority_band(Some(80)), "80-100");
+        assert_eq!(priority_band(Some(100)), "80-100");
     }
 }

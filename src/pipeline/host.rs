@@ -162,7 +162,12 @@ pub(super) fn run(
                 continue;
             }
             if ctl.publish && a.phase == crate::detect::Phase::Start {
-                metrics::count_anomaly(a.category().as_str(), a.kind.as_str(), a.severity.as_str());
+                metrics::count_anomaly(
+                    a.category().as_str(),
+                    a.kind.as_str(),
+                    a.severity.as_str(),
+                    a.priority.as_ref().map(|p| p.value),
+                );
             }
             if let Err(e) = writer.write(&a) {
                 // Keep draining the shards so they never block, but stop the
