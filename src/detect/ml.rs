@@ -808,7 +808,7 @@ impl BehaviourModel {
                         self.threshold = Some(line);
                         self.calibration = Vec::new();
                         self.calibration_seen = 0;
-                        tracing::info!("behaviour model calibrated on {n} host-intervals: line {line:.4}");
+                        tracing::info!("behaviour model calibrated on {n} host-intervals: line {line:.4e}");
                     }
                     self.learn(&x, t);
                 }
@@ -899,8 +899,10 @@ impl BehaviourModel {
             window: t,
             totals: Vec::new(),
             observed_total: None,
-            observed: (score * 1000.0).round() / 1000.0,
-            threshold: (line * 1000.0).round() / 1000.0,
+            // Four significant digits: scores and lines sit near 0.002, where
+            // three decimals printed both as the same number.
+            observed: significant(score, 4),
+            threshold: significant(line, 4),
             unit: "anomaly score",
             // Low: the model ranks (priority) and points, the rule and
             // statistical families alert (README: why it is not quiet enough
@@ -974,6 +976,15 @@ fn excess(dev: &[(f64, usize)]) -> bool {
 
 /// The line above `quantile` of the training scores, with a margin of half
 /// the distance from the median to that quantile.
+/// `x` rounded to `digits` significant digits.
+fn significant(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
 /// SplitMix64's finaliser: a well-mixed 64-bit value from a counter.
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -992,6 +1003,14 @@ fn calibrate(scores: &mut [f64], quantile: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_keep_four_significant_digits() {
+        assert_eq!(significant(0.0021734, 4), 0.002173);
+        assert_eq!(significant(0.0017449, 4), 0.001745);
+        assert_eq!(significant(0.5, 4), 0.5);
+        assert_eq!(significant(0.0, 4), 0.0);
+    }
 
     fn normal(i: u64) -> HostCounters {
         let j = i * 7919 % 97;
