@@ -293,6 +293,8 @@ pub struct MlConfig {
     /// The learning period: seconds of packet time from the first
     /// host-interval learned until the model calibrates (once it has scored
     /// `min_training`); the spike baselines' warm-up is the same 300 s.
+    /// Seconds, or a duration such as `"10m"`.
+    #[serde(deserialize_with = "super::seconds")]
     pub training_seconds: u64,
     /// Host-intervals needed to calibrate after `training_seconds`: 128 is
     /// what a network averaging one scored host-interval a second yields in

@@ -247,6 +247,45 @@ impl Default for EpisodeConfig {
 /// What a sensor name may hold: it is part of every NATS message id.
 pub const SENSOR_RULE: &str = "must be printable ASCII without spaces";
 
+/// Reads a number of seconds written as an integer (`300`) or as a
+/// duration with a unit (`"300s"`, `"10m"`, `"1h"`, `"1d"`), for settings
+/// a person thinks of as a time (`ml.training_seconds = "10m"`).
+pub fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Secs {
+        Number(u64),
+        Text(String),
+    }
+    match Secs::deserialize(d)? {
+        Secs::Number(n) => Ok(n),
+        Secs::Text(t) => parse_seconds(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{t:?} is not a duration: give seconds (300) or a number with s, m, h or d (\"10m\")"
+            ))
+        }),
+    }
+}
+
+/// `"10m"` → 600; `None` for anything that is not a whole number with an
+/// optional unit s, m, h or d.
+pub fn parse_seconds(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// A sensor name (`--sensor-name`, `[events] sensor`) follows [`SENSOR_RULE`].
 pub fn valid_sensor_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic())
@@ -593,5 +632,21 @@ mod tests {
         assert!(e.contains("max_flow") && e.contains("a.toml"), "{e}");
         let e = Config::parse("[capture]\ninterval_ms = 0\n", Path::new("a.toml")).unwrap_err().to_string();
         assert!(e.contains("capture.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn the_learning_period_reads_as_seconds_or_a_duration() {
+        for (text, want) in
+            [("300", 300), ("\"300s\"", 300), ("\"10m\"", 600), ("\"1h\"", 3_600), ("\"2d\"", 172_800)]
+        {
+            let c =
+                Config::parse(&format!("[ml]\ntraining_seconds = {text}\n"), Path::new("a.toml")).unwrap();
+            assert_eq!(c.ml.training_seconds, want, "{text}");
+        }
+        let e = Config::parse("[ml]\ntraining_seconds = \"10 minutes\"\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a duration") && e.contains("a.toml"), "{e}");
+        assert_eq!(parse_seconds("99999999999999999999d"), None);
     }
 }
