@@ -109,23 +109,28 @@ impl SlabIndex {
         self.buckets[i] = b;
     }
 
-    /// Removes `slot`, filed under `h`; false if it was not there.
-    pub fn remove(&mut self, h: u64, slot: u32) -> bool {
+    /// The bucket holding `slot`, filed under `h`.
+    fn bucket_of(&self, h: u64, slot: u32) -> Option<usize> {
         if self.buckets.is_empty() {
-            return false;
+            return None;
         }
         let mask = self.mask();
         let mut i = tag(h) as usize & mask;
         loop {
-            let b = self.buckets[i];
-            if b.slot == FREE {
-                return false;
+            match self.buckets[i].slot {
+                FREE => return None,
+                s if s == slot => return Some(i),
+                _ => i = (i + 1) & mask,
             }
-            if b.slot == slot {
-                break;
-            }
-            i = (i + 1) & mask;
         }
+    }
+
+    /// Removes `slot`, filed under `h`; false if it was not there.
+    pub fn remove(&mut self, h: u64, slot: u32) -> bool {
+        let Some(i) = self.bucket_of(h, slot) else {
+            return false;
+        };
+        let mask = self.mask();
         // Backward shift: pull later members of the run into the hole when
         // their home is not between the hole and where they sit, so every
         // probe still meets its key before a free bucket.
@@ -151,21 +156,12 @@ impl SlabIndex {
     /// Files the key under `h` held in slot `from` as slot `to` instead
     /// (its record moved); false if `from` was not there.
     pub fn relabel(&mut self, h: u64, from: u32, to: u32) -> bool {
-        if self.buckets.is_empty() {
-            return false;
-        }
-        let mask = self.mask();
-        let mut i = tag(h) as usize & mask;
-        loop {
-            let b = self.buckets[i];
-            if b.slot == FREE {
-                return false;
-            }
-            if b.slot == from {
+        match self.bucket_of(h, from) {
+            Some(i) => {
                 self.buckets[i].slot = to;
-                return true;
+                true
             }
-            i = (i + 1) & mask;
+            None => false,
         }
     }
 

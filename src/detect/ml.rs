@@ -1175,20 +1175,22 @@ mod tests {
         assert!(!m4.restore(serde_json::from_str(&text).unwrap()), "a model of another shape is refused");
     }
 
-    #[test]
-    fn kitnet_learns_flags_a_scanner_and_restores_exactly() {
-        let cfg = MlConfig {
-            enabled: true,
-            model: ModelKind::Kitnet,
-            window: 256,
-            training: 1024,
-            ..MlConfig::default()
-        };
+    /// A model of `model` trained on normal hosts: it flagged none of them,
+    /// calibrated, and scores a scanner over its line.
+    fn learns_and_flags_a_scanner(model: ModelKind) -> (MlConfig, BehaviourModel) {
+        let cfg = MlConfig { enabled: true, model, window: 256, training: 1024, ..MlConfig::default() };
         let (m, out) = trained(&cfg);
         assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
         let line = m.threshold().expect("calibrated after training");
         let x = features(&scanner());
         assert!(m.score(&x) > line, "score {} line {line}", m.score(&x));
+        (cfg, m)
+    }
+
+    #[test]
+    fn kitnet_learns_flags_a_scanner_and_restores_exactly() {
+        let (cfg, m) = learns_and_flags_a_scanner(ModelKind::Kitnet);
+        let x = features(&scanner());
         let (m2, _) = trained(&cfg);
         assert_eq!(m2.score(&x), m.score(&x), "deterministic");
         let text = serde_json::to_string(&m.snapshot()).unwrap();
@@ -1228,22 +1230,12 @@ mod tests {
 
     #[test]
     fn loda_learns_flags_a_scanner_and_refuses_a_tree_model() {
-        let cfg = MlConfig {
-            enabled: true,
-            model: ModelKind::Loda,
-            window: 256,
-            training: 1024,
-            ..MlConfig::default()
-        };
-        let (m, out) = trained(&cfg);
-        assert!(out.is_empty(), "normal traffic flagged: {out:#?}");
-        let line = m.threshold().expect("calibrated after training");
-        let scan = scanner();
-        assert!(m.score(&features(&scan)) > line, "score {} line {line}", m.score(&features(&scan)));
+        let (cfg, m) = learns_and_flags_a_scanner(ModelKind::Loda);
         let text = serde_json::to_string(&m.snapshot()).unwrap();
         let mut again = BehaviourModel::new(&cfg, EpisodePolicy::default());
         assert!(again.restore(serde_json::from_str(&text).unwrap()));
-        assert_eq!(again.score(&features(&scan)), m.score(&features(&scan)));
+        let x = features(&scanner());
+        assert_eq!(again.score(&x), m.score(&x));
         let trees =
             BehaviourModel::new(&MlConfig { model: ModelKind::Hst, ..cfg.clone() }, EpisodePolicy::default());
         let mut loda = BehaviourModel::new(&cfg, EpisodePolicy::default());

@@ -1321,6 +1321,23 @@ mod tests {
         assert!(hb.base[1].slow.mean < 150.0, "baseline poisoned: {:?}", hb.base[1]);
     }
 
+    /// 200 hosts of 10.0.5.0/24, each hit by 30 unanswered UDP packets from
+    /// a source of its own.
+    fn carpet(iv: &mut HostInterval) {
+        for h in 1..=200u8 {
+            let mut c = HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
+            c.peers_in.insert_addr(&Addr::v4([198, 51, 100, h]));
+            iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
+        }
+    }
+
+    /// Judges `iv` as interval `i` and ticks the episodes.
+    fn judge(det: &mut SpikeDetector, cfg: &DetectConfig, i: u64, iv: &HostInterval, out: &mut Vec<Anomaly>) {
+        let t = Timestamp(i * NANOS_PER_SEC);
+        det.on_interval(iv, t, cfg, out);
+        Family::tick(det, t, false, out);
+    }
+
     /// 200 hosts of one /24 each get 30 unanswered UDP packets/s (under any
     /// host line); the prefix gets 6,000, three times the ceiling.
     #[test]
@@ -1330,16 +1347,10 @@ mod tests {
         let mut out = Vec::new();
         for i in 1..=6u64 {
             let mut iv = HostInterval::default();
-            for h in 1..=200u8 {
-                let mut c = HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
-                c.peers_in.insert_addr(&Addr::v4([198, 51, 100, h]));
-                iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
-            }
+            carpet(&mut iv);
             // One ordinary host elsewhere.
             iv.hosts.insert(X, udp_host(100));
-            let t = Timestamp(i * NANOS_PER_SEC);
-            det.on_interval(&iv, t, &cfg, &mut out);
-            Family::tick(&mut det, t, false, &mut out);
+            judge(&mut det, &cfg, i, &iv, &mut out);
         }
         let starts: Vec<&Anomaly> = out.iter().filter(|e| e.phase == Phase::Start).collect();
         assert_eq!(starts.len(), 1, "{starts:#?}");
@@ -1403,23 +1414,16 @@ mod tests {
         let cfg = cfg();
         let mut det = SpikeDetector::new(&cfg);
         let mut out = Vec::new();
-        let mut step = |det: &mut SpikeDetector, i: u64, carpet: bool| {
+        let mut step = |det: &mut SpikeDetector, i: u64, flood: bool| {
             let mut iv = HostInterval::default();
             for h in 0..50u8 {
                 let c = HostCounters { udp_in: 20, pkts_in: 20, flows_in: 1, ..HostCounters::default() };
                 iv.hosts.insert(Addr::v4([10, 1, h, 7]), c);
             }
-            for h in 1..=200u8 {
-                if carpet {
-                    let mut c =
-                        HostCounters { udp_in: 30, pkts_in: 30, flows_in: 30, ..HostCounters::default() };
-                    c.peers_in.insert_addr(&Addr::v4([198, 51, 100, h]));
-                    iv.hosts.insert(Addr::v4([10, 0, 5, h]), c);
-                }
+            if flood {
+                carpet(&mut iv);
             }
-            let t = Timestamp(i * NANOS_PER_SEC);
-            det.on_interval(&iv, t, &cfg, &mut out);
-            Family::tick(det, t, false, &mut out);
+            judge(det, &cfg, i, &iv, &mut out);
         };
         for i in 1..=400 {
             step(&mut det, i, false);
