@@ -232,6 +232,15 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
         self.slab.get_mut(i).map(|(_, v)| v)
     }
 
+    /// The aggregate of `k` if it is already held (never inserts).
+    #[inline]
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let h = self.hasher.hash_one(k);
+        let slab = &self.slab;
+        let i = self.index.find(h, |i| slab[i as usize].0 == *k)?;
+        self.slab.get_mut(i as usize).map(|(_, v)| v)
+    }
+
     /// Keys held this interval.
     pub fn len(&self) -> usize {
         self.slab.len()

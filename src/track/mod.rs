@@ -201,6 +201,8 @@ pub struct FlowView<'a> {
     pub touch: &'a table::Touch,
     /// Which ends are inside the site.
     pub local: Locality,
+    /// The flow's [`Flow::mark`], for the family that keeps one.
+    pub mark: &'a std::cell::Cell<u32>,
 }
 
 impl FlowView<'_> {
@@ -478,7 +480,12 @@ impl<O: Observer> Shard<O> {
             self.host(orig_slot, |h| h.flows_out += 1);
             self.host(resp_slot, |h| h.flows_in += 1);
         }
-        self.observer.flow_packet(m, &FlowView { key: &key, side, touch: &touch, local });
+        let mut no_flow = 0;
+        let mark = match self.table.slot_mut(touch.slot) {
+            Some(f) => std::cell::Cell::from_mut(&mut f.mark),
+            None => std::cell::Cell::from_mut(&mut no_flow),
+        };
+        self.observer.flow_packet(m, &FlowView { key: &key, side, touch: &touch, local, mark });
         if matches!(touch.before, ConnState::SynAckSeen | ConnState::SynSent)
             && touch.after == ConnState::Established
         {

@@ -123,6 +123,9 @@ pub struct Flow {
     next: u32,
     /// The shard's host-summary slots of both ends, valid for one interval.
     pub hosts: HostSlots,
+    /// A word a detector family keeps on the flow (the scan family: where
+    /// the flow's opening probe waits for its outcome); 0 when unset.
+    pub mark: u32,
 }
 
 /// Where a flow's two endpoints sit in the shard's per-interval host
@@ -460,6 +463,7 @@ impl Flow {
             prev: NIL,
             next: NIL,
             hosts: HostSlots::default(),
+            mark: 0,
         }
     }
 
