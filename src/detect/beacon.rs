@@ -29,7 +29,7 @@ use serde_json::{Map, json};
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
-use super::family::{Context, Family};
+use super::family::{Context, Family, HostSignals, SIG_REGULAR, Signal};
 use super::history::{Memory, Recent, Used};
 use super::rules::{RuleEpisode, RuleObs};
 use crate::base::Addr;
@@ -43,6 +43,10 @@ const MAX_CHECKINS: usize = 16_384;
 /// Gaps remembered per pair: enough for a median and quartiles that one
 /// missed check-in cannot move, small enough for 65,536 pairs.
 const RING: usize = 32;
+/// A pair is new to its host when it began this long (ns) after the host's
+/// first check-in: the first two minutes are the host's history (the
+/// exfiltration and lateral-movement families learn as long by default).
+const NEW_PAIR_AFTER: u64 = 120 * NANOS_PER_SEC;
 /// An episode ends this long (ns) after the last check-in at the earliest:
 /// a beacon has stopped only when several periods passed without one.
 const BEACON_COOLDOWN: u64 = 3600 * NANOS_PER_SEC;
@@ -253,6 +257,7 @@ impl BeaconDetector {
         list: &mut [CheckIn],
         t: Timestamp,
         cfg: &DetectConfig,
+        signals: &mut Vec<(Addr, HostSignals)>,
         out: &mut Vec<Anomaly>,
     ) {
         let b = &cfg.beacon;
@@ -300,6 +305,9 @@ impl BeaconDetector {
         touched.sort_unstable();
         touched.dedup();
         for key in touched {
+            if let Some(sig) = self.new_regular_pair(&key, b) {
+                signals.push((key.0, sig));
+            }
             self.judge_pair(key, t, cfg, b, out);
         }
         if t.as_nanos() / NANOS_PER_SEC % 600 == 0 {
@@ -324,6 +332,58 @@ impl BeaconDetector {
         regularity(&gaps).map(|r| (r, tr.count))
     }
 
+    /// Local sources seen using the pair's service.
+    fn sources_of(&self, &(_, dst, dport, proto): &PairKey) -> usize {
+        self.sources.get(&(dst, dport, proto)).map_or(1, |e| e.1.len())
+    }
+
+    /// A shared service: used by `max_sources` local hosts, or by two or
+    /// more that are half the hosts seen (a small office's only web server
+    /// is everybody's, not an implant's).
+    fn shared(&self, key: &PairKey, b: &BeaconConfig) -> bool {
+        let sources = self.sources_of(key);
+        sources >= b.max_sources as usize || (sources >= 2 && 2 * sources >= self.active.len())
+    }
+
+    /// A poller: other destinations on the same port, checked in with at
+    /// about the same period (within 15 %). Their regularity is not
+    /// required: one slow target must not turn a poller into an implant.
+    fn poller(&self, &(src, dst, dport, proto): &PairKey, r: &Regularity, b: &BeaconConfig) -> bool {
+        let peers = self.fanout.get(&(src, dport, proto)).map_or(&[][..], |e| &e.1[..]);
+        let alike = peers
+            .iter()
+            .filter(|&&d| {
+                d == dst
+                    || self
+                        .stats(&(src, d, dport, proto))
+                        .is_some_and(|(o, _)| (o.median - r.median).abs() <= 0.15 * r.median)
+            })
+            .count();
+        alike >= b.poller_peers as usize
+    }
+
+    /// The regularity of a pair new to its host, for the behaviour model:
+    /// only a pair that began after the host's own history
+    /// (`NEW_PAIR_AFTER` past its first check-in) and has checked in
+    /// `min_checkins_long` times, at `min_period` or slower, with neither a
+    /// shared service's nor a poller's shape. A routine the host kept
+    /// before (a backup, a poll) is its history, whatever its regularity.
+    fn new_regular_pair(&self, key: &PairKey, b: &BeaconConfig) -> Option<HostSignals> {
+        let tr = self.pairs.get(key)?;
+        let since = self.active.get(&key.0)?.first;
+        if tr.used.first.since(since) < NEW_PAIR_AFTER || tr.count < u64::from(b.min_checkins_long) {
+            return None;
+        }
+        let (r, count) = self.stats(key)?;
+        if r.median < b.min_period as f64 || self.shared(key, b) || self.poller(key, &r, b) {
+            return None;
+        }
+        Some(HostSignals::one(
+            SIG_REGULAR,
+            Signal { value: r.score, now: r.median, usual: r.mad, seconds: 0, peer: Some(key.1), count },
+        ))
+    }
+
     fn judge_pair(
         &mut self,
         key: PairKey,
@@ -345,28 +405,12 @@ impl BeaconDetector {
         if count < required {
             return;
         }
-        let sources = self.sources.get(&(dst, dport, proto)).map_or(1, |e| e.1.len());
-        // A shared service: used by `max_sources` local hosts, or by two or
-        // more that are half the hosts seen (a small office's only web
-        // server is everybody's, not an implant's).
-        let shared = sources >= b.max_sources as usize || (sources >= 2 && 2 * sources >= self.active.len());
-        if shared || cfg.allowed(&src, AnomalyKind::Beaconing) || cfg.allowed(&dst, AnomalyKind::Beaconing) {
-            return;
-        }
-        // A poller: other destinations on the same port, checked in with at
-        // about the same period (within 15 %). Their regularity is not
-        // required: one slow target must not turn a poller into an implant.
-        let peers = self.fanout.get(&(src, dport, proto)).map_or(&[][..], |e| &e.1[..]);
-        let alike = peers
-            .iter()
-            .filter(|&&d| {
-                d == dst
-                    || self
-                        .stats(&(src, d, dport, proto))
-                        .is_some_and(|(o, _)| (o.median - r.median).abs() <= 0.15 * r.median)
-            })
-            .count();
-        if alike >= b.poller_peers as usize {
+        let sources = self.sources_of(&key);
+        if self.shared(&key, b)
+            || cfg.allowed(&src, AnomalyKind::Beaconing)
+            || cfg.allowed(&dst, AnomalyKind::Beaconing)
+            || self.poller(&key, &r, b)
+        {
             return;
         }
         let Some(tr) = self.pairs.get(&key) else { return };
@@ -444,7 +488,7 @@ impl Family for BeaconDetector {
 
     fn judge(&mut self, report: &mut Vec<CheckIn>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         if cx.cfg.beacon.enabled {
-            self.on_interval(report, cx.t, cx.cfg, out);
+            self.on_interval(report, cx.t, cx.cfg, &mut cx.facts.behaviour, out);
         }
         report.clear();
     }

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, Episodes};
-use super::family::{Context, Family, Restored};
+use super::family::{Context, Family, HostSignals, Restored, SIG_NEW_DEST, SIG_OUTSIDE, Signal};
 use super::history::{Clock, Memory, Recent, Saved, Used, addr};
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, merged_by_key};
 use crate::base::Addr;
@@ -287,6 +287,7 @@ impl ExfilDetector {
         list: &[((Addr, Addr), OutAgg)],
         t: Timestamp,
         cfg: &DetectConfig,
+        signals: &mut Vec<(Addr, HostSignals)>,
         out: &mut Vec<Anomaly>,
     ) {
         let x = &cfg.exfil;
@@ -306,7 +307,7 @@ impl ExfilDetector {
                 let _ = s2;
                 batch.push((d2, a2));
             }
-            self.on_host(src, &batch, t, &secs, new_for, learning, cfg, out);
+            self.on_host(src, &batch, t, &secs, new_for, learning, cfg, signals, out);
         }
         drop(pairs);
         self.idx = idx;
@@ -329,6 +330,7 @@ impl ExfilDetector {
         new_for: u64,
         learning: u64,
         cfg: &DetectConfig,
+        signals: &mut Vec<(Addr, HostSignals)>,
         out: &mut Vec<Anomaly>,
     ) {
         let x = &cfg.exfil;
@@ -363,6 +365,7 @@ impl ExfilDetector {
         let mut new_bytes = 0u64;
         let mut total = 0u64;
         let mut touched_episode = 0u64;
+        let mut new_dests = 0u64;
         let mut fresh: Vec<(Addr, OutAgg, bool)> = Vec::with_capacity(batch.len());
         for &(dst, a) in batch {
             let net = prefix_of(&dst);
@@ -378,6 +381,7 @@ impl ExfilDetector {
             total += a.bytes;
             if is_new {
                 new_bytes += a.bytes;
+                new_dests += 1;
             }
             if let Some(e) = h.episode.iter_mut().find(|e| e.addr == dst) {
                 e.bytes += a.bytes;
@@ -388,6 +392,12 @@ impl ExfilDetector {
         for s in &mut h.scales {
             s.total += total;
             s.new += new_bytes;
+        }
+        if learned {
+            let top_new =
+                fresh.iter().filter(|f| f.2).max_by(|a, b| a.1.bytes.cmp(&b.1.bytes).then(b.0.cmp(&a.0)));
+            let found = host_signals(&h.scales, secs, x, t, new_dests, top_new.map(|f| f.0));
+            signals.push((src, found));
         }
         if !learned || !x.enabled || cfg.allowed(&src, AnomalyKind::DataExfiltration) {
             return;
@@ -605,6 +615,54 @@ fn judge(scales: &[Scale], secs: &[u64], x: &ExfilConfig, t: Timestamp) -> Vec<V
     out
 }
 
+/// The host's outside volume against its own history, for the behaviour
+/// model: per window length with a trusted history, the window's bytes
+/// over the busiest such window it ever sent (decaying), and its bytes to
+/// networks new to it over the same; the window where each is highest.
+/// Below `min_bytes / 2` (all) or `min_new_bytes` (new) a busiest window
+/// does not count as one: a host that never uploads is not unusual for
+/// posting a form.
+fn host_signals(
+    scales: &[Scale],
+    secs: &[u64],
+    x: &ExfilConfig,
+    t: Timestamp,
+    new_dests: u64,
+    top_new: Option<Addr>,
+) -> HostSignals {
+    let mut out = HostSignals::default();
+    for (s, &len) in scales.iter().zip(secs) {
+        if s.closed < MIN_CLOSED {
+            continue;
+        }
+        let decay = 0.5f64.powf(t.since(s.peak_at) as f64 / 1e9 / HALF_LIFE);
+        let peak = s.peak * decay;
+        let seconds = len / NANOS_PER_SEC;
+        let all = Signal {
+            value: s.total as f64 / peak.max(x.min_bytes as f64 / 2.0).max(1.0),
+            now: s.total as f64,
+            usual: peak,
+            seconds,
+            peer: None,
+            count: 0,
+        };
+        let new = Signal {
+            value: s.new as f64 / peak.max(x.min_new_bytes as f64).max(1.0),
+            now: s.new as f64,
+            usual: peak,
+            seconds,
+            peer: top_new,
+            count: new_dests,
+        };
+        for (i, sig) in [(SIG_OUTSIDE, all), (SIG_NEW_DEST, new)] {
+            if sig.value > out.signals[i].value {
+                out.signals[i] = sig;
+            }
+        }
+    }
+    out
+}
+
 fn net_str(a: &Addr) -> String {
     format!("{}/{}", prefix_of(a), if a.is_v4() { 24 } else { 48 })
 }
@@ -640,7 +698,7 @@ impl Family for ExfilDetector {
     }
 
     fn judge(&mut self, report: &mut OutList, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
-        self.on_interval(report, cx.t, cx.cfg, out);
+        self.on_interval(report, cx.t, cx.cfg, &mut cx.facts.behaviour, out);
         report.clear();
     }
 

@@ -37,12 +37,104 @@ pub struct Facts {
     /// Hosts with a flood or amplification episode open against them
     /// (sorted; published by the statistical family).
     pub flood_targets: Vec<Addr>,
+    /// Behaviour signals of local hosts with a history, each judged against
+    /// that host's own history by the behaviour family that keeps it
+    /// (exfiltration, lateral movement, beaconing): one entry per host and
+    /// finding, in publishing order until [`settle_behaviour`](Self::settle_behaviour).
+    /// The behaviour model's second head reads them.
+    pub behaviour: Vec<(Addr, HostSignals)>,
+}
+
+/// Behaviour signals per host, in this order: bytes sent outside, bytes to
+/// outside networks new to the host, new internal administrative peers,
+/// regularity of check-ins with a service new to the host.
+pub const SIGNALS: usize = 4;
+
+/// Index of the bytes-sent-outside signal in [`HostSignals::signals`].
+pub const SIG_OUTSIDE: usize = 0;
+/// Index of the bytes-to-new-outside-networks signal.
+pub const SIG_NEW_DEST: usize = 1;
+/// Index of the new-administrative-peers signal.
+pub const SIG_ADMIN: usize = 2;
+/// Index of the check-in regularity signal.
+pub const SIG_REGULAR: usize = 3;
+
+/// One behaviour signal of one host in one interval: a value measured
+/// against the host's own history (0: nothing unusual, or no history yet),
+/// with what it was measured from, for the analyst's sentence.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Signal {
+    /// The value the model judges (a ratio to the host's own usual, or a score).
+    pub value: f64,
+    /// What the host did now (bytes, peers, seconds of period).
+    pub now: f64,
+    /// What the host's history holds (its busiest window, its known peers,
+    /// the check-ins scored).
+    pub usual: f64,
+    /// The window it was measured over, in seconds (0: not a window).
+    pub seconds: u64,
+    /// The peer it concerns (destination, new peer, service), if one.
+    pub peer: Option<Addr>,
+    /// A count behind it (new outside networks, check-ins), 0 if none.
+    pub count: u64,
+}
+
+/// One host's behaviour signals in one interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostSignals {
+    /// The signals, indexed by `SIG_*`.
+    pub signals: [Signal; SIGNALS],
+}
+
+impl HostSignals {
+    /// Signals with only `which` set to `s`.
+    pub fn one(which: usize, s: Signal) -> HostSignals {
+        let mut h = HostSignals::default();
+        if let Some(slot) = h.signals.get_mut(which) {
+            *slot = s;
+        }
+        h
+    }
+
+    /// Keeps, per signal, the higher value of the two (the earlier on a tie).
+    fn fold(&mut self, o: &HostSignals) {
+        for (mine, theirs) in self.signals.iter_mut().zip(&o.signals) {
+            if theirs.value > mine.value {
+                *mine = *theirs;
+            }
+        }
+    }
+
+    /// The values alone.
+    pub fn values(&self) -> [f64; SIGNALS] {
+        self.signals.map(|s| s.value)
+    }
 }
 
 impl Facts {
     /// True when `a` is the target of an open flood episode.
     pub fn under_flood(&self, a: &Addr) -> bool {
         self.flood_targets.binary_search(a).is_ok()
+    }
+
+    /// Sorts the behaviour signals by host and folds each host's entries
+    /// into one. Families publish in a fixed order from the merged interval
+    /// and the sort is stable, so the result is the same for any number of
+    /// workers.
+    pub fn settle_behaviour(&mut self) {
+        let v = &mut self.behaviour;
+        v.sort_by_key(|(a, _)| *a);
+        let mut w = 0usize;
+        for r in 0..v.len() {
+            if w > 0 && v[w - 1].0 == v[r].0 {
+                let later = v[r].1;
+                v[w - 1].1.fold(&later);
+            } else {
+                v.swap(w, r);
+                w += 1;
+            }
+        }
+        v.truncate(w);
     }
 }
 
@@ -251,3 +343,28 @@ macro_rules! families {
 }
 
 pub(crate) use families;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaviour_signals_fold_per_host_whatever_the_publishing_order() {
+        let (a, b) = (Addr::v4([10, 0, 0, 1]), Addr::v4([10, 0, 0, 2]));
+        let sig = |v: f64| Signal { value: v, now: v * 10.0, ..Signal::default() };
+        let entries = [
+            (b, HostSignals::one(SIG_ADMIN, sig(1.0))),
+            (a, HostSignals::one(SIG_OUTSIDE, sig(3.0))),
+            (b, HostSignals::one(SIG_ADMIN, sig(1.5))),
+            (a, HostSignals::one(SIG_REGULAR, sig(0.9))),
+        ];
+        let mut f = Facts { behaviour: entries.to_vec(), ..Facts::default() };
+        let mut g = Facts { behaviour: entries.iter().rev().copied().collect(), ..Facts::default() };
+        f.settle_behaviour();
+        g.settle_behaviour();
+        assert_eq!(f.behaviour, g.behaviour);
+        assert_eq!(f.behaviour.len(), 2);
+        assert_eq!(f.behaviour[0].1.values(), [3.0, 0.0, 0.0, 0.9]);
+        assert_eq!(f.behaviour[1].1.signals[SIG_ADMIN], sig(1.5));
+    }
+}

@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, Episodes};
-use super::family::{Context, Family, Restored};
+use super::family::{Context, Family, HostSignals, Restored, SIG_ADMIN, Signal};
 use super::history::{Clock, Memory, Recent, Saved, Used, addr};
 use super::rules::{RuleEpisode, RuleObs};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
@@ -214,7 +214,13 @@ impl LateralDetector {
         }
     }
 
-    fn on_interval(&mut self, sessions: &mut [Session], cx: &Context<'_>, out: &mut Vec<Anomaly>) {
+    fn on_interval(
+        &mut self,
+        sessions: &mut [Session],
+        cx: &Context<'_>,
+        signals: &mut Vec<(Addr, HostSignals)>,
+        out: &mut Vec<Anomaly>,
+    ) {
         let (t, cfg) = (cx.t, cx.cfg);
         let l = &cfg.lateral;
         let shift = self.clock.advance(t);
@@ -248,27 +254,23 @@ impl LateralDetector {
             h.pairs.entry((s.server, s.port), || Pair { used: Used::at(s.ts), sessions: 1 });
             let first_seen = self.seen.get(&s.client).map_or(since, |x| x.first);
             let learning = s.ts.since(first_seen) < l.learning.saturating_mul(NANOS_PER_SEC);
-            if learning || !l.enabled || cfg.allowed(&s.client, AnomalyKind::LateralMovement) {
+            if learning {
+                continue;
+            }
+            if !l.enabled || cfg.allowed(&s.client, AnomalyKind::LateralMovement) {
+                // Not judged here, but the behaviour model judges the
+                // host against its own history all the same.
+                let mut recent: Vec<(Addr, u16, Timestamp)> =
+                    h.recent.iter().copied().filter(|r| s.ts.since(r.2) < window).collect();
+                recent.push((s.server, s.port, s.ts));
+                let (new_peers, history) = novelty(&recent, &h.pairs);
+                signals.push((s.client, admin_signal(new_peers.len(), history, s, l.window)));
                 continue;
             }
             h.recent.retain(|r| s.ts.since(r.2) < window);
             h.recent.push((s.server, s.port, s.ts));
-            let mut new_peers: Vec<Addr> = h.recent.iter().map(|r| r.0).collect();
-            new_peers.sort_unstable();
-            new_peers.dedup();
-            // The host's history: peers of pairs that are not among the new ones.
-            let history = {
-                let recent = &h.recent;
-                let mut peers: Vec<Addr> = h
-                    .pairs
-                    .iter()
-                    .filter(|((a, p), _)| !recent.iter().any(|r| r.0 == *a && r.1 == *p))
-                    .map(|((a, _), _)| *a)
-                    .collect();
-                peers.sort_unstable();
-                peers.dedup();
-                peers.len()
-            };
+            let (new_peers, history) = novelty(&h.recent, &h.pairs);
+            signals.push((s.client, admin_signal(new_peers.len(), history, s, l.window)));
             let first_ever = history == 0;
             let many = new_peers.len() as u64 >= u64::from(l.new_peers);
             if !first_ever && !many {
@@ -334,6 +336,41 @@ impl LateralDetector {
     }
 }
 
+/// The distinct new peers among `recent` and how many peers the host's
+/// history holds besides them.
+fn novelty(recent: &[(Addr, u16, Timestamp)], pairs: &Memory<(Addr, u16), Pair>) -> (Vec<Addr>, usize) {
+    let mut new_peers: Vec<Addr> = recent.iter().map(|r| r.0).collect();
+    new_peers.sort_unstable();
+    new_peers.dedup();
+    // The host's history: peers of pairs that are not among the new ones.
+    let mut peers: Vec<Addr> = pairs
+        .iter()
+        .filter(|((a, p), _)| !recent.iter().any(|r| r.0 == *a && r.1 == *p))
+        .map(|((a, _), _)| *a)
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    (new_peers, peers.len())
+}
+
+/// New administrative peers within the window against the host's own
+/// history, for the behaviour model: new peers per peer already known
+/// (plus one), so one new peer is much for a host that administers
+/// nothing and little for a management station.
+fn admin_signal(new_peers: usize, history: usize, s: &Session, window: u64) -> HostSignals {
+    HostSignals::one(
+        SIG_ADMIN,
+        Signal {
+            value: new_peers as f64 / (1.0 + history as f64),
+            now: new_peers as f64,
+            usual: history as f64,
+            seconds: window,
+            peer: Some(s.server),
+            count: u64::from(s.port),
+        },
+    )
+}
+
 /// The usual name of an administrative port.
 fn service_name(p: u16) -> &'static str {
     match p {
@@ -360,7 +397,9 @@ impl Family for LateralDetector {
     }
 
     fn judge(&mut self, report: &mut Vec<Session>, cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
-        self.on_interval(report, cx, out);
+        let mut signals = std::mem::take(&mut cx.facts.behaviour);
+        self.on_interval(report, cx, &mut signals, out);
+        cx.facts.behaviour = signals;
         report.clear();
     }
 

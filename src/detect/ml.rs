@@ -18,18 +18,21 @@
 //! (`[ml] model`): LODA (random projections with histograms) and a
 //! KitNET-style ensemble of tiny online autoencoders.
 
+mod head;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
-use super::family::{Context, Family, Restored};
+use super::family::{Context, Facts, Family, HostSignals, Restored, SIG_NEW_DEST, SIG_OUTSIDE};
 use super::rules::{RuleEpisode, RuleObs};
 use super::{DetectConfig, HostInterval};
 use crate::base::Addr;
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::config::{MlConfig, ModelKind};
 use crate::track::{HostCounters, ShardConfig};
+use head::{Head, HeadState};
 
 /// Number of features per host-interval.
 pub const FEATURES: usize = 15;
@@ -491,6 +494,10 @@ pub struct ModelState {
     /// Parameters of each autoencoder (KitNET; empty for the others).
     #[serde(default)]
     pub weights: Vec<Vec<f64>>,
+    /// The second head's lines or calibration sample (absent in files from
+    /// before it: a calibrated model then takes the floors).
+    #[serde(default)]
+    pub head: Option<HeadState>,
 }
 
 /// Current [`ModelState::version`].
@@ -524,6 +531,9 @@ pub struct BehaviourModel {
     /// Scores offered to the calibration sample while learning.
     calibration_seen: u64,
     progress_logged: Timestamp,
+    /// The second head: each host's behaviour signals against its own
+    /// history, with lines calibrated in the same learning period.
+    head: Head,
 }
 
 impl BehaviourModel {
@@ -555,6 +565,7 @@ impl BehaviourModel {
             learning_since: None,
             calibration_seen: 0,
             progress_logged: Timestamp::ZERO,
+            head: Head::default(),
         }
     }
 
@@ -686,6 +697,7 @@ impl BehaviourModel {
                 .kitnet
                 .as_ref()
                 .map_or(Vec::new(), |k| k.members().map(AutoEncoder::params).collect()),
+            head: Some(self.head.state.clone()),
         }
     }
 
@@ -732,6 +744,11 @@ impl BehaviourModel {
         self.calibration = st.calibration;
         self.mean.copy_from_slice(&st.mean);
         self.var.copy_from_slice(&st.var);
+        self.head.state = st.head.unwrap_or_default();
+        if self.threshold.is_some() && self.head.state.lines.is_none() {
+            // Saved before the second head: it gives verdicts at its floors.
+            self.head.state = HeadState { lines: Some(head::FLOORS), ..HeadState::default() };
+        }
         true
     }
 
@@ -782,6 +799,7 @@ impl BehaviourModel {
     pub fn on_interval(
         &mut self,
         iv: &HostInterval,
+        facts: &Facts,
         t: Timestamp,
         allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
         out: &mut Vec<Anomaly>,
@@ -809,6 +827,11 @@ impl BehaviourModel {
                         self.calibration = Vec::new();
                         self.calibration_seen = 0;
                         tracing::info!("behaviour model calibrated on {n} host-intervals: line {line:.4e}");
+                        let m = self.head.state.calibration.len();
+                        let lines = self.head.calibrate(self.cfg.quantile, line_above);
+                        tracing::info!(
+                            "behaviour model's own-history head calibrated on {m} host-intervals: lines {lines:.3?} (bytes outside, to new networks, new admin peers, check-in regularity)"
+                        );
                     }
                     self.learn(&x, t);
                 }
@@ -818,7 +841,7 @@ impl BehaviourModel {
                     // in one direction, a transfer that ended): not what an
                     // attack looks like, and the commonest way benign hosts
                     // stray. Such a vector is normal variety: it teaches the model.
-                    if !excess(&dev) {
+                    if !excess(&dev) || self.usual_for_itself(a, &dev, facts) {
                         self.learn(&x, t);
                         continue;
                     }
@@ -844,7 +867,78 @@ impl BehaviourModel {
             self.unusual.truncate(MAX_UNUSUAL);
             self.unusual.sort_by_key(|&(a, _)| a);
         }
+        self.judge_signals(&facts.behaviour, t, allowed, out);
         self.log_progress(t);
+    }
+
+    /// True when the first head's outlier is only volume the host sends
+    /// (its three strongest deviations are packet and byte rates, the
+    /// strongest outbound) and the host's own history covers it: the
+    /// second head measured its bytes outside against its busiest windows
+    /// and found them under its line, nothing went to a network new to it,
+    /// and it is not a flood's target. A routine backup is rare for the
+    /// network's reference window and usual for the host that makes it
+    /// (the lab office's backup host was flagged so after each upload).
+    /// Such a vector is the host's normal variety: it teaches the model.
+    fn usual_for_itself(&self, a: &Addr, dev: &[(f64, usize)], facts: &Facts) -> bool {
+        // Feature indices of the packet and byte rates, outbound first.
+        const OUT_VOLUME: [usize; 2] = [0, 2];
+        const VOLUME: [usize; 4] = [0, 1, 2, 3];
+        let volume = dev.iter().take(3).all(|(_, d)| VOLUME.contains(d));
+        let outbound = dev.first().is_some_and(|(_, d)| OUT_VOLUME.contains(d));
+        if !volume || !outbound || facts.under_flood(a) {
+            return false;
+        }
+        let Some(lines) = self.head.state.lines else { return false };
+        let Ok(i) = facts.behaviour.binary_search_by(|(h, _)| h.cmp(a)) else { return false };
+        let Some((_, s)) = facts.behaviour.get(i) else { return false };
+        let out = &s.signals[SIG_OUTSIDE];
+        out.seconds > 0 && out.value <= lines[SIG_OUTSIDE] && s.signals[SIG_NEW_DEST].value == 0.0
+    }
+
+    /// The second head on one interval's behaviour signals (sorted by
+    /// host): sampled while the first head learns, judged against their
+    /// lines once it has calibrated.
+    fn judge_signals(
+        &mut self,
+        signals: &[(Addr, HostSignals)],
+        t: Timestamp,
+        allowed: &dyn Fn(&Addr, AnomalyKind) -> bool,
+        out: &mut Vec<Anomaly>,
+    ) {
+        for (a, s) in signals.iter().filter(|(a, _)| crate::track::is_unicast(a)) {
+            let Some(lines) = self.head.state.lines else {
+                if self.threshold.is_none() {
+                    self.head.sample(s.values(), self.cfg.training, splitmix);
+                }
+                continue;
+            };
+            let Some((score, over)) = self.head.judge(s) else { continue };
+            // A host the first head flagged this interval has its episode's
+            // observation already.
+            let first_head = self.unusual.binary_search_by(|(h, _)| h.cmp(a)).is_ok();
+            if over.is_empty() || first_head || allowed(a, AnomalyKind::BehaviourOutlier) {
+                continue;
+            }
+            let reasons: Vec<String> = over.iter().map(|&i| head::words(i, &s.signals[i])).collect();
+            let obs = RuleObs {
+                ts: t,
+                span: crate::base::time::Span::default(),
+                window: t,
+                totals: Vec::new(),
+                observed_total: None,
+                observed: significant(score, 4),
+                threshold: 1.0,
+                unit: "times its behaviour line",
+                severity: Severity::Low,
+                src: Some(*a),
+                dst: over.first().and_then(|&i| s.signals[i].peer),
+                evidence: head::evidence(s, &lines, &over),
+                message: format!("{a} behaves unlike its own history: {}", reasons.join("; ")),
+            };
+            let key = EpisodeKey { kind: AnomalyKind::BehaviourOutlier, src: *a, dst: Addr::UNSPECIFIED };
+            self.episodes.observe(key, t, &obs, out);
+        }
     }
 
     /// The features furthest from what was learned, in standard deviations, furthest first.
@@ -931,7 +1025,8 @@ impl Family for BehaviourModel {
     fn judge(&mut self, _: &mut (), cx: &mut Context<'_>, out: &mut Vec<Anomaly>) {
         let cfg = cx.cfg;
         if cfg.ml.enabled {
-            self.on_interval(cx.hosts, cx.t, &|a, k| cfg.allowed(a, k), out);
+            cx.facts.settle_behaviour();
+            self.on_interval(cx.hosts, &cx.facts, cx.t, &|a, k| cfg.allowed(a, k), out);
         } else {
             // Turned off by a reload: no stale view for triage.
             self.unusual.clear();
@@ -994,10 +1089,19 @@ fn splitmix(x: u64) -> u64 {
 }
 
 fn calibrate(scores: &mut [f64], quantile: f64) -> f64 {
+    line_above(scores, quantile).min(1.0)
+}
+
+/// The line above `quantile` of `scores` with the margin, unbounded (the
+/// second head's signals are ratios, not scores in (0, 1]).
+fn line_above(scores: &mut [f64], quantile: f64) -> f64 {
+    if scores.is_empty() {
+        return 0.0;
+    }
     scores.sort_by(f64::total_cmp);
     let at = |q: f64| scores[((scores.len() - 1) as f64 * q).round() as usize];
     let (median, high) = (at(0.5), at(quantile.clamp(0.5, 1.0)));
-    (high + (high - median) * 0.5).min(1.0)
+    high + (high - median) * 0.5
 }
 
 #[cfg(test)]
@@ -1039,7 +1143,7 @@ mod tests {
         for i in 0..3000u64 {
             let mut iv = HostInterval::default();
             iv.hosts.insert(Addr::v4([10, 0, (i % 7) as u8, 1]), normal(i));
-            m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
+            m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(i), &never, &mut out);
         }
         (m, out)
     }
@@ -1075,7 +1179,7 @@ mod tests {
         for i in 0..400u64 {
             let mut iv = HostInterval::default();
             iv.hosts.insert(Addr::v4([10, 0, 0, 1]), normal(i));
-            m.on_interval(&iv, Timestamp::from_secs(i), &never, &mut out);
+            m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(i), &never, &mut out);
             if calibrated_at.is_none() && m.threshold().is_some() {
                 calibrated_at = Some(i);
             }
@@ -1103,7 +1207,7 @@ mod tests {
             for k in (0..10u64).filter(|k| i % 10 == *k) {
                 iv.hosts.insert(Addr::v4([10, 0, 0, 1 + k as u8]), normal(i * 10 + k));
             }
-            m.on_interval(&iv, Timestamp::from_secs(1_000 + i), &never, &mut out);
+            m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(1_000 + i), &never, &mut out);
             if scored_at.is_none() && m.windows > 0 {
                 scored_at = Some(i);
             }
@@ -1122,7 +1226,7 @@ mod tests {
         );
         let mut iv = HostInterval::default();
         iv.hosts.insert(Addr::v4([10, 0, 0, 66]), scanner());
-        m.on_interval(&iv, Timestamp::from_secs(1_400), &never, &mut out);
+        m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(1_400), &never, &mut out);
         assert_eq!(out.len(), 1, "{out:#?}");
         assert_eq!(out[0].kind, AnomalyKind::BehaviourOutlier);
         // Saved and restored mid-way, the partial window keeps its count;
@@ -1150,13 +1254,13 @@ mod tests {
         let quiet = HostCounters { pkts_in: 0, bytes_in: 0, udp_in: 0, ..normal(2) };
         let mut iv = HostInterval::default();
         iv.hosts.insert(Addr::v4([10, 0, 0, 98]), quiet);
-        m.on_interval(&iv, Timestamp::from_secs(3000), &never, &mut out);
+        m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(3000), &never, &mut out);
         assert!(out.is_empty(), "a shortfall alone was flagged: {out:#?}");
         let x = features(&scan);
         assert!(m.score(&x) > line, "score {} line {line}", m.score(&x));
         let mut iv = HostInterval::default();
         iv.hosts.insert(Addr::v4([10, 0, 0, 99]), scan);
-        m.on_interval(&iv, Timestamp::from_secs(3001), &never, &mut out);
+        m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(3001), &never, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind, AnomalyKind::BehaviourOutlier);
         let msg = &out[0].message;
@@ -1173,6 +1277,100 @@ mod tests {
         let other = MlConfig { depth: 6, ..cfg.clone() };
         let mut m4 = BehaviourModel::new(&other, EpisodePolicy::default());
         assert!(!m4.restore(serde_json::from_str(&text).unwrap()), "a model of another shape is refused");
+    }
+
+    /// A host uploading far more than the network's hosts usually send
+    /// (a backup): the first head flags it unless its own history, measured
+    /// by the second head, covers that volume.
+    #[test]
+    fn volume_usual_for_the_host_itself_is_not_an_outlier() {
+        use crate::detect::family::{HostSignals, SIG_OUTSIDE, Signal};
+        let cfg = MlConfig { enabled: true, window: 256, training: 1024, ..MlConfig::default() };
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let (mut m, mut out) = trained(&cfg);
+        let backup = HostCounters {
+            pkts_out: 1_400,
+            bytes_out: 2_000_000,
+            pkts_in: 700,
+            bytes_in: 40_000,
+            ..normal(3)
+        };
+        let host = Addr::v4([10, 0, 0, 10]);
+        let within = Signal { value: 0.8, now: 2e6, usual: 1.9e6, seconds: 10, peer: None, count: 0 };
+        let mut facts =
+            Facts { behaviour: vec![(host, HostSignals::one(SIG_OUTSIDE, within))], ..Facts::default() };
+        let mut iv = HostInterval::default();
+        iv.hosts.insert(host, backup);
+        m.on_interval(&iv, &facts, Timestamp::from_secs(3000), &never, &mut out);
+        assert!(out.is_empty(), "a volume its own history covers was flagged: {out:#?}");
+        // Twenty times its busiest window: no longer its own usual.
+        facts.behaviour[0].1.signals[SIG_OUTSIDE].value = 20.0;
+        let mut iv = HostInterval::default();
+        iv.hosts.insert(host, HostCounters { bytes_out: 40_000_000, pkts_out: 28_000, ..backup });
+        m.on_interval(&iv, &facts, Timestamp::from_secs(3001), &never, &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert!(out[0].message.contains("unlike anything learned"), "{}", out[0].message);
+    }
+
+    /// The second head's lines are calibrated with the first head's line,
+    /// judge the next intervals, and are saved; a file from before the
+    /// head restores with its floors.
+    #[test]
+    fn the_own_history_head_calibrates_with_the_model_and_is_saved() {
+        use crate::detect::family::{HostSignals, SIG_ADMIN, SIG_OUTSIDE, Signal};
+        let cfg = MlConfig {
+            enabled: true,
+            window: 16,
+            training_seconds: 300,
+            min_training: 64,
+            ..MlConfig::default()
+        };
+        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        let never = |_: &Addr, _: AnomalyKind| false;
+        let mut out = Vec::new();
+        let host = Addr::v4([10, 0, 0, 1]);
+        for i in 0..400u64 {
+            let mut iv = HostInterval::default();
+            iv.hosts.insert(host, normal(i));
+            // Benign uploads reach 3x the host's busiest window once in a while.
+            let v = if i % 50 == 7 { 3.0 } else { 0.5 };
+            let sig = Signal { value: v, now: v * 1e6, usual: 1e6, seconds: 10, peer: None, count: 0 };
+            let facts =
+                Facts { behaviour: vec![(host, HostSignals::one(SIG_OUTSIDE, sig))], ..Facts::default() };
+            m.on_interval(&iv, &facts, Timestamp::from_secs(i), &never, &mut out);
+        }
+        assert!(out.is_empty(), "{out:#?}");
+        let lines = m.head.state.lines.expect("calibrated with the first head");
+        assert!(m.threshold().is_some());
+        assert!(lines[SIG_OUTSIDE] > 3.0, "{lines:?}");
+        assert_eq!(lines[SIG_ADMIN], head::FLOORS[SIG_ADMIN]);
+        // Three new admin peers for a host that knew one: flagged, in words.
+        let admin = Signal {
+            value: 1.5,
+            now: 3.0,
+            usual: 1.0,
+            seconds: 600,
+            peer: Some(Addr::v4([10, 0, 0, 23])),
+            count: 5985,
+        };
+        let facts = Facts { behaviour: vec![(host, HostSignals::one(SIG_ADMIN, admin))], ..Facts::default() };
+        let mut iv = HostInterval::default();
+        iv.hosts.insert(host, normal(1));
+        m.on_interval(&iv, &facts, Timestamp::from_secs(401), &never, &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert!(out[0].message.contains("3 new administrative peers within 600 s"), "{}", out[0].message);
+        assert_eq!(out[0].dst, Some(Addr::v4([10, 0, 0, 23])));
+        // Saved and restored: the same lines.
+        let text = serde_json::to_string(&m.snapshot()).unwrap();
+        let mut again = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(again.restore(serde_json::from_str(&text).unwrap()));
+        assert_eq!(again.head.state.lines, Some(lines));
+        // A file from before the head: a calibrated model judges at the floors.
+        let mut st = m.snapshot();
+        st.head = None;
+        let mut old = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        assert!(old.restore(st));
+        assert_eq!(old.head.state.lines, Some(head::FLOORS));
     }
 
     /// A model of `model` trained on normal hosts: it flagged none of them,
@@ -1226,6 +1424,31 @@ mod tests {
             }
             eprintln!("ml-cost | {model:?} | {best:.0} ns per host-interval (score + learn)");
         }
+        // The second head: one interval of 4,096 hosts' signals, settled and judged.
+        use crate::detect::family::{HostSignals, SIGNALS, Signal};
+        let cfg = MlConfig { enabled: true, ..MlConfig::default() };
+        let mut m = BehaviourModel::new(&cfg, EpisodePolicy::default());
+        m.head.state.lines = Some(head::FLOORS);
+        let mut facts = Facts::default();
+        let mut best = f64::MAX;
+        let never = |_: &Addr, _: AnomalyKind| false;
+        for _ in 0..5 {
+            facts.behaviour.clear();
+            for i in 0..4096u32 {
+                let mut h = HostSignals::default();
+                h.signals[(i as usize) % SIGNALS] =
+                    Signal { value: f64::from(i % 7) / 10.0, ..Signal::default() };
+                facts.behaviour.push((Addr::v4(i.to_be_bytes()), h));
+            }
+            let mut out = Vec::new();
+            let start = std::time::Instant::now();
+            facts.settle_behaviour();
+            m.judge_signals(&facts.behaviour, Timestamp::ZERO, &never, &mut out);
+            best = best.min(start.elapsed().as_nanos() as f64 / 4096.0);
+        }
+        eprintln!(
+            "ml-cost | own-history head | {best:.0} ns per host-interval with signals (settle + judge)"
+        );
     }
 
     #[test]
