@@ -5,7 +5,6 @@
 //! domain) for DNS and per (sender, receiver) for ICMP echo, and applies the
 //! rules below.
 
-use hashbrown::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::DetectConfig;
@@ -13,7 +12,7 @@ use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, EpisodePolicy, Episodes};
 use super::evidence::put_count;
 use super::family::{Context, Family};
-use super::rules::{RuleEpisode, RuleObs, Win, merged_by_key, roll};
+use super::rules::{IntervalTable, RuleEpisode, RuleObs, Win, merged_by_key, roll};
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
 use crate::base::{Addr, Distinct, SlabMap};
 use crate::config::TunnelConfig;
@@ -141,27 +140,22 @@ pub type DnsList = Vec<(DnsKey, DnsAgg)>;
 /// Echo aggregates by (sender, receiver).
 pub type EchoList = Vec<((Addr, Addr), EchoAgg)>;
 
-/// Per-shard, per-interval tunnel aggregates.
+/// Per-shard, per-interval tunnel aggregates: slabs behind an index, like
+/// every other interval table (one lookup per packet, where the hash maps
+/// they replace took two: a membership test for the cap, then the entry).
 pub struct TunnelTable {
-    dns: HashMap<DnsKey, DnsAgg, foldhash::fast::FixedState>,
-    echo: HashMap<(Addr, Addr), EchoAgg, foldhash::fast::FixedState>,
-    raw: HashMap<(Addr, Addr), RawAgg, foldhash::fast::FixedState>,
-    spare: Option<TunnelReport>,
-    cap: usize,
-    /// Records not kept because the table was full.
-    pub overflow: u64,
+    dns: IntervalTable<DnsKey, DnsAgg>,
+    echo: IntervalTable<(Addr, Addr), EchoAgg>,
+    raw: IntervalTable<(Addr, Addr), RawAgg>,
 }
 
 impl TunnelTable {
     /// At most `cap` keys of each kind per interval.
     pub fn new(cap: usize) -> TunnelTable {
         TunnelTable {
-            dns: HashMap::with_hasher(Default::default()),
-            echo: HashMap::with_hasher(Default::default()),
-            raw: HashMap::with_hasher(Default::default()),
-            spare: None,
-            cap,
-            overflow: 0,
+            dns: IntervalTable::new(cap),
+            echo: IntervalTable::new(cap),
+            raw: IntervalTable::new(cap),
         }
     }
 
@@ -178,25 +172,19 @@ impl TunnelTable {
             && m.payload_len > 0
         {
             let key = if m.dport == 53 { (m.src, m.dst) } else { (m.dst, m.src) };
-            if self.raw.contains_key(&key) || self.raw.len() < self.cap {
-                let a = self.raw.entry(key).or_default();
+            if let Some(a) = self.raw.entry(key) {
                 a.packets += 1;
                 if !d.is_valid() {
                     a.raw += 1;
                     a.raw_bytes += u64::from(m.payload_len);
                     a.span.add(m.ts);
                 }
-            } else {
-                self.overflow += 1;
             }
         }
         if d.is_valid() && d.flags & crate::decode::dns::DNS_RESPONSE == 0 && m.dport == 53 {
-            let key = (m.src, m.dst, d.parent_hash);
-            if !self.dns.contains_key(&key) && self.dns.len() >= self.cap {
-                self.overflow += 1;
+            let Some(a) = self.dns.entry((m.src, m.dst, d.parent_hash)) else {
                 return;
-            }
-            let a = self.dns.entry(key).or_default();
+            };
             a.queries += 1;
             a.span.add(m.ts);
             a.names.insert_hash(u64::from(d.name_hash) << 32 | u64::from(d.name_hash));
@@ -211,12 +199,9 @@ impl TunnelTable {
         } else if m.has_icmp()
             && matches!((m.proto, m.icmp_type), (ip_proto::ICMP, 8) | (ip_proto::ICMPV6, 128))
         {
-            let key = (m.src, m.dst);
-            if !self.echo.contains_key(&key) && self.echo.len() >= self.cap {
-                self.overflow += 1;
+            let Some(a) = self.echo.entry((m.src, m.dst)) else {
                 return;
-            }
-            let a = self.echo.entry(key).or_default();
+            };
             a.echoes += 1;
             a.span.add(m.ts);
             a.sizes.insert_hash(u64::from(m.payload_len).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -227,12 +212,10 @@ impl TunnelTable {
 
     /// Moves this interval's aggregates out (into the recycled lists).
     pub fn drain(&mut self) -> TunnelReport {
-        let mut r = self.spare.take().unwrap_or_default();
-        r.dns.extend(self.dns.drain());
-        r.echo.extend(self.echo.drain());
+        let mut raw = self.raw.close();
         // Pairs with no non-DNS datagram need no judging.
-        r.raw.extend(self.raw.drain().filter(|(_, a)| a.raw > 0));
-        r
+        raw.retain(|(_, a)| a.raw > 0);
+        TunnelReport { dns: self.dns.close(), echo: self.echo.close(), raw }
     }
 }
 
@@ -253,11 +236,13 @@ impl Observer for TunnelTable {
     }
 
     fn recycle(&mut self, spare: TunnelReport) {
-        self.spare = Some(spare);
+        self.dns.recycle(spare.dns);
+        self.echo.recycle(spare.echo);
+        self.raw.recycle(spare.raw);
     }
 
     fn overflow(&self) -> u64 {
-        self.overflow
+        self.dns.overflow + self.echo.overflow + self.raw.overflow
     }
 }
 
