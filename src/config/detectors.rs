@@ -288,7 +288,9 @@ pub struct MlConfig {
     pub window: u64,
     /// Training scores kept to set the line: every one up to this many, then
     /// a uniform sample of the whole learning period (bounds memory on a
-    /// large network, not the period).
+    /// large network, not the period). A duration here (`"10m"`) is
+    /// refused with a pointer to `training_seconds`.
+    #[serde(deserialize_with = "super::sample_size")]
     pub training: usize,
     /// The learning period: seconds of packet time from the first
     /// host-interval learned until the model calibrates (once it has scored

@@ -267,6 +267,24 @@ pub fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
     }
 }
 
+/// Reads `ml.training`, a count. Written as a duration (`"10m"`, how the
+/// learning period was first specified) it names the key that takes one,
+/// rather than serde's "invalid type: string".
+pub fn sample_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(usize),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(t) => Err(serde::de::Error::custom(format!(
+            "{t:?}: ml.training is how many scores calibration keeps (a number, e.g. 4096); the learning period is ml.training_seconds = {t:?}"
+        ))),
+    }
+}
+
 /// `"10m"` → 600; `None` for anything that is not a whole number with an
 /// optional unit s, m, h or d.
 pub fn parse_seconds(t: &str) -> Option<u64> {
@@ -648,5 +666,9 @@ mod tests {
             .to_string();
         assert!(e.contains("not a duration") && e.contains("a.toml"), "{e}");
         assert_eq!(parse_seconds("99999999999999999999d"), None);
+        // A duration given to the sample size points at the key for it.
+        let e = Config::parse("[ml]\ntraining = \"10m\"\n", Path::new("a.toml")).unwrap_err().to_string();
+        assert!(e.contains("training_seconds = \"10m\"") && e.contains("a.toml"), "{e}");
+        assert_eq!(Config::parse("[ml]\ntraining = 512\n", Path::new("a.toml")).unwrap().ml.training, 512);
     }
 }
