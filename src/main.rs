@@ -50,15 +50,50 @@ fn keep_freed_memory() {
             libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1)
         };
     }
-    // Transparent huge pages stay as the system sets them. The shard's
-    // lookups land on random records of tables of tens to hundreds of MB, so
-    // with 4 KiB pages most of them also miss the TLB. Measured on the
-    // 5.4 M-packet benchmark, runs in a series (what a service or a best-of-3
-    // benchmark sees): 2.58-2.68 s with huge pages, 2.83-2.95 s without
-    // (user 4.1-4.6 s against 4.5-4.9 s), peak RSS 700-800 MB against
-    // 645-735 MB. Each table that reserves its cap's room faults its first
-    // 2 MiB at once, so a tiny capture peaks near 90 MB instead of 27 MB.
-    // `MIMALLOC_ALLOW_THP=0` (mimalloc's own switch) opts out.
+}
+
+/// Inputs below this many bytes replay without transparent huge pages.
+const HUGE_PAGES_FROM: u64 = 64 << 20;
+
+/// Keeps transparent huge pages (as the system sets them) only for jobs
+/// whose tables grow large: a live sensor, and replays of at least
+/// [`HUGE_PAGES_FROM`] bytes. The shard's lookups land on random records of
+/// tables of tens to hundreds of MB, and with 4 KiB pages most of them also
+/// miss the TLB: the 5.4 M-packet benchmark took 2.58-2.75 s with huge
+/// pages, 2.83-3.11 s without (runs in a series; user 4.1-4.6 s against
+/// 4.5-4.9 s). But every table reserves its cap's room, and with huge
+/// pages its first record faults in 2 MiB: a 6 kB capture peaked at
+/// 113 MB instead of 27 MB. `MIMALLOC_ALLOW_THP` in the environment
+/// (mimalloc's switch: 0 off, 1 on) overrides the choice.
+fn choose_huge_pages(cmd: &Command) {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    let small = |paths: &[PathBuf]| {
+        paths.iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum::<u64>() < HUGE_PAGES_FROM
+    };
+    let keep = match cmd {
+        Command::Replay(a) => !small(&a.pcaps),
+        Command::Learn(a) => !small(&a.pcaps),
+        _ => true,
+    };
+    if keep {
+        return;
+    }
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments only
+    // and changes only this process's memory policy, for faults from now
+    // on (nothing large is allocated yet). A kernel without it returns an
+    // error, which changes nothing and is ignored.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_THP_DISABLE,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
 }
 
 fn main() -> ExitCode {
@@ -70,6 +105,7 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
+    choose_huge_pages(&cli.command);
     init_logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
