@@ -172,17 +172,37 @@ impl Tree {
 
     /// Mass-weighted score of `x` against the reference profile.
     fn score(&self, x: &[f64; FEATURES]) -> f64 {
+        self.score_leaf(x).0
+    }
+
+    /// The score and the leaf `x` lands in (its path is the leaf's
+    /// ancestors, so learning `x` next needs no second walk of the splits).
+    fn score_leaf(&self, x: &[f64; FEATURES]) -> (f64, usize) {
         let mut node = 0;
         let mut depth = 0;
         let mut s = 0.0;
         loop {
             s += f64::from(self.reference[node]) * f64::from(1u32 << depth.min(31));
             if node >= self.dim.len() {
-                return s;
+                return (s, node);
             }
             node =
                 if x[usize::from(self.dim[node])] < self.split[node] { 2 * node + 1 } else { 2 * node + 2 };
             depth += 1;
+        }
+    }
+
+    /// Learns the vector whose leaf [`Tree::score_leaf`] found: the same
+    /// nodes as [`Tree::learn`], climbed from the leaf.
+    fn learn_leaf(&mut self, mut node: usize) {
+        loop {
+            if let Some(m) = self.latest.get_mut(node) {
+                *m = m.saturating_add(1);
+            }
+            if node == 0 {
+                return;
+            }
+            node = (node - 1) / 2;
         }
     }
 
@@ -523,6 +543,9 @@ pub struct BehaviourModel {
     /// excess only (a host that only did less is not "unusual" for triage
     /// any more than for events). Cleared every interval.
     unusual: Vec<(Addr, f64)>,
+    /// The trees' leaves for the vector scored last (HST only), so learning
+    /// it does not walk the splits again; empty when not valid.
+    leaves: Vec<usize>,
     episodes: Episodes<RuleEpisode>,
     cfg: MlConfig,
     /// Packet time of the first host-interval learned (the learning period
@@ -556,6 +579,7 @@ impl BehaviourModel {
             reference_count: 0,
             latest_count: 0,
             unusual: Vec::new(),
+            leaves: Vec::new(),
             calibration: Vec::new(),
             threshold: None,
             mean: [0.0; FEATURES],
@@ -654,6 +678,26 @@ impl BehaviourModel {
         }
         let s: f64 = self.trees.iter().map(|t| t.score(x)).sum::<f64>() / self.trees.len().max(1) as f64;
         1.0 / (1.0 + s / window)
+    }
+
+    /// [`BehaviourModel::score`], keeping the trees' leaves for a
+    /// [`BehaviourModel::learn`] of the same vector right after.
+    fn score_remembering(&mut self, x: &[f64; FEATURES]) -> f64 {
+        if self.trees.is_empty() || !self.projs.is_empty() || self.kitnet.is_some() {
+            self.leaves.clear();
+            return self.score(x);
+        }
+        let mut leaves = std::mem::take(&mut self.leaves);
+        leaves.clear();
+        let mut s = 0.0;
+        for t in &self.trees {
+            let (ts, leaf) = t.score_leaf(x);
+            s += ts;
+            leaves.push(leaf);
+        }
+        self.leaves = leaves;
+        let window = self.reference_count.max(1) as f64;
+        1.0 / (1.0 + s / self.trees.len() as f64 / window)
     }
 
     fn members(&self) -> usize {
@@ -761,9 +805,16 @@ impl BehaviourModel {
     }
 
     fn learn(&mut self, x: &[f64; FEATURES], t: Timestamp) {
-        for t in &mut self.trees {
-            t.learn(x);
+        if self.leaves.len() == self.trees.len() {
+            for (t, &leaf) in self.trees.iter_mut().zip(&self.leaves) {
+                t.learn_leaf(leaf);
+            }
+        } else {
+            for t in &mut self.trees {
+                t.learn(x);
+            }
         }
+        self.leaves.clear();
         for p in &mut self.projs {
             p.learn(x);
         }
@@ -816,7 +867,10 @@ impl BehaviourModel {
         for (a, h) in hosts {
             let x = features(h);
             // Scores mean something once one reference window exists.
-            let score = (self.windows > 0).then(|| self.score(&x));
+            // (Leaves are only ever those of this `x`: a learn without a
+            // score walks the splits.)
+            self.leaves.clear();
+            let score = (self.windows > 0).then(|| self.score_remembering(&x));
             match (score, self.threshold) {
                 (Some(s), None) => {
                     self.sample_for_calibration(s);
