@@ -8,6 +8,16 @@ use serde_json::{Map, Value, json};
 
 use crate::base::sketch::Count;
 
+/// Bytes for a sentence: "12.3 MB".
+pub fn human_bytes(b: f64) -> String {
+    match b {
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b:.0} B"),
+    }
+}
+
 /// Puts a distinct count under `key`, and marks it in `estimated` unless exact.
 pub fn put_count(ev: &mut Map<String, Value>, key: &str, c: Count) {
     ev.insert(key.into(), json!(c.value));

@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use super::DetectConfig;
 use super::anomaly::{Anomaly, AnomalyKind, Severity};
 use super::episode::{EpisodeKey, Episodes};
+use super::evidence::human_bytes;
 use super::family::{Context, Family, HostSignals, Restored, SIG_NEW_DEST, SIG_OUTSIDE, Signal};
 use super::history::{Clock, Memory, Recent, Saved, Used, addr};
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, merged_by_key};
@@ -474,12 +475,12 @@ impl ExfilDetector {
         let severity = if worst.excess() >= 10.0 { Severity::High } else { Severity::Medium };
         let message = format!(
             "{src} sent {} {what} in {} (usually {} per {} window, peak {}; line {}){}: possible data exfiltration",
-            human(observed),
+            human_bytes(observed),
             dur(worst.seconds),
-            human(worst.usual),
+            human_bytes(worst.usual),
             dur(worst.seconds),
-            human(worst.peak),
-            human(line),
+            human_bytes(worst.peak),
+            human_bytes(line),
             match (top, new_count) {
                 (Some(d), n) if n > 0 =>
                     format!(", mostly to {d} ({n} new destination{})", if n == 1 { "" } else { "s" }),
@@ -665,16 +666,6 @@ fn host_signals(
 
 fn net_str(a: &Addr) -> String {
     format!("{}/{}", prefix_of(a), if a.is_v4() { 24 } else { 48 })
-}
-
-/// Bytes for a sentence: "12.3 MB".
-fn human(b: f64) -> String {
-    match b {
-        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
-        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
-        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
-        b => format!("{b:.0} B"),
-    }
 }
 
 /// A window length for a sentence: "10 s", "10 min", "1 h".

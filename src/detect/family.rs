@@ -122,19 +122,14 @@ impl Facts {
     /// and the sort is stable, so the result is the same for any number of
     /// workers.
     pub fn settle_behaviour(&mut self) {
-        let v = &mut self.behaviour;
-        v.sort_by_key(|(a, _)| *a);
-        let mut w = 0usize;
-        for r in 0..v.len() {
-            if w > 0 && v[w - 1].0 == v[r].0 {
-                let later = v[r].1;
-                v[w - 1].1.fold(&later);
-            } else {
-                v.swap(w, r);
-                w += 1;
+        self.behaviour.sort_by_key(|(a, _)| *a);
+        self.behaviour.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1.fold(&later.1);
             }
-        }
-        v.truncate(w);
+            same
+        });
     }
 }
 

@@ -257,20 +257,15 @@ impl LateralDetector {
             if learning {
                 continue;
             }
-            if !l.enabled || cfg.allowed(&s.client, AnomalyKind::LateralMovement) {
-                // Not judged here, but the behaviour model judges the
-                // host against its own history all the same.
-                let mut recent: Vec<(Addr, u16, Timestamp)> =
-                    h.recent.iter().copied().filter(|r| s.ts.since(r.2) < window).collect();
-                recent.push((s.server, s.port, s.ts));
-                let (new_peers, history) = novelty(&recent, &h.pairs);
-                signals.push((s.client, admin_signal(new_peers.len(), history, s, l.window)));
-                continue;
-            }
             h.recent.retain(|r| s.ts.since(r.2) < window);
             h.recent.push((s.server, s.port, s.ts));
             let (new_peers, history) = novelty(&h.recent, &h.pairs);
+            // The behaviour model judges the host against its own history
+            // even where this family does not (off, or the host allowed).
             signals.push((s.client, admin_signal(new_peers.len(), history, s, l.window)));
+            if !l.enabled || cfg.allowed(&s.client, AnomalyKind::LateralMovement) {
+                continue;
+            }
             let first_ever = history == 0;
             let many = new_peers.len() as u64 >= u64::from(l.new_peers);
             if !first_ever && !many {

@@ -614,15 +614,7 @@ impl BehaviourModel {
     /// reservoir, with a hash of the count for its coin: the same for any
     /// number of workers, since hosts are scored in address order).
     fn sample_for_calibration(&mut self, s: f64) {
-        self.calibration_seen += 1;
-        if self.calibration.len() < self.cfg.training.max(1) {
-            self.calibration.push(s);
-            return;
-        }
-        let j = splitmix(self.calibration_seen) % self.calibration_seen;
-        if let Some(slot) = self.calibration.get_mut(j as usize) {
-            *slot = s;
-        }
+        reservoir(&mut self.calibration, &mut self.calibration_seen, self.cfg.training, s);
     }
 
     /// The first reference window closes early: half the learning period
@@ -963,7 +955,7 @@ impl BehaviourModel {
         for (a, s) in signals.iter().filter(|(a, _)| crate::track::is_unicast(a)) {
             let Some(lines) = self.head.state.lines else {
                 if self.threshold.is_none() {
-                    self.head.sample(s.values(), self.cfg.training, splitmix);
+                    self.head.sample(s.values(), self.cfg.training);
                 }
                 continue;
             };
@@ -976,19 +968,13 @@ impl BehaviourModel {
             }
             let reasons: Vec<String> = over.iter().map(|&i| head::words(i, &s.signals[i])).collect();
             let obs = RuleObs {
-                ts: t,
-                span: crate::base::time::Span::default(),
-                window: t,
-                totals: Vec::new(),
-                observed_total: None,
                 observed: significant(score, 4),
                 threshold: 1.0,
                 unit: "times its behaviour line",
-                severity: Severity::Low,
-                src: Some(*a),
                 dst: over.first().and_then(|&i| s.signals[i].peer),
                 evidence: head::evidence(s, &lines, &over),
                 message: format!("{a} behaves unlike its own history: {}", reasons.join("; ")),
+                ..outlier_obs(*a, t)
             };
             let key = EpisodeKey { kind: AnomalyKind::BehaviourOutlier, src: *a, dst: Addr::UNSPECIFIED };
             self.episodes.observe(key, t, &obs, out);
@@ -1042,25 +1028,37 @@ impl BehaviourModel {
             json!({"kind": self.cfg.model, "members": self.members(), "samples": self.seen}),
         );
         RuleObs {
-            ts: t,
-            span: crate::base::time::Span::default(),
-            window: t,
-            totals: Vec::new(),
-            observed_total: None,
             // Four significant digits: scores and lines sit near 0.002, where
             // three decimals printed both as the same number.
             observed: significant(score, 4),
             threshold: significant(line, 4),
             unit: "anomaly score",
-            // Low: the model ranks (priority) and points, the rule and
-            // statistical families alert (README: why it is not quiet enough
-            // to alert on its own).
-            severity: Severity::Low,
-            src: Some(host),
-            dst: None,
             evidence: ev,
             message: format!("{host} behaves unlike anything learned: {}", words.join(", ")),
+            ..outlier_obs(host, t)
         }
+    }
+}
+
+/// What both heads' outliers share: a one-interval observation of `host`,
+/// severity low (the model ranks, through priority, and points; the rule
+/// and statistical families alert: the README says why it is not quiet
+/// enough to alert on its own). Each head fills in its numbers and words.
+fn outlier_obs(host: Addr, t: Timestamp) -> RuleObs {
+    RuleObs {
+        ts: t,
+        span: crate::base::time::Span::default(),
+        window: t,
+        totals: Vec::new(),
+        observed_total: None,
+        observed: 0.0,
+        threshold: 0.0,
+        unit: "",
+        severity: Severity::Low,
+        src: Some(host),
+        dst: None,
+        evidence: Map::new(),
+        message: String::new(),
     }
 }
 
@@ -1123,8 +1121,6 @@ fn excess(dev: &[(f64, usize)]) -> bool {
     dev.iter().take(3).any(|&(z, _)| z > 0.0)
 }
 
-/// The line above `quantile` of the training scores, with a margin of half
-/// the distance from the median to that quantile.
 /// `x` rounded to `digits` significant digits.
 fn significant(x: f64, digits: i32) -> f64 {
     if x == 0.0 || !x.is_finite() {
@@ -1132,6 +1128,22 @@ fn significant(x: f64, digits: i32) -> f64 {
     }
     let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
     (x * scale).round() / scale
+}
+
+/// Offers `x` to a uniform sample of at most `cap` of everything offered
+/// (`seen` counts the offers): Vitter's reservoir, its coin a hash of the
+/// count, so the sample is the same for any number of workers when the
+/// offers come in the same order.
+fn reservoir<T>(sample: &mut Vec<T>, seen: &mut u64, cap: usize, x: T) {
+    *seen += 1;
+    if sample.len() < cap.max(1) {
+        sample.push(x);
+        return;
+    }
+    let j = splitmix(*seen) % *seen;
+    if let Some(slot) = sample.get_mut(j as usize) {
+        *slot = x;
+    }
 }
 
 /// SplitMix64's finaliser: a well-mixed 64-bit value from a counter.
@@ -1142,6 +1154,8 @@ fn splitmix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The line above `quantile` of the training scores, with a margin of half
+/// the distance from the median to that quantile (at most 1: scores are).
 fn calibrate(scores: &mut [f64], quantile: f64) -> f64 {
     line_above(scores, quantile).min(1.0)
 }

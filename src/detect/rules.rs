@@ -215,9 +215,8 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     #[inline]
     pub fn entry(&mut self, k: K) -> Option<&mut V> {
         let h = self.hasher.hash_one(&k);
-        let slab = &self.slab;
-        let i = match self.index.find(h, |i| slab[i as usize].0 == k) {
-            Some(i) => i as usize,
+        let i = match self.find(h, &k) {
+            Some(i) => i,
             None if self.slab.len() >= self.cap => {
                 self.overflow += 1;
                 return None;
@@ -235,10 +234,15 @@ impl<K: std::hash::Hash + Eq, V: Default> IntervalTable<K, V> {
     /// The aggregate of `k` if it is already held (never inserts).
     #[inline]
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        let h = self.hasher.hash_one(k);
+        let i = self.find(self.hasher.hash_one(k), k)?;
+        self.slab.get_mut(i).map(|(_, v)| v)
+    }
+
+    /// The slab position of `k`, filed under its hash `h`.
+    #[inline]
+    fn find(&self, h: u64, k: &K) -> Option<usize> {
         let slab = &self.slab;
-        let i = self.index.find(h, |i| slab[i as usize].0 == *k)?;
-        self.slab.get_mut(i as usize).map(|(_, v)| v)
+        self.index.find(h, |i| slab[i as usize].0 == *k).map(|i| i as usize)
     }
 
     /// Keys held this interval.

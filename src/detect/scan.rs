@@ -115,6 +115,13 @@ pub struct SweepAgg {
 }
 
 impl SweepAgg {
+    /// One probe of `dst` at `ts`.
+    fn add_probe(&mut self, ts: Timestamp, dst: &Addr) {
+        self.dsts.insert_addr(dst);
+        self.span.add(ts);
+        self.probes += 1;
+    }
+
     fn merge(&mut self, o: &SweepAgg) {
         self.dsts.merge(&o.dsts);
         self.span.merge(&o.span);
@@ -176,7 +183,9 @@ pub struct ProbeTable {
     sweeps: IntervalTable<SweepKey, SweepAgg>,
     pending: Vec<Pending>,
     pending_cap: usize,
-    /// This interval's tag in flow marks (1..4096, never 0: 0 is "no mark").
+    /// This interval's tag in flow marks (1..=4095, never 0: 0 is "no
+    /// mark"). A mark lives at most a flow's active timeout (30 min by
+    /// default), far less than the 68 min before a tag comes back.
     tag: u32,
 }
 
@@ -242,9 +251,7 @@ impl ProbeTable {
                 a.answered += u32::from(p.outcome == ANSWERED);
             }
             if let Some(s) = self.sweeps.get_mut(&(p.src, p.port, p.proto)) {
-                s.dsts.insert_addr(&p.dst);
-                s.span.add(p.ts);
-                s.probes += 1;
+                s.add_probe(p.ts, &p.dst);
                 s.ok += 1;
             }
         }
@@ -267,9 +274,7 @@ impl ProbeTable {
     /// Records a probe of `dst` on a sweep key (ICMP echo, ARP, or a port).
     pub fn sweep(&mut self, ts: Timestamp, src: Addr, dst: Addr, port: u16, proto: u8) {
         if let Some(s) = self.sweeps.entry((src, port, proto)) {
-            s.dsts.insert_addr(&dst);
-            s.span.add(ts);
-            s.probes += 1;
+            s.add_probe(ts, &dst);
         }
     }
 

@@ -39,6 +39,7 @@ use serde_json::{Map, json};
 
 use super::super::family::{HostSignals, SIG_ADMIN, SIG_NEW_DEST, SIG_OUTSIDE, SIG_REGULAR, SIGNALS, Signal};
 use crate::base::Addr;
+use crate::detect::evidence::human_bytes;
 
 /// Signals in words, in `SIG_*` order.
 pub const SIGNAL_NAMES: [&str; SIGNALS] = [
@@ -73,20 +74,12 @@ pub struct Head {
 }
 
 impl Head {
-    /// Offers one host-interval's signals to the calibration sample (a
-    /// reservoir of at most `cap`, coin from `coin(count)`: the same for any
-    /// number of workers, hosts come in address order).
-    pub fn sample(&mut self, x: [f64; SIGNALS], cap: usize, coin: impl Fn(u64) -> u64) {
+    /// Offers one host-interval's signals to the calibration sample (the
+    /// first head's reservoir, at most `cap`: the same for any number of
+    /// workers, hosts come in address order).
+    pub fn sample(&mut self, x: [f64; SIGNALS], cap: usize) {
         let st = &mut self.state;
-        st.calibration_seen += 1;
-        if st.calibration.len() < cap.max(1) {
-            st.calibration.push(x);
-            return;
-        }
-        let j = coin(st.calibration_seen) % st.calibration_seen;
-        if let Some(slot) = st.calibration.get_mut(j as usize) {
-            *slot = x;
-        }
+        super::reservoir(&mut st.calibration, &mut st.calibration_seen, cap, x);
     }
 
     /// Sets every signal's line from the sample (`line_of` as the first
@@ -123,18 +116,18 @@ pub fn words(which: usize, s: &Signal) -> String {
     match which {
         SIG_OUTSIDE => format!(
             "sent {} outside in {} s (its busiest {} s so far: {})",
-            human(s.now),
+            human_bytes(s.now),
             s.seconds,
             s.seconds,
-            human(s.usual)
+            human_bytes(s.usual)
         ),
         SIG_NEW_DEST => format!(
             "sent {} to outside networks new to it in {} s{} (its busiest {} s so far, anywhere: {})",
-            human(s.now),
+            human_bytes(s.now),
             s.seconds,
             to(s.peer),
             s.seconds,
-            human(s.usual)
+            human_bytes(s.usual)
         ),
         SIG_ADMIN => format!(
             "{:.0} new administrative peer{} within {} s, latest {}:{} ({:.0} peer{} in its history)",
@@ -179,16 +172,6 @@ pub fn evidence(s: &HostSignals, lines: &[f64; SIGNALS], over: &[usize]) -> Map<
     ev
 }
 
-/// Bytes for a sentence: "12.3 MB".
-fn human(b: f64) -> String {
-    match b {
-        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
-        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
-        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
-        b => format!("{b:.0} B"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +185,7 @@ mod tests {
         let mut h = Head::default();
         for i in 0..100u64 {
             // Benign hosts reached 3x their busiest window outside.
-            h.sample([if i == 7 { 3.0 } else { 0.5 }, 0.0, 0.0, 0.0], 4096, |c| c);
+            h.sample([if i == 7 { 3.0 } else { 0.5 }, 0.0, 0.0, 0.0], 4096);
         }
         let lines = h.calibrate(0.999, |v, q| {
             v.sort_by(f64::total_cmp);
