@@ -24,7 +24,9 @@ pub struct DnsInfo {
     pub labels: u8,
     /// Longest label.
     pub longest_label: u8,
-    /// Shannon entropy of the name's characters, in tenths of a bit per character.
+    /// Shannon entropy of the name's characters, in tenths of a bit per
+    /// character; measured only when the longest label is long enough to
+    /// be judged (see [`DnsInfo::looks_encoded`]), 0 otherwise.
     pub entropy_x10: u8,
     /// Hash of the whole name, case-folded.
     pub name_hash: u32,
@@ -71,8 +73,6 @@ pub fn parse(msg: &[u8]) -> Option<DnsInfo> {
     let mut name_len: usize = 0;
     let mut labels: u8 = 0;
     let mut longest: u8 = 0;
-    let mut hist = [0u16; 64];
-    let mut total_chars: u32 = 0;
     // Rolling hashes: of the whole name, and of the name from each label on
     // (kept for the last two labels to form the parent).
     let mut starts = [0usize; 2];
@@ -85,12 +85,8 @@ pub fn parse(msg: &[u8]) -> Option<DnsInfo> {
         if len & 0xc0 != 0 || len > 63 {
             return None; // compression or extended label types in a question: not ours
         }
-        let label = msg.get(pos + 1..pos + 1 + len)?;
+        msg.get(pos + 1..pos + 1 + len)?;
         starts = [starts[1], pos];
-        for &c in label {
-            hist[(c.to_ascii_lowercase() & 0x3f) as usize] += 1;
-            total_chars += 1;
-        }
         labels = labels.saturating_add(1);
         longest = longest.max(len as u8);
         name_len += len + usize::from(name_len > 0);
@@ -105,19 +101,10 @@ pub fn parse(msg: &[u8]) -> Option<DnsInfo> {
     if !matches!(qclass, 1 | 3 | 4 | 254 | 255) {
         return None;
     }
-    let entropy = if total_chars == 0 {
-        0.0
-    } else {
-        let n = total_chars as f32;
-        hist.iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = f32::from(c) / n;
-                -p * p.log2()
-            })
-            .sum::<f32>()
-    };
     let name_end = pos;
+    // Only a name with a long label can look encoded: the others (nearly
+    // every query) skip the histogram and its logarithms.
+    let entropy = if longest >= ENCODED_LABEL { entropy(msg.get(12..name_end).unwrap_or(&[])) } else { 0.0 };
     let is_response = flags & 0x8000 != 0;
     let (answer_hash, answer_v4) = if is_response {
         let ancount = u16::from_be_bytes([h[6], h[7]]);
@@ -180,6 +167,32 @@ fn answers(msg: &[u8], mut pos: usize, ancount: u16, rcode: u8) -> Option<(u32, 
     Some((sum, v4))
 }
 
+/// Shannon entropy, in bits per character, of the characters of
+/// wire-format labels (length bytes skipped, case folded).
+fn entropy(mut wire: &[u8]) -> f32 {
+    let mut hist = [0u16; 64];
+    let mut total: u32 = 0;
+    while let Some((&len, rest)) = wire.split_first() {
+        let len = usize::from(len).min(rest.len());
+        for &c in &rest[..len] {
+            hist[(c.to_ascii_lowercase() & 0x3f) as usize] += 1;
+            total += 1;
+        }
+        wire = &rest[len..];
+    }
+    if total == 0 {
+        return 0.0;
+    }
+    let n = total as f32;
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f32::from(c) / n;
+            -p * p.log2()
+        })
+        .sum::<f32>()
+}
+
 /// Case-insensitive hash of wire-format labels.
 fn hash_labels(wire: &[u8]) -> u32 {
     let mut h = foldhash::fast::FixedState::with_seed(0x646e_7321).build_hasher();
@@ -213,7 +226,8 @@ mod tests {
         let e = parse(&query("mail.Example.COM", 1)).unwrap();
         assert_eq!(d.parent_hash, e.parent_hash, "parent is case-insensitive");
         assert_ne!(d.name_hash, e.name_hash);
-        assert!(d.entropy_x10 > 20 && d.entropy_x10 < 40, "{}", d.entropy_x10);
+        assert_eq!(d.entropy_x10, 0, "no label long enough to judge");
+        assert!(entropy(&query("www.example.com", 1)[12..29]) > 2.0);
     }
 
     #[test]

@@ -424,6 +424,8 @@ pub struct SpikeDetector {
     prefixes: SlabMap<Addr, PrefixState>,
     /// Per-interval prefix sums, kept between intervals for their memory.
     prefix_sums: SlabMap<Addr, PrefixAgg>,
+    /// Scratch: the addresses in open episodes' keys (kept between intervals).
+    in_episode: Vec<Addr>,
 }
 
 /// Learned state as saved to disk.
@@ -463,6 +465,7 @@ impl SpikeDetector {
             resume_from: None,
             prefixes: SlabMap::default(),
             prefix_sums: SlabMap::default(),
+            in_episode: Vec::new(),
         }
     }
 
@@ -513,10 +516,18 @@ impl SpikeDetector {
         }
         self.latest = idx;
         let warm_after = warmup_intervals(cfg);
-        let mut addrs: Vec<&Addr> = iv.hosts.keys().collect();
-        addrs.sort();
-        for a in addrs {
-            let Some(h) = iv.hosts.get(a) else { continue };
+        let mut hosts: Vec<(&Addr, &HostCounters)> = iv.hosts.iter().collect();
+        hosts.sort_unstable_by_key(|(a, _)| **a);
+        // Every address in an open episode's key, sorted: a host outside it
+        // (nearly all of them) has no open episode, and the up to twelve
+        // lookups per host that would say so are skipped. Taken before the
+        // loop; what the loop opens concerns only the host it is judging.
+        let mut in_episode = std::mem::take(&mut self.in_episode);
+        in_episode.clear();
+        in_episode.extend(self.episodes.keys().flat_map(|k| [k.src, k.dst]));
+        in_episode.sort_unstable();
+        in_episode.dedup();
+        for (a, h) in hosts {
             if !self.hosts.contains_key(a) {
                 if h.pkts_in + h.pkts_out < sp.admission_packets {
                     continue;
@@ -532,8 +543,10 @@ impl SpikeDetector {
                 continue;
             };
             let (shift, warm) = catch_up(&mut hb.base, hb.first, hb.last, idx, self.alphas, warm_after);
+            let any_open = in_episode.binary_search(a).is_ok();
+            let is_open = |k: &EpisodeKey| any_open && self.episodes.is_open(k);
             let flood_key = |k: AnomalyKind| EpisodeKey { kind: k, src: Addr::UNSPECIFIED, dst: *a };
-            let open_flood = FLOOD_KINDS.iter().position(|k| self.episodes.is_open(&flood_key(*k)));
+            let open_flood = FLOOD_KINDS.iter().position(|k| is_open(&flood_key(*k)));
             let mut d: [Decision; METRICS] = Default::default();
             for (i, spec) in SPECS.iter().enumerate() {
                 let tuning = tuning_for(cfg, spec.kind, group);
@@ -550,34 +563,33 @@ impl SpikeDetector {
                 } else {
                     flood_key(spec.kind)
                 };
-                let shape = shape_of(i, a, h, v, tuning.floor, line, open_flood.is_some());
+                // Under both the floor and the line no shape opens at once
+                // (each needs the floor, or ten times the line): its
+                // distinct-count estimates are skipped.
+                let shape = if v >= tuning.floor.min(line) {
+                    shape_of(i, a, h, v, tuning.floor, line, open_flood.is_some())
+                } else {
+                    Shape { eligible: false, immediate: false, why: "" }
+                };
                 let persistent = hb.over[i].count_ones() >= tuning.persistence;
                 let trigger = tuning.enabled && shape.eligible && ((over && persistent) || shape.immediate);
+                // Words and baseline only for what is reported (made there).
                 let opened_by = if over && persistent {
-                    format!(
-                        "over the line in {} of the last {} intervals",
-                        hb.over[i].count_ones(),
-                        tuning.window
-                    )
+                    OpenedBy::Persistence(hb.over[i].count_ones(), tuning.window)
                 } else {
-                    shape.why.to_string()
+                    OpenedBy::Shape(shape.why)
                 };
-                let onset = onset_of(t, hb.over[i], cfg.interval_ns);
-                let baseline = trusted.then(|| {
-                    let (mean, sd) = base.reported();
-                    Baseline { mean: round2(mean), stddev: round2(sd), samples: base.samples }
-                });
                 d[i] = Decision {
                     v,
                     line,
                     over,
-                    onset,
+                    onset: onset_of(t, hb.over[i], cfg.interval_ns),
                     opened_by,
                     trigger,
                     report: trigger,
-                    open: self.episodes.is_open(&key),
+                    open: is_open(&key),
                     key,
-                    baseline,
+                    trusted,
                 };
             }
             // Attack typing: one flood episode per target, of the protocol that
@@ -601,20 +613,24 @@ impl SpikeDetector {
                     if cfg.allowed(&who, spec.kind) {
                         self.allowlisted += 1;
                     } else {
+                        let baseline = di.trusted.then(|| {
+                            let (mean, sd) = hb.base[i].reported();
+                            Baseline { mean: round2(mean), stddev: round2(sd), samples: hb.base[i].samples }
+                        });
                         let mut obs = observation(
                             i,
                             *a,
                             h,
                             di.v,
                             di.line,
-                            di.baseline,
+                            baseline,
                             t,
                             idx.saturating_sub(hb.first),
                             cfg.interval_ns as f64 / 1e9,
                         );
                         obs.over = di.over;
                         obs.onset = di.onset;
-                        obs.opened_by = di.opened_by.clone();
+                        obs.opened_by = di.opened_by.words();
                         self.episodes.observe(di.key, t, &obs, out);
                     }
                 }
@@ -626,6 +642,7 @@ impl SpikeDetector {
             }
             hb.last = idx;
         }
+        self.in_episode = in_episode;
         self.judge_prefixes(iv, t, idx, cfg, out);
     }
 
@@ -964,12 +981,31 @@ struct Decision {
     line: f64,
     over: bool,
     onset: Timestamp,
-    opened_by: String,
+    opened_by: OpenedBy,
     trigger: bool,
     report: bool,
     open: bool,
     key: EpisodeKey,
-    baseline: Option<Baseline>,
+    /// The baseline is warm: events report it.
+    trusted: bool,
+}
+
+/// What opened (or would open) an episode, put in words only when reported.
+#[derive(Clone, Copy, Debug)]
+enum OpenedBy {
+    /// Over the line in this many of the last so many intervals.
+    Persistence(u32, u32),
+    /// A shape that opens at once, in words.
+    Shape(&'static str),
+}
+
+impl OpenedBy {
+    fn words(self) -> String {
+        match self {
+            OpenedBy::Persistence(n, w) => format!("over the line in {n} of the last {w} intervals"),
+            OpenedBy::Shape(why) => why.to_string(),
+        }
+    }
 }
 
 impl Default for Decision {
@@ -979,7 +1015,7 @@ impl Default for Decision {
             line: 0.0,
             over: false,
             onset: Timestamp::ZERO,
-            opened_by: String::new(),
+            opened_by: OpenedBy::Shape(""),
             trigger: false,
             report: false,
             open: false,
@@ -988,7 +1024,7 @@ impl Default for Decision {
                 src: Addr::UNSPECIFIED,
                 dst: Addr::UNSPECIFIED,
             },
-            baseline: None,
+            trusted: false,
         }
     }
 }
