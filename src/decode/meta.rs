@@ -253,6 +253,26 @@ pub struct PacketMeta {
     /// Parent domain of the DNS question (last two labels, lowercase, dotted,
     /// truncated to 24 bytes, zero-padded): what an analyst needs to read.
     pub dns_parent: [u8; 24],
+    /// Whether a stateless per-packet misuse rule fires, as the capture
+    /// thread found it (left [`Prejudged::Unknown`] elsewhere: the shard
+    /// then runs the rules itself).
+    pub prejudged: Prejudged,
+    /// The flow table's hash of this packet's flow key
+    /// (`track::key::flow_hash`), made by the capture thread; 0 when not
+    /// made (the shard then hashes the key itself).
+    pub flow_hash: u64,
+}
+
+/// The capture thread's verdict on a packet's stateless misuse rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prejudged {
+    /// Not judged yet.
+    #[default]
+    Unknown,
+    /// No rule fires: the shard skips them.
+    Clean,
+    /// A rule fires: the shard runs them and records what they find.
+    Fires,
 }
 
 impl PacketMeta {

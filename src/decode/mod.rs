@@ -17,7 +17,7 @@ pub mod meta;
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice, err::Layer};
 
 pub use link::LinkType;
-pub use meta::{Addr, L3, PacketMeta, anomaly, frag, ip_proto, l4, tcp_flags, v6ext};
+pub use meta::{Addr, L3, PacketMeta, Prejudged, anomaly, frag, ip_proto, l4, tcp_flags, v6ext};
 
 use crate::base::time::Timestamp;
 

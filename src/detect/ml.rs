@@ -178,18 +178,23 @@ impl Tree {
     /// The score and the leaf `x` lands in (its path is the leaf's
     /// ancestors, so learning `x` next needs no second walk of the splits).
     fn score_leaf(&self, x: &[f64; FEATURES]) -> (f64, usize) {
+        // Slices of one length, so the walk's reads need no bounds checks;
+        // the masses are integers (depth ≤ 16: each level's term < 2^48),
+        // summed exactly and made a float once.
+        let inner = self.dim.len().min(self.split.len());
+        let (dim, split) = (&self.dim[..inner], &self.split[..inner]);
+        let mass_at = |node: usize| u64::from(self.reference.get(node).copied().unwrap_or(0));
         let mut node = 0;
         let mut depth = 0;
-        let mut s = 0.0;
-        loop {
-            s += f64::from(self.reference[node]) * f64::from(1u32 << depth.min(31));
-            if node >= self.dim.len() {
-                return (s, node);
-            }
-            node =
-                if x[usize::from(self.dim[node])] < self.split[node] { 2 * node + 1 } else { 2 * node + 2 };
+        let mut mass: u64 = 0;
+        while node < inner {
+            mass += mass_at(node) << depth;
+            let right = !x.get(usize::from(dim[node])).is_some_and(|&v| v < split[node]);
+            node = 2 * node + 1 + usize::from(right);
             depth += 1;
         }
+        mass += mass_at(node) << depth;
+        (mass as f64, node)
     }
 
     /// Learns the vector whose leaf [`Tree::score_leaf`] found: the same

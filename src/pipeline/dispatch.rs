@@ -12,7 +12,7 @@ use crate::base::time::Timestamp;
 use crate::capture::{CaptureStats, Frame, FrameSink};
 use crate::decode::{self, LinkType, PacketMeta, anomaly};
 use crate::export::metrics;
-use crate::track::{FlowKey, ShardMsg, key::shard_hash};
+use crate::track::{FlowKey, ShardMsg, key::flow_hash, key::shard_hash};
 
 /// The capture thread's side of the pipeline: decode, shard, batch, tick.
 pub struct Dispatcher {
@@ -176,11 +176,10 @@ impl FrameSink for Dispatcher {
         self.first.get_or_insert(m.ts);
         self.advance(m.ts);
         self.stats.count_anomalies(m.anomalies);
-        let i = if self.shards.len() == 1 {
-            0
-        } else {
-            (shard_hash(&FlowKey::of(&m).0) % self.shards.len() as u64) as usize
-        };
+        let key = FlowKey::of(&m).0;
+        m.flow_hash = flow_hash(&key);
+        let i =
+            if self.shards.len() == 1 { 0 } else { (shard_hash(&key) % self.shards.len() as u64) as usize };
         let sent = self.last_tick;
         if let Some(r) = self.evidence.as_mut()
             && r.push(link, &m, f.data, sent)
@@ -192,6 +191,8 @@ impl FrameSink for Dispatcher {
                 r.wait_for_host(sent, link, &m, f.data, &self.stop);
             }
         }
+        // The stateless rules run here, where cycles are spare, not on the shard.
+        m.prejudged = crate::detect::misuse::prejudge(&m);
         self.batches[i].push(m);
         if self.batches[i].len() >= self.batch_size {
             self.send_batch(i);

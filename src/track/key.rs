@@ -90,6 +90,17 @@ impl FlowKey {
     }
 }
 
+/// The flow tables' hash of a key, seeded at random once per process (a
+/// crafted set of colliding keys cannot be prepared offline). The capture
+/// thread computes it for each packet ([`PacketMeta::flow_hash`]), so the
+/// shard, the pipeline's busiest thread, only looks it up.
+pub fn flow_hash(k: &FlowKey) -> u64 {
+    use std::hash::BuildHasher;
+    static HASHER: std::sync::LazyLock<foldhash::fast::RandomState> =
+        std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+    HASHER.hash_one(k)
+}
+
 /// A fixed-seed hash of a flow key: picks the shard, the same in every run.
 pub fn shard_hash(k: &FlowKey) -> u64 {
     use std::hash::BuildHasher;

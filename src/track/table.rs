@@ -7,8 +7,6 @@
 //! expiry pops list heads (O(expired), never a full scan) and eviction at the
 //! cap takes the most idle head.
 
-use std::hash::BuildHasher;
-
 use super::key::{FlowKey, Side};
 use crate::base::time::{NANOS_PER_SEC, Timestamp};
 use crate::decode::{PacketMeta, ip_proto, tcp_flags};
@@ -208,7 +206,6 @@ pub struct FlowTable {
     slots: Vec<Flow>,
     free: Vec<u32>,
     lists: [List; CLASS_COUNT],
-    hasher: foldhash::fast::RandomState,
     limits: TableLimits,
     /// Cumulative counters.
     pub stats: TableStats,
@@ -228,7 +225,6 @@ impl FlowTable {
             free: Vec::new(),
             lists: [List { head: NIL, tail: NIL }; CLASS_COUNT],
             // A per-process random seed: spoofed keys cannot be chosen to collide.
-            hasher: foldhash::fast::RandomState::default(),
             limits: TableLimits { max_flows: limits.max_flows.max(1), ..limits },
             stats: TableStats::default(),
         }
@@ -258,7 +254,7 @@ impl FlowTable {
 
     /// Looks a flow up without touching it.
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        let h = self.hasher.hash_one(key);
+        let h = super::key::flow_hash(key);
         let slots = &self.slots;
         self.index.find(h, |i| slots[i as usize].key == *key).map(|i| &slots[i as usize])
     }
@@ -275,7 +271,9 @@ impl FlowTable {
         on_end: &mut impl FnMut(&Flow, EndReason),
     ) -> Touch {
         let now = m.ts;
-        let h = self.hasher.hash_one(key);
+        // The capture thread's hash of this packet's key, when it made one.
+        let h = if m.flow_hash != 0 { m.flow_hash } else { super::key::flow_hash(&key) };
+        debug_assert_eq!(h, super::key::flow_hash(&key), "the packet's flow hash is its key's");
         let found = {
             let slots = &self.slots;
             self.index.find(h, |i| slots[i as usize].key == key)
@@ -396,7 +394,7 @@ impl FlowTable {
     fn remove(&mut self, i: u32) {
         self.unlink(i);
         let key = self.slots[i as usize].key;
-        let h = self.hasher.hash_one(key);
+        let h = super::key::flow_hash(&key);
         self.index.remove(h, i);
         self.free.push(i);
     }

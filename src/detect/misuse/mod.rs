@@ -20,7 +20,7 @@ use super::anomaly::{Anomaly, AnomalyKind, FlowTuple, Phase, Severity};
 use super::episode::{EpisodeKey, EpisodeState, Episodes};
 use super::family::{Context, Family};
 use crate::base::time::Timestamp;
-use crate::decode::{PacketMeta, anomaly, ip_proto, tcp_flags};
+use crate::decode::{PacketMeta, Prejudged, anomaly, ip_proto, tcp_flags};
 use crate::track::{FlowView, Observer, ShardConfig};
 
 /// Invalid TCP flag combinations, one bit each (the `detail` of a hit).
@@ -160,6 +160,70 @@ fn invalid_source(m: &PacketMeta) -> u32 {
                 0
             }
         }
+    }
+}
+
+/// Says whether any stateless per-packet rule fires on `m`. The capture
+/// thread runs it (it has cycles to spare; the shard is the pipeline's
+/// busiest thread), so the shard re-runs the rules, and records what they
+/// find, only for the rare packet that breaks one.
+pub fn prejudge(m: &PacketMeta) -> Prejudged {
+    let mut fires = false;
+    per_packet_rules(m, |_, _| fires = true);
+    if fires { Prejudged::Fires } else { Prejudged::Clean }
+}
+
+/// Every stateless per-packet rule on `m`, each finding handed to `found`
+/// as (kind, detail bits).
+#[inline]
+fn per_packet_rules(m: &PacketMeta, mut found: impl FnMut(AnomalyKind, u32)) {
+    if !m.is_ip() {
+        return;
+    }
+    if m.has_tcp_flags() {
+        let bad = invalid_tcp_flags(m.tcp_flags);
+        if bad != 0 {
+            found(AnomalyKind::TcpInvalidFlags, bad);
+        }
+    }
+    let ports = m.has_ports() && matches!(m.proto, ip_proto::TCP | ip_proto::UDP);
+    // LAND: a packet addressed to its own sender, same port. Ports must
+    // have been read; port-less protocols cannot be LAND-shaped this way.
+    if ports && m.src == m.dst && m.sport == m.dport && !m.src.ip().is_unspecified() {
+        found(AnomalyKind::Land, 0);
+    }
+    // A RST from port 0 is the target refusing a port-0 probe: a reaction, not misuse.
+    let refusal = m.has_tcp_flags() && m.tcp_flags & tcp_flags::RST != 0;
+    if ports && (m.dport == 0 || (m.sport == 0 && !refusal)) {
+        found(AnomalyKind::PortZero, if m.proto == ip_proto::TCP { 1 } else { 2 });
+    }
+    let header = m.anomalies & HEADER_ANOMALIES;
+    if header != 0 {
+        found(AnomalyKind::IpHeaderAnomaly, header);
+    }
+    let bad_src = invalid_source(m);
+    if bad_src != 0 {
+        found(AnomalyKind::InvalidSource, bad_src);
+    }
+    if m.v6ext != 0 {
+        found(AnomalyKind::Ipv6ExtHeaderAbuse, u32::from(m.v6ext));
+    }
+    let icmp = icmp_misuse(m);
+    if icmp != 0 {
+        found(AnomalyKind::IcmpMisuse, icmp);
+    }
+    // Something that is not DNS on UDP port 53: tunnels and C2 hide
+    // there because port 53 is open everywhere. Judged only on packets
+    // captured whole, so a short snap length cannot fake it.
+    if m.proto == ip_proto::UDP
+        && m.has_ports()
+        && (m.dport == 53 || m.sport == 53)
+        && m.frag & crate::decode::frag::IS_FRAGMENT == 0
+        && m.cap_len >= m.wire_len
+        && m.payload_len > 0
+        && !m.dns.is_valid()
+    {
+        found(AnomalyKind::ProtocolPortMismatch, 1);
     }
 }
 
@@ -305,56 +369,13 @@ impl HitTable {
         HitTable { map: HashMap::with_hasher(Default::default()), cap, overflow: 0 }
     }
 
-    /// Runs every per-packet rule on `m` and records what fires.
+    /// Runs every per-packet rule on `m` and records what fires. A packet
+    /// the capture thread already found clean (see [`prejudge`]) is skipped.
     pub fn inspect(&mut self, m: &PacketMeta) {
-        if !m.is_ip() {
+        if m.prejudged == Prejudged::Clean {
             return;
         }
-        if m.has_tcp_flags() {
-            let bad = invalid_tcp_flags(m.tcp_flags);
-            if bad != 0 {
-                self.hit(AnomalyKind::TcpInvalidFlags, m, bad);
-            }
-        }
-        let ports = m.has_ports() && matches!(m.proto, ip_proto::TCP | ip_proto::UDP);
-        // LAND: a packet addressed to its own sender, same port. Ports must
-        // have been read; port-less protocols cannot be LAND-shaped this way.
-        if ports && m.src == m.dst && m.sport == m.dport && !m.src.ip().is_unspecified() {
-            self.hit(AnomalyKind::Land, m, 0);
-        }
-        // A RST from port 0 is the target refusing a port-0 probe: a reaction, not misuse.
-        let refusal = m.has_tcp_flags() && m.tcp_flags & tcp_flags::RST != 0;
-        if ports && (m.dport == 0 || (m.sport == 0 && !refusal)) {
-            self.hit(AnomalyKind::PortZero, m, if m.proto == ip_proto::TCP { 1 } else { 2 });
-        }
-        let header = m.anomalies & HEADER_ANOMALIES;
-        if header != 0 {
-            self.hit(AnomalyKind::IpHeaderAnomaly, m, header);
-        }
-        let bad_src = invalid_source(m);
-        if bad_src != 0 {
-            self.hit(AnomalyKind::InvalidSource, m, bad_src);
-        }
-        if m.v6ext != 0 {
-            self.hit(AnomalyKind::Ipv6ExtHeaderAbuse, m, u32::from(m.v6ext));
-        }
-        let icmp = icmp_misuse(m);
-        if icmp != 0 {
-            self.hit(AnomalyKind::IcmpMisuse, m, icmp);
-        }
-        // Something that is not DNS on UDP port 53: tunnels and C2 hide
-        // there because port 53 is open everywhere. Judged only on packets
-        // captured whole, so a short snap length cannot fake it.
-        if m.proto == ip_proto::UDP
-            && m.has_ports()
-            && (m.dport == 53 || m.sport == 53)
-            && m.frag & crate::decode::frag::IS_FRAGMENT == 0
-            && m.cap_len >= m.wire_len
-            && m.payload_len > 0
-            && !m.dns.is_valid()
-        {
-            self.hit(AnomalyKind::ProtocolPortMismatch, m, 1);
-        }
+        per_packet_rules(m, |kind, detail| self.hit(kind, m, detail));
     }
 
     /// Records a finding made outside the per-packet rules (fragment tracking).
