@@ -337,7 +337,7 @@ pub struct Shard<O> {
     id: usize,
     table: FlowTable,
     hosts: hosts::HostSlab,
-    /// Interval number: flows' cached host slots are valid only within one.
+    /// Interval number, counted in fours: flows' cached host slots are valid only within one.
     epoch: u32,
     observer: O,
     stats: ShardStats,
@@ -353,7 +353,8 @@ impl<O: Observer> Shard<O> {
             id,
             table: FlowTable::new(cfg.limits),
             hosts: hosts::HostSlab::new(cfg.max_hosts),
-            epoch: 1,
+            // Counts in fours: the low two bits of a flow's copy are its sides' sent bits.
+            epoch: 4,
             observer,
             stats: ShardStats::default(),
             local: cfg.local,
@@ -402,7 +403,7 @@ impl<O: Observer> Shard<O> {
         let encoded = query && d.looks_encoded();
         // Both ends' slots are cached on the flow for the interval, so a
         // packet of a known flow goes straight to its hosts' counters.
-        let (a_slot, b_slot, local) = {
+        let (a_slot, b_slot, local, first_sent) = {
             let epoch = self.epoch;
             let hosts = &mut self.hosts;
             match self.table.slot_mut(touch.slot) {
@@ -410,7 +411,7 @@ impl<O: Observer> Shard<O> {
                     if touch.created {
                         f.local = Locality { a: self.local.contains(&key.a), b: self.local.contains(&key.b) };
                     }
-                    if f.hosts.epoch != epoch {
+                    if f.hosts.epoch & !3 != epoch {
                         f.hosts = table::HostSlots { epoch, idx: [hosts::UNSET; 2] };
                     }
                     for (i, a) in [(0, key.a), (1, key.b)] {
@@ -418,11 +419,19 @@ impl<O: Observer> Shard<O> {
                             f.hosts.idx[i] = hosts.slot(a);
                         }
                     }
-                    (f.hosts.idx[0], f.hosts.idx[1], f.local)
+                    let bit = 1u32 << side.idx();
+                    let first = f.hosts.epoch & bit == 0;
+                    f.hosts.epoch |= bit;
+                    (f.hosts.idx[0], f.hosts.idx[1], f.local, first)
                 }
-                None => (hosts.slot(key.a), hosts.slot(key.b), Locality::default()),
+                None => (hosts.slot(key.a), hosts.slot(key.b), Locality::default(), true),
             }
         };
+        // The sets of peers and ports hear each flow direction once an
+        // interval: every later packet of it repeats the same peer and (when
+        // the key holds the ports: not a fragment) the same port.
+        let new_peer = first_sent;
+        let new_port = ports && (first_sent || m.frag & crate::decode::frag::IS_FRAGMENT != 0);
         let (src_slot, dst_slot) = match side {
             Side::A => (a_slot, b_slot),
             Side::B => (b_slot, a_slot),
@@ -440,8 +449,10 @@ impl<O: Observer> Shard<O> {
                 h.syn_out += u64::from(bare_syn);
                 h.udp_out += u64::from(proto == ip_proto::UDP);
                 h.icmp_out += u64::from(proto == ip_proto::ICMP || proto == ip_proto::ICMPV6);
-                h.peers_out.insert_addr(&dst);
-                if ports {
+                if new_peer {
+                    h.peers_out.insert_addr(&dst);
+                }
+                if new_port {
                     h.ports_out.insert_port(dport);
                 }
                 h.top_dst.add(dst, 1);
@@ -459,8 +470,10 @@ impl<O: Observer> Shard<O> {
                 ip_proto::ICMP | ip_proto::ICMPV6 => h.icmp_in += 1,
                 _ => h.other_in += 1,
             }
-            h.peers_in.insert_addr(&src);
-            if ports {
+            if new_peer {
+                h.peers_in.insert_addr(&src);
+            }
+            if new_port {
                 h.ports_in.insert_port(dport);
             }
             h.top_src.add(src, 1);
@@ -525,7 +538,7 @@ impl<O: Observer> Shard<O> {
             tick: t,
             last,
             hosts: {
-                self.epoch = self.epoch.wrapping_add(1).max(1);
+                self.epoch = self.epoch.wrapping_add(4).max(4);
                 self.hosts.take(self.spare.pop().unwrap_or_default())
             },
             families,

@@ -131,7 +131,10 @@ pub struct Flow {
 /// without two more hash lookups. Valid only while `epoch` is the shard's.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostSlots {
-    /// The shard interval these slots belong to (0: never filled).
+    /// The shard interval these slots belong to (a multiple of 4; 0: never
+    /// filled), plus in its two low bits, bit [`Side::idx`] once that side
+    /// has sent in the interval: its peer and port (both in the key) are
+    /// already in the hosts' sets. (Packed so a flow stays 112 bytes.)
     pub epoch: u32,
     /// Slot of side A's and side B's address.
     pub idx: [u32; 2],
