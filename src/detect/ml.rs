@@ -212,15 +212,8 @@ impl Tree {
     }
 
     fn learn(&mut self, x: &[f64; FEATURES]) {
-        let mut node = 0;
-        loop {
-            self.latest[node] = self.latest[node].saturating_add(1);
-            if node >= self.dim.len() {
-                return;
-            }
-            node =
-                if x[usize::from(self.dim[node])] < self.split[node] { 2 * node + 1 } else { 2 * node + 2 };
-        }
+        let leaf = self.score_leaf(x).1;
+        self.learn_leaf(leaf);
     }
 
     fn swap(&mut self) {
@@ -673,8 +666,14 @@ impl BehaviourModel {
         if !self.projs.is_empty() {
             return self.projs.iter().map(|p| p.surprise(x, window)).sum::<f64>() / self.projs.len() as f64;
         }
-        let s: f64 = self.trees.iter().map(|t| t.score(x)).sum::<f64>() / self.trees.len().max(1) as f64;
-        1.0 / (1.0 + s / window)
+        self.hst_score(self.trees.iter().map(|t| t.score(x)).sum())
+    }
+
+    /// The trees' score from the sum of their masses: mean mass per tree
+    /// against the reference window's size, mapped into (0, 1].
+    fn hst_score(&self, mass: f64) -> f64 {
+        let window = self.reference_count.max(1) as f64;
+        1.0 / (1.0 + mass / self.trees.len().max(1) as f64 / window)
     }
 
     /// [`BehaviourModel::score`], keeping the trees' leaves for a
@@ -693,8 +692,7 @@ impl BehaviourModel {
             leaves.push(leaf);
         }
         self.leaves = leaves;
-        let window = self.reference_count.max(1) as f64;
-        1.0 / (1.0 + s / self.trees.len() as f64 / window)
+        self.hst_score(s)
     }
 
     fn members(&self) -> usize {
