@@ -169,8 +169,11 @@ impl DetectConfig {
 pub struct HostInterval {
     /// The interval's end.
     pub end: Timestamp,
-    /// Per-host counters, merged over shards.
+    /// Per-host counters, merged over shards (while the interval is judged;
+    /// the list goes back to a shard right after).
     pub hosts: HostTable,
+    /// Hosts the interval held.
+    pub host_count: usize,
 }
 
 /// Per-host counters of one interval, merged over shards.
@@ -288,6 +291,14 @@ impl HostTable {
         self.index.clear();
         self.list.clear();
     }
+
+    /// Empties the table, keeping its index, and hands its list out (emptied).
+    fn take_list(&mut self) -> Vec<(Addr, HostCounters)> {
+        self.index.clear();
+        let mut list = std::mem::take(&mut self.list);
+        list.clear();
+        list
+    }
 }
 
 impl<'a> IntoIterator for &'a HostTable {
@@ -385,7 +396,9 @@ impl HostStage {
                     // as they are (merging them into nothing would copy them);
                     // the list they replace goes back to be filled again.
                     let spare = p.hosts.adopt(hosts);
-                    self.returned.push((shard, (spare, None)));
+                    if spare.capacity() > 0 {
+                        self.returned.push((shard, (spare, None)));
+                    }
                     continue;
                 }
                 for (a, h) in hosts.drain(..) {
@@ -398,6 +411,8 @@ impl HostStage {
             // The emptied report lists go back to a shard to be filled again.
             if let Some(r) = self.returned.iter_mut().find(|(s, _)| Some(*s) == from) {
                 r.1.1 = Some(families);
+            } else if let Some(s) = from {
+                self.returned.push((s, (Vec::new(), Some(families))));
             }
             completed = true;
         }
@@ -417,11 +432,11 @@ impl HostStage {
     fn close_interval(&mut self, t: Timestamp, mut p: Pending, out: &mut Vec<Anomaly>) -> Reports {
         let start = out.len();
         self.interval.end = t;
-        let mut old = std::mem::replace(&mut self.interval.hosts, p.hosts);
-        if self.spare_hosts.is_none() {
-            old.clear();
-            self.spare_hosts = Some(old);
-        }
+        self.interval.host_count = p.hosts.len();
+        // The last interval's table (its list already went back) keeps its
+        // index for the next interval to merge into.
+        let old = std::mem::replace(&mut self.interval.hosts, p.hosts);
+        self.spare_hosts.get_or_insert(old);
         let mut cx = Context { t, hosts: &self.interval, cfg: &self.cfg, facts: Facts::default() };
         self.families.judge(&mut p.families, &mut cx, out);
         self.families.tick(t, p.last, out);
@@ -430,6 +445,13 @@ impl HostStage {
         // the model judged the same merged interval (it is judged last of
         // the families, so its view is this interval's).
         self.triage.assign(&mut out[start..], self.families.ml.unusual_now());
+        // Judged: the list goes straight back to a shard to be filled again.
+        // Kept until the next interval, it was a fourth half-kilobyte-a-host
+        // list in circulation, and every list is faulted in fresh once.
+        let list = self.interval.hosts.take_list();
+        if list.capacity() > 0 {
+            self.returned.push((p.families_from.unwrap_or(0), (list, None)));
+        }
         p.families
     }
 

@@ -199,7 +199,7 @@ pub(super) fn run(
             let iv = host.last_interval();
             metrics::publish_tracking(
                 &host.stats(),
-                iv.hosts.len(),
+                iv.host_count,
                 host.open_episodes(),
                 iv.end.as_secs_f64(),
             );

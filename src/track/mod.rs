@@ -587,8 +587,10 @@ pub fn run_shard<O: Observer>(
             }
             ShardMsg::Tick(t, sent) => {
                 last_t = t;
-                if let Ok((v, families)) = returned.try_recv() {
-                    shard.spare.push(v);
+                while let Ok((v, families)) = returned.try_recv() {
+                    if v.capacity() > 0 {
+                        shard.spare.push(v);
+                    }
                     if let Some(f) = families {
                         shard.observer.recycle(f);
                     }
