@@ -192,12 +192,16 @@ pub struct ProbeTable {
 impl ProbeTable {
     /// Holds at most `cap` pairs and `cap` sweeps per interval.
     pub fn new(cap: usize) -> ProbeTable {
+        // Past this many a probe is aggregated at once, as before.
+        let pending_cap = cap.saturating_mul(4).min((1 << MARK_INDEX_BITS) - 2);
         ProbeTable {
             pairs: IntervalTable::new(cap),
             sweeps: IntervalTable::new(cap),
-            pending: Vec::new(),
-            // Past this many a probe is aggregated at once, as before.
-            pending_cap: cap.saturating_mul(4).min((1 << MARK_INDEX_BITS) - 2),
+            // Room for the cap at once, as the interval tables have: grown by
+            // doubling, the list was copied into fresh pages at every step
+            // (twice its size faulted in). Room never filled is never touched.
+            pending: Vec::with_capacity(pending_cap),
+            pending_cap,
             tag: 1,
         }
     }

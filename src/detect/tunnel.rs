@@ -323,18 +323,32 @@ impl TunnelDetector {
         // Shard parts of one key are judged together, once, in key order.
         let (mut dns_idx, mut echo_idx) = (Vec::new(), Vec::new());
         for (key, agg) in merged_by_key(dns, &mut dns_idx, DnsAgg::merge) {
+            let (client, server, parent_hash) = key;
+            // A window opens at the first query that could count toward a
+            // rule (the pair's: an encoded-looking name; the domain's: that,
+            // a bulky type, or a name as long as the many-names average) and
+            // then takes every query until it expires. Ordinary lookups,
+            // short A/AAAA names and nearly all of any network's DNS, leave
+            // nothing behind: a window per client, server and domain for five
+            // minutes was the largest memory the host stage held on a busy
+            // link, and it had no cap.
+            if agg.encoded > 0 || self.pairs.contains_key(&(client, server)) {
+                let pw = roll(&mut self.pairs, (client, server), t, window);
+                pw.agg.agg.merge(&agg);
+                if agg.encoded > 0 {
+                    pw.agg.encoded_parents.insert_hash(u64::from(parent_hash) << 32 | u64::from(parent_hash));
+                }
+                if pair_keys.last() != Some(&(client, server)) {
+                    pair_keys.push((client, server));
+                }
+            }
+            let signal = agg.encoded > 0 || agg.bulky > 0 || u64::from(agg.longest) >= cfg.many_names_avg_len;
+            if !signal && !self.dns.contains_key(&key) {
+                continue;
+            }
             let w = roll(&mut self.dns, key, t, window);
             w.agg.merge(&agg);
             let a = w.agg;
-            let (client, server, parent_hash) = key;
-            let pw = roll(&mut self.pairs, (client, server), t, window);
-            pw.agg.agg.merge(&agg);
-            if agg.encoded > 0 {
-                pw.agg.encoded_parents.insert_hash(u64::from(parent_hash) << 32 | u64::from(parent_hash));
-            }
-            if pair_keys.last() != Some(&(client, server)) {
-                pair_keys.push((client, server));
-            }
             let parent = parent_str(&a.parent);
             if cfg.allow_domains.iter().any(|d| parent == *d || parent.ends_with(&format!(".{d}")))
                 || allowed(&client, AnomalyKind::DnsTunnel)
@@ -584,5 +598,48 @@ impl Family for TunnelDetector {
 
     fn reconfigure(&mut self, cfg: &DetectConfig) {
         TunnelDetector::reconfigure(self, cfg.episodes, &cfg.tunnel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(client: u8, parent: u32, encoded: u32, longest: u8) -> (DnsKey, DnsAgg) {
+        let mut names = Distinct::default();
+        names.insert_hash(u64::from(parent) << 40 | u64::from(longest));
+        let agg = DnsAgg {
+            queries: 1,
+            names,
+            encoded,
+            longest,
+            name_bytes: u64::from(longest),
+            ..Default::default()
+        };
+        ((Addr::v4([10, 0, 0, client]), Addr::v4([10, 0, 0, 53]), parent), agg)
+    }
+
+    #[test]
+    fn ordinary_lookups_open_no_window_and_an_open_window_takes_every_query() {
+        let cfg = DetectConfig::default();
+        let mut d = TunnelDetector::new(cfg.episodes, &cfg.tunnel);
+        let mut out = Vec::new();
+        let judge = |d: &mut TunnelDetector, dns: DnsList, s: u64, out: &mut Vec<Anomaly>| {
+            let r = TunnelReport { dns, ..Default::default() };
+            d.on_interval(&r, Timestamp::from_secs(s), &cfg.tunnel, &|_, _| false, out);
+        };
+        // Short names: nothing that could count toward a rule.
+        judge(&mut d, vec![query(1, 7, 0, 20), query(2, 8, 0, 12)], 1, &mut out);
+        assert_eq!((d.dns.len(), d.pairs.len()), (0, 0));
+        // An encoded-looking name opens the domain's and the pair's windows…
+        judge(&mut d, vec![query(1, 7, 1, 60)], 2, &mut out);
+        assert_eq!((d.dns.len(), d.pairs.len()), (1, 1));
+        // …which then count ordinary queries too; a long name alone opens
+        // only the domain's (the pair's rule counts encoded names).
+        judge(&mut d, vec![query(1, 7, 0, 20), query(3, 9, 0, 45)], 3, &mut out);
+        assert_eq!((d.dns.len(), d.pairs.len()), (2, 1));
+        let w = d.dns.get(&query(1, 7, 0, 0).0).map(|w| w.agg.queries);
+        assert_eq!(w, Some(2));
+        assert!(out.is_empty());
     }
 }
