@@ -47,6 +47,7 @@ run_all() { # file packets
   local f=$1 n=$2
   measure tcpdump "$f" tcpdump -r "$f" -w /dev/null
   measure minimal_loop "$f" target/release/examples/minimal_loop "$f"
+  measure minimal_loop_buffered "$f" target/release/examples/minimal_loop "$f" buffered
   measure netvigil_w1 "$f" target/release/netvigil replay -q --workers 1 "$f"
   measure netvigil_w2 "$f" target/release/netvigil replay -q --workers 2 "$f"
   command -v softflowd >/dev/null && measure softflowd "$f" softflowd -r "$f" -n 127.0.0.1:9995 -d
@@ -80,4 +81,5 @@ report "$OUT/mix.results" "$PACKETS" "Mixed traffic"
 measure netvigil_w1 "$SYN" target/release/netvigil replay -q --workers 1 "$SYN" > "$OUT/syn.results"
 measure netvigil_w2 "$SYN" target/release/netvigil replay -q --workers 2 "$SYN" >> "$OUT/syn.results"
 measure minimal_loop "$SYN" target/release/examples/minimal_loop "$SYN" >> "$OUT/syn.results"
+measure minimal_loop_buffered "$SYN" target/release/examples/minimal_loop "$SYN" buffered >> "$OUT/syn.results"
 report "$OUT/syn.results" "$FLOOD" "Spoofed random-source SYN flood (memory bound)"
