@@ -350,7 +350,7 @@ impl TunnelDetector {
             w.agg.merge(&agg);
             let a = w.agg;
             let parent = parent_str(&a.parent);
-            if cfg.allow_domains.iter().any(|d| parent == *d || parent.ends_with(&format!(".{d}")))
+            if cfg.allow_domains.iter().any(|d| under_domain(&parent, d))
                 || allowed(&client, AnomalyKind::DnsTunnel)
             {
                 continue;
@@ -461,6 +461,11 @@ impl TunnelDetector {
             }
         }
     }
+}
+
+/// Whether `name` is `domain` or a name under it (no string built per test).
+fn under_domain(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain).is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
 }
 
 impl TunnelDetector {
@@ -617,6 +622,14 @@ mod tests {
             ..Default::default()
         };
         ((Addr::v4([10, 0, 0, client]), Addr::v4([10, 0, 0, 53]), parent), agg)
+    }
+
+    #[test]
+    fn allowlisted_domain_covers_its_subdomains_only() {
+        assert!(under_domain("example.com", "example.com"));
+        assert!(under_domain("cdn.example.com", "example.com"));
+        assert!(!under_domain("badexample.com", "example.com"));
+        assert!(!under_domain("com", "example.com"));
     }
 
     #[test]
