@@ -2,12 +2,13 @@
 # Installs what netvigil needs on Debian/Ubuntu, only when it is missing.
 #   scripts/setup.sh build   libpcap headers (to build)
 #   scripts/setup.sh test    + the tools the tests drive (iproute2, ping, curl, python3, nmap,
-#                            prometheus + promtool, systemd-analyze, nats-server, dpkg-shlibdeps, cargo-deb)
+#                            prometheus + promtool, systemd-analyze, nats-server, dpkg-shlibdeps, cargo-deb,
+#                            capinfos for the evidence-pcap test)
 set -euo pipefail
 
 want=(libpcap-dev pkg-config)
 if [ "${1:-build}" = test ]; then
-  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd nats-server dpkg-dev)
+  want+=(iproute2 iputils-ping curl python3 procps nmap prometheus systemd nats-server dpkg-dev wireshark-common)
 fi
 
 missing=()
