@@ -940,7 +940,13 @@ mod tests {
         }
         let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
         let mut out = Vec::new();
-        det.on_interval(&ScanReport { pairs, ..ScanReport::default() }, Timestamp::from_secs(10), &cfg, &never, &mut out);
+        det.on_interval(
+            &ScanReport { pairs, ..ScanReport::default() },
+            Timestamp::from_secs(10),
+            &cfg,
+            &never,
+            &mut out,
+        );
         let kinds: Vec<AnomalyKind> = out.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![AnomalyKind::DistributedScan], "{out:#?}");
 
@@ -955,7 +961,13 @@ mod tests {
         }
         let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
         let mut out = Vec::new();
-        det.on_interval(&ScanReport { pairs, ..ScanReport::default() }, Timestamp::from_secs(10), &cfg, &never, &mut out);
+        det.on_interval(
+            &ScanReport { pairs, ..ScanReport::default() },
+            Timestamp::from_secs(10),
+            &cfg,
+            &never,
+            &mut out,
+        );
         assert!(out.is_empty(), "{out:#?}");
     }
 
@@ -983,7 +995,13 @@ mod tests {
                 f.ports.insert_port(80);
                 pairs.push(((Addr::v4([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]), target), f));
             }
-            det.on_interval(&ScanReport { pairs, ..ScanReport::default() }, Timestamp::from_secs(sec), &cfg, &never, &mut out);
+            det.on_interval(
+                &ScanReport { pairs, ..ScanReport::default() },
+                Timestamp::from_secs(sec),
+                &cfg,
+                &never,
+                &mut out,
+            );
             assert!(det.pairs.len() <= cfg.max_tracked, "{} windows", det.pairs.len());
         }
         assert!(det.forgotten > 0);

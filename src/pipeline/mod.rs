@@ -135,13 +135,16 @@ pub fn run(
     for id in 0..workers {
         let (tx, rx) = bounded::<ShardMsg>(depth);
         shard_txs.push(tx);
-        let shard = Shard::new(id, shard_cfg, ShardHalves::new(&detect_cfg, &shard_cfg));
         let (rtx, ctx) = (report_tx.clone(), recycle_tx.clone());
         let (back_tx, back_rx) = bounded(2);
         give_back.push(back_tx);
-        let h = thread::Builder::new()
-            .name(format!("netvigil-shard-{id}"))
-            .spawn(move || track::run_shard(shard, rx, rtx, ctx, back_rx));
+        let shard_detect = detect_cfg.clone();
+        // Each thread builds its own tables (tens of MB faulted in at start)
+        // while the capture thread opens the input and fills the queues.
+        let h = thread::Builder::new().name(format!("netvigil-shard-{id}")).spawn(move || {
+            let shard = Shard::new(id, shard_cfg, ShardHalves::new(&shard_detect, &shard_cfg));
+            track::run_shard(shard, rx, rtx, ctx, back_rx)
+        });
         match h {
             Ok(h) => handles.push(h),
             Err(e) => tracing::error!("cannot start shard thread: {e}"),
@@ -150,7 +153,7 @@ pub fn run(
     drop(report_tx);
     drop(recycle_tx);
 
-    let host = HostStage::new(handles.len().max(1), detect_cfg);
+    let shard_count = handles.len().max(1);
     let fanout = matches!(&source, Source::Live { caps, .. } if caps.len() > 1);
     let (evidence_host, mut recorder) = match &opts.evidence_dir {
         // Several capture threads would each hold part of an episode's packets.
@@ -184,6 +187,7 @@ pub fn run(
         evidence: evidence_host,
     };
     let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
+        let host = HostStage::new(shard_count, detect_cfg);
         let persist = host::Persist::new(state_dir, save_every);
         host::run(host, report_rx, &mut writer, &stop_host, persist, ctl, give_back)
     });
