@@ -910,6 +910,21 @@ mod tests {
         Addr::v4([198, 51, 100, i])
     }
 
+    /// The events of one interval of `pairs` judged by a fresh detector.
+    fn judge_once(pairs: PairList, cfg: &ScanConfig) -> Vec<Anomaly> {
+        let mut det = ScanDetector::new(EpisodePolicy::default(), cfg);
+        let mut out = Vec::new();
+        let never = |_: &Addr, _: AnomalyKind| false;
+        det.on_interval(
+            &ScanReport { pairs, ..ScanReport::default() },
+            Timestamp::from_secs(10),
+            cfg,
+            &never,
+            &mut out,
+        );
+        out
+    }
+
     #[test]
     fn mixed_probes_are_named_by_kind() {
         let one = PairAgg { probes: 100, syn: 100, ..PairAgg::default() };
@@ -922,7 +937,6 @@ mod tests {
     #[test]
     fn many_sources_walking_ranges_are_a_distributed_scan_background_is_not() {
         let target = Addr::v4([192, 0, 2, 1]);
-        let never = |_: &Addr, _: AnomalyKind| false;
         let cfg = ScanConfig::default();
         // Ten sources, each probing 12 ports of a 120-port range: each below
         // the port-scan line (15), together a distributed scan.
@@ -938,15 +952,7 @@ mod tests {
             a.high_port = a.low_port + 11;
             pairs.push(((addr(s), target), a));
         }
-        let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
-        let mut out = Vec::new();
-        det.on_interval(
-            &ScanReport { pairs, ..ScanReport::default() },
-            Timestamp::from_secs(10),
-            &cfg,
-            &never,
-            &mut out,
-        );
+        let out = judge_once(pairs, &cfg);
         let kinds: Vec<AnomalyKind> = out.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![AnomalyKind::DistributedScan], "{out:#?}");
 
@@ -959,15 +965,7 @@ mod tests {
             a.syn = 1;
             pairs.push(((addr(s), target), a));
         }
-        let mut det = ScanDetector::new(EpisodePolicy::default(), &cfg);
-        let mut out = Vec::new();
-        det.on_interval(
-            &ScanReport { pairs, ..ScanReport::default() },
-            Timestamp::from_secs(10),
-            &cfg,
-            &never,
-            &mut out,
-        );
+        let out = judge_once(pairs, &cfg);
         assert!(out.is_empty(), "{out:#?}");
     }
 
