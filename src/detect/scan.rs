@@ -507,9 +507,8 @@ impl ScanDetector {
         // Shard parts of the same key merged, in key order (determinism).
         let (mut pair_idx, mut sweep_idx) =
             (std::mem::take(&mut self.pair_idx), std::mem::take(&mut self.sweep_idx));
-        // Room for every key this interval may add (each pair also names a
-        // target), so the tables stay inside the room reserved for them.
-        self.bound(cfg.max_tracked, (pairs.len() + pending.len(), sweeps.len() + pending.len()), t, window);
+        let cap = cfg.max_tracked;
+        self.bound(cap, t, window);
         let (mut touched, mut proto_keys) =
             (std::mem::take(&mut self.touched), std::mem::take(&mut self.proto_keys));
         touched.clear();
@@ -526,6 +525,10 @@ impl ScanDetector {
                 a.answered += u32::from(p.outcome == ANSWERED);
             },
         ) {
+            if !admits(&self.pairs, &(src, dst), cap, agg.probes) {
+                self.forgotten += 1;
+                continue;
+            }
             if agg.probes > 0 {
                 touched.push(dst);
             }
@@ -539,13 +542,15 @@ impl ScanDetector {
             }
             let start = w.start;
             let failing = failing(p.probes, p.established + p.answered, cfg.max_success);
-            let d = roll(&mut self.dsts, dst, t, window);
-            if agg.probes > 0 {
-                d.agg.sources.insert_addr(&src);
-                d.agg.ports.merge(&agg.ports);
+            if admits(&self.dsts, &dst, cap, agg.probes) {
+                let d = roll(&mut self.dsts, dst, t, window);
+                if agg.probes > 0 {
+                    d.agg.sources.insert_addr(&src);
+                    d.agg.ports.merge(&agg.ports);
+                }
+                d.agg.probes += agg.probes;
+                d.agg.ok += agg.established + agg.answered;
             }
-            d.agg.probes += agg.probes;
-            d.agg.ok += agg.established + agg.answered;
             let count = p.ports.count();
             let ports = count.value;
             let key = EpisodeKey { kind: AnomalyKind::PortScan, src, dst };
@@ -644,6 +649,10 @@ impl ScanDetector {
                 a.ok += u32::from(p.outcome != 0);
             },
         ) {
+            if !admits(&self.sweeps, &(src, port, proto), cap, agg.probes) {
+                self.forgotten += 1;
+                continue;
+            }
             let w = roll(&mut self.sweeps, (src, port, proto), t, window);
             w.agg.merge(&agg);
             let s = w.agg;
@@ -759,25 +768,18 @@ impl ScanDetector {
         (self.touched, self.proto_keys) = (touched, proto_keys);
     }
 
-    /// Keeps every window table under `cap` once `incoming` (pair and sweep
-    /// keys at most) are added: when one would overflow, windows older than
-    /// half a window go, then windows of a single probe (a scan is many
-    /// probes; under a spoofed flood nearly every window is one probe from
-    /// a source never seen again), and if that is not enough, all of them
-    /// (counted).
-    ///
-    /// Checked before the interval's keys go in, not after: a table filled
-    /// past the room reserved for it was moved, whole, into twice the room
-    /// (on the replay benchmark, where every interval brings ~95,000 new
-    /// pairs, those fresh pages were a sixth of the host stage's time).
-    fn bound(&mut self, cap: usize, incoming: (usize, usize), now: Timestamp, window: u64) {
+    /// Makes room at the start of an interval when a window table is more
+    /// than three quarters full: windows older than half a window go, then
+    /// windows of a single probe (a scan is many probes; under a spoofed
+    /// flood nearly every window is one probe from a source never seen
+    /// again), and if that is not enough, all of them (counted). During the
+    /// interval [`admits`] keeps each table within `cap`, the room reserved
+    /// for it (a table filled past its room was moved, whole, into twice
+    /// the room).
+    fn bound(&mut self, cap: usize, now: Timestamp, window: u64) {
         let total = |d: &Self| d.pairs.len() + d.sweeps.len() + d.dsts.len();
-        let (pairs_in, sweeps_in) = incoming;
-        let full = |d: &Self| {
-            d.pairs.len() + pairs_in > cap
-                || d.sweeps.len() + sweeps_in > cap
-                || d.dsts.len() + pairs_in > cap
-        };
+        let line = cap - cap / 4;
+        let full = |d: &Self| d.pairs.len() >= line || d.sweeps.len() >= line || d.dsts.len() >= line;
         if !full(self) {
             return;
         }
@@ -797,6 +799,15 @@ impl ScanDetector {
         }
         self.forgotten += (before - total(self)) as u64;
     }
+}
+
+/// Whether `k` gets (or has) a window in `map`, which holds at most `cap`:
+/// a new key of one probe only while an eighth of the room is still free,
+/// so that under a flood of one-probe sources the sources that probe
+/// repeatedly still find room.
+fn admits<K: std::hash::Hash + Eq, V>(map: &SlabMap<K, Win<V>>, k: &K, cap: usize, probes: u32) -> bool {
+    let room = if probes > 1 { cap } else { cap - cap / 8 };
+    map.len() < room || map.contains_key(k)
 }
 
 impl Family for ScanDetector {
@@ -986,9 +997,11 @@ mod tests {
             }
             port += 3;
             let mut pairs = vec![((scanner, target), a)];
-            // Forty spoofed sources a second, one SYN each, never seen again.
-            for i in 0..40u64 {
-                let n = sec * 40 + i;
+            // Forty spoofed sources a second, one SYN each, never seen again
+            // (in one second, five hundred: more than the table holds).
+            let burst = if sec == 10 { 500 } else { 40 };
+            for i in 0..burst {
+                let n = sec * 1000 + i;
                 let mut f = PairAgg { probes: 1, syn: 1, low_port: 80, high_port: 80, ..PairAgg::default() };
                 f.ports.insert_port(80);
                 pairs.push(((Addr::v4([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]), target), f));
