@@ -305,13 +305,9 @@ impl ProbeTable {
     /// Moves this interval's aggregates and pending probes out (leaving the
     /// recycled lists); answers after this no longer settle those probes.
     pub fn drain(&mut self) -> ScanReport {
-        let spare = self.spare.take().map_or_else(
-            || Vec::with_capacity(self.pending_cap.min(self.pending.capacity())),
-            |mut v| {
-                v.clear();
-                v
-            },
-        );
+        // The host stage's list back, or a fresh one while it still holds both.
+        let mut spare = self.spare.take().unwrap_or_else(|| Vec::with_capacity(self.pending_cap));
+        spare.clear();
         let pending = std::mem::replace(&mut self.pending, spare);
         self.tag = self.tag % ((1 << (32 - MARK_INDEX_BITS)) - 1) + 1;
         ScanReport { pairs: self.pairs.close(), sweeps: self.sweeps.close(), pending }
