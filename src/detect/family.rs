@@ -212,12 +212,28 @@ macro_rules! episodes_tick {
 }
 pub(crate) use episodes_tick;
 
+/// Expands its body only for a family marked `=> concurrent`.
+macro_rules! if_concurrent {
+    (concurrent, $($body:tt)*) => { $($body)* };
+    (, $($body:tt)*) => {};
+}
+pub(crate) use if_concurrent;
+
+/// Expands its body only for a family judged in order (not marked).
+macro_rules! if_in_order {
+    (concurrent, $($body:tt)*) => {};
+    (, $($body:tt)*) => { $($body)* };
+}
+pub(crate) use if_in_order;
+
 /// Declares the registered families, in judging order: generates the
 /// shard's observer (`ShardHalves`), the merged interval report (`Reports`)
 /// and the host stage's set (`Families`), each a struct with one field per
-/// family.
+/// family. A family marked `=> concurrent` reads no [`Facts`] and publishes
+/// none, so it may be judged on a helper thread while the others judge in
+/// order, sharing facts.
 macro_rules! families {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty),+ $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty $(=> $mode:ident)?),+ $(,)?) => {
         /// Every family's shard half, as one shard's [`Observer`](crate::track::Observer).
         pub struct ShardHalves {
             $($(#[$doc])* pub $name: <$ty as $crate::detect::family::Family>::Shard,)+
@@ -281,14 +297,48 @@ macro_rules! families {
                 Families { $($name: <$ty as $crate::detect::family::Family>::new(cfg),)+ }
             }
 
-            /// Judges one closed interval, family by family in registration order.
+            /// Judges one closed interval: family by family in registration
+            /// order, and the families marked concurrent after them, or (when
+            /// `concurrent`) at the same time on a helper thread. Their events
+            /// are appended; the caller puts the interval's events in order.
             pub fn judge(
                 &mut self,
                 r: &mut Reports,
                 cx: &mut $crate::detect::family::Context<'_>,
                 out: &mut Vec<$crate::detect::Anomaly>,
+                concurrent: bool,
             ) {
-                $($crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, cx, out);)+
+                let (t, hosts, cfg) = (cx.t, cx.hosts, cx.cfg);
+                let mut side_out = Vec::new();
+                #[allow(unused_mut)] // FnMut only while a family is marked concurrent
+                let mut side = || {
+                    let mut cx = $crate::detect::family::Context {
+                        t,
+                        hosts,
+                        cfg,
+                        facts: $crate::detect::family::Facts::default(),
+                    };
+                    $($crate::detect::family::if_concurrent!($($mode)?,
+                        $crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, &mut cx, &mut side_out);
+                    );)+
+                };
+                if concurrent {
+                    std::thread::scope(|s| {
+                        let helper = s.spawn(side);
+                        $($crate::detect::family::if_in_order!($($mode)?,
+                            $crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, cx, out);
+                        );)+
+                        if let Err(panic) = helper.join() {
+                            std::panic::resume_unwind(panic);
+                        }
+                    });
+                } else {
+                    $($crate::detect::family::if_in_order!($($mode)?,
+                        $crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, cx, out);
+                    );)+
+                    side();
+                }
+                out.append(&mut side_out);
             }
 
             /// Updates and ends at an interval boundary.

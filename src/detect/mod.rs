@@ -52,8 +52,9 @@ family::families! {
     spike: spike::SpikeDetector,
     /// Rule-based: per-packet protocol misuse and fragment tricks.
     misuse: misuse::Misuse,
-    /// Rule-based: port, host and distributed scans.
-    scan: scan::ScanDetector,
+    /// Rule-based: port, host and distributed scans (concurrent: on a busy
+    /// link it is a third of the host stage's work, and reads no facts).
+    scan: scan::ScanDetector => concurrent,
     /// Rule-based: DNS and ICMP tunnels.
     tunnel: tunnel::TunnelDetector,
     /// Rule-based: ARP spoofing and rogue router advertisements.
@@ -324,6 +325,14 @@ struct Pending {
     families_from: Option<usize>,
 }
 
+/// Intervals with at least this many hosts judge the concurrent families
+/// on a helper thread. Starting and joining a thread costs tens of
+/// microseconds; the scan family's half of an interval this busy costs a
+/// millisecond and more, and on the replay benchmark (50,000 hosts an
+/// interval) a third of the host stage, which after the last packet runs
+/// alone while both CPUs could share it.
+const CONCURRENT_FROM: usize = 2048;
+
 /// The single host-stage state machine.
 pub struct HostStage {
     shards: usize,
@@ -438,7 +447,8 @@ impl HostStage {
         let old = std::mem::replace(&mut self.interval.hosts, p.hosts);
         self.spare_hosts.get_or_insert(old);
         let mut cx = Context { t, hosts: &self.interval, cfg: &self.cfg, facts: Facts::default() };
-        self.families.judge(&mut p.families, &mut cx, out);
+        let concurrent = self.interval.host_count >= CONCURRENT_FROM;
+        self.families.judge(&mut p.families, &mut cx, out, concurrent);
         self.families.tick(t, p.last, out);
         out[start..].sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         // In event order, so novelty is the same for any number of workers;
