@@ -5,10 +5,14 @@
 //! property-tested below). Truncated frames decode as far as they go: a SYN
 //! cut after its ports still counts toward its flow.
 //!
-//! Layer 2 encapsulations are stripped here (see [`link`]); IP and transport
-//! headers are sliced by etherparse's lax parser. Fields etherparse does not
-//! expose (reserved bit, options sanity, first-fragment ports) are read from
-//! the header bytes it hands back.
+//! Layer 2 encapsulations are stripped here (see [`link`]). The common case
+//! (IPv4 without options or fragmentation, IPv6 without extension headers,
+//! carrying a whole TCP, UDP or ICMP header) is read straight from the
+//! bytes; everything else is sliced by etherparse's lax parser, and a test
+//! holds the two paths equal on every bundled capture and on damaged
+//! packets. Fields etherparse does not expose (reserved bit, options
+//! sanity, first-fragment ports) are read from the header bytes it hands
+//! back.
 
 pub mod dns;
 pub mod link;
@@ -36,6 +40,13 @@ const MAX_VLAN_TAGS: usize = 4;
 /// (possibly cut by the snap length). Never fails: what cannot be decoded is
 /// recorded in [`PacketMeta::anomalies`].
 pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> PacketMeta {
+    decode_with(link, ts, wire_len, data, true)
+}
+
+/// [`decode`], with the common path ([`decode_common_v4`]) or with
+/// etherparse's lax slicer for every IP packet (`common` false, for the
+/// test that holds the two equal).
+fn decode_with(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8], common: bool) -> PacketMeta {
     let mut m = PacketMeta {
         ts,
         wire_len,
@@ -73,10 +84,10 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
             }
             m.vlan_count = tags.min(2) as u8;
             let rest = data.get(off..).unwrap_or(&[]);
-            decode_ether_type(&mut m, et, rest, wire_of(rest));
+            decode_ether_type(&mut m, et, rest, wire_of(rest), common);
         }
         LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => {
-            decode_ip(&mut m, None, data, wire_of(data));
+            decode_ip(&mut m, None, data, wire_of(data), common);
         }
         LinkType::Unsupported(_) => m.anomalies |= anomaly::UNSUPPORTED_LINK,
         other => match link::parse_header(other, data) {
@@ -87,8 +98,8 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
                 }
                 let rest = data.get(h.len..).unwrap_or(&[]);
                 match h.inner {
-                    link::Inner::EtherType(et) => decode_ether_type(&mut m, et, rest, wire_of(rest)),
-                    link::Inner::Ip => decode_ip(&mut m, None, rest, wire_of(rest)),
+                    link::Inner::EtherType(et) => decode_ether_type(&mut m, et, rest, wire_of(rest), common),
+                    link::Inner::Ip => decode_ip(&mut m, None, rest, wire_of(rest), common),
                     link::Inner::Other => m.anomalies |= anomaly::NON_IP,
                 }
             }
@@ -97,10 +108,10 @@ pub fn decode(link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) -> Pack
     m
 }
 
-fn decode_ether_type(m: &mut PacketMeta, et: u16, rest: &[u8], wire: u32) {
+fn decode_ether_type(m: &mut PacketMeta, et: u16, rest: &[u8], wire: u32, common: bool) {
     match et {
-        ETHERTYPE_IPV4 => decode_ip(m, Some(4), rest, wire),
-        ETHERTYPE_IPV6 => decode_ip(m, Some(6), rest, wire),
+        ETHERTYPE_IPV4 => decode_ip(m, Some(4), rest, wire, common),
+        ETHERTYPE_IPV6 => decode_ip(m, Some(6), rest, wire, common),
         ETHERTYPE_ARP => decode_arp(m, rest),
         _ => m.anomalies |= anomaly::NON_IP,
     }
@@ -125,7 +136,7 @@ fn decode_arp(m: &mut PacketMeta, b: &[u8]) {
 }
 
 /// Decodes an IP packet; `expect` is the version the link layer announced.
-fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
+fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32, common: bool) {
     let Some(&first) = ip.first() else {
         m.anomalies |= anomaly::TRUNCATED_IP;
         return;
@@ -133,6 +144,10 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
     let version = first >> 4;
     if expect.is_some_and(|v| v != version) || !matches!(version, 4 | 6) {
         m.anomalies |= anomaly::IP_BAD_VERSION;
+        return;
+    }
+    if common && if version == 4 { decode_common_v4(m, ip) } else { decode_common_v6(m, ip) } {
+        finish_ip(m);
         return;
     }
     let sliced = if version == 4 {
@@ -203,12 +218,7 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
         }
         Some(LaxNetSlice::Arp(_)) | None => ip_fallback(m, version, ip),
     }
-    if m.frag_offset > 0 || m.frag & frag::MORE != 0 {
-        m.frag |= frag::IS_FRAGMENT;
-    }
-    if m.is_ip() && m.ttl == 0 {
-        m.anomalies |= anomaly::TTL_ZERO;
-    }
+    finish_ip(m);
     if let Some((err, layer)) = &sliced.stop_err {
         m.anomalies |= match layer {
             Layer::Ipv6ExtHeader
@@ -225,6 +235,161 @@ fn decode_ip(m: &mut PacketMeta, expect: Option<u8>, ip: &[u8], wire: u32) {
             _ => 0,
         };
     }
+}
+
+/// What every IP packet gets after its headers are read, on either path.
+fn finish_ip(m: &mut PacketMeta) {
+    if m.frag_offset > 0 || m.frag & frag::MORE != 0 {
+        m.frag |= frag::IS_FRAGMENT;
+    }
+    if m.is_ip() && m.ttl == 0 {
+        m.anomalies |= anomaly::TTL_ZERO;
+    }
+}
+
+/// The transport header of a packet on the common path, checked whole.
+enum Common<'a> {
+    /// A TCP segment and its header length.
+    Tcp(&'a [u8], usize),
+    /// A UDP header and the payload etherparse's lax slicer would give.
+    Udp(&'a [u8], &'a [u8]),
+    /// An ICMP or ICMPv6 message (8-byte header).
+    Icmp(&'a [u8]),
+}
+
+/// The transport header in `l4` when it is whole and ordinary (what
+/// etherparse would slice without an error), else `None`.
+fn common_l4(proto: u8, l4: &[u8]) -> Option<Common<'_>> {
+    match proto {
+        ip_proto::TCP => {
+            let hdr = usize::from(l4.get(12)? >> 4) * 4;
+            (hdr >= 20 && l4.len() >= hdr).then_some(Common::Tcp(l4, hdr))
+        }
+        ip_proto::UDP => {
+            let h = l4.get(..8)?;
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            // As `UdpSlice::from_slice_lax`: the length field unless it is
+            // out of range, then the slice.
+            let end = if len < 8 || len > l4.len() { l4.len() } else { len };
+            Some(Common::Udp(h, l4.get(8..end)?))
+        }
+        // ICMP timestamps have a 20-byte header in etherparse: left to it.
+        ip_proto::ICMP => {
+            let h = l4.get(..2)?;
+            (l4.len() >= 8 && !(matches!(h[0], 13 | 14) && h[1] == 0)).then_some(Common::Icmp(l4))
+        }
+        ip_proto::ICMPV6 => (l4.len() >= 8).then_some(Common::Icmp(l4)),
+        _ => None,
+    }
+}
+
+/// The common IPv4 case read straight from the bytes: no options, not a
+/// fragment, the total length within what was captured, and a whole TCP,
+/// UDP or ICMP header. Writes nothing and returns false otherwise, for
+/// etherparse's lax slicer to decode. On the replay benchmark slicing
+/// every packet with it was half of the capture thread's instructions;
+/// `tests::common_path_agrees_with_etherparse` holds both paths equal.
+fn decode_common_v4(m: &mut PacketMeta, ip: &[u8]) -> bool {
+    let Some(h) = ip.get(..20) else { return false };
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let flags_offset = u16::from_be_bytes([h[6], h[7]]);
+    // IHL 5, and of the flags and offset only Don't Fragment may be set.
+    if h[0] & 0x0f != 5 || flags_offset & !0x4000 != 0 || total < 20 || total > ip.len() {
+        return false;
+    }
+    let Some(l4) = ip.get(20..total).and_then(|b| common_l4(h[9], b)) else { return false };
+    m.l3 = L3::Ipv4;
+    m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
+    m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
+    m.ttl = h[8];
+    m.proto = h[9];
+    m.ip_id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+    if flags_offset & 0x4000 != 0 {
+        m.frag |= frag::DONT;
+    }
+    if !ipv4_checksum_ok(h) {
+        m.anomalies |= anomaly::IPV4_BAD_CHECKSUM;
+    }
+    common_fields(m, l4, (total - 20) as u32);
+    true
+}
+
+/// The common IPv6 case: no extension headers, a payload length within what
+/// was captured, and a whole TCP, UDP or ICMPv6 header (see [`decode_common_v4`]).
+fn decode_common_v6(m: &mut PacketMeta, ip: &[u8]) -> bool {
+    let Some(h) = ip.get(..40) else { return false };
+    let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if plen == 0 || 40 + plen > ip.len() {
+        return false;
+    }
+    let Some(l4) = ip.get(40..40 + plen).and_then(|b| common_l4(h[6], b)) else { return false };
+    let mut a = [0u8; 16];
+    m.l3 = L3::Ipv6;
+    a.copy_from_slice(&h[8..24]);
+    m.src = Addr::v6(a);
+    a.copy_from_slice(&h[24..40]);
+    m.dst = Addr::v6(a);
+    m.ttl = h[7];
+    m.proto = h[6];
+    common_fields(m, l4, plen as u32);
+    true
+}
+
+/// Transport fields of a header [`common_l4`] checked.
+fn common_fields(m: &mut PacketMeta, l4: Common<'_>, l4_wire: u32) {
+    match l4 {
+        Common::Tcp(seg, hdr) => tcp_fields(m, seg, hdr, l4_wire),
+        Common::Udp(h, payload) => udp_fields(m, h, payload, l4_wire),
+        Common::Icmp(msg) => icmp_fields(m, msg, msg.get(8..).unwrap_or(&[]), l4_wire),
+    }
+}
+
+/// Ports, flags, window, sequence numbers and payload of a TCP segment
+/// whose header (`hdr` bytes, at least 20) is whole in `seg`.
+fn tcp_fields(m: &mut PacketMeta, seg: &[u8], hdr: usize, l4_wire: u32) {
+    let Some(h) = seg.get(..20) else { return };
+    let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    m.sport = u16::from_be_bytes([h[0], h[1]]);
+    m.dport = u16::from_be_bytes([h[2], h[3]]);
+    m.l4 |= l4::PORTS | l4::TCP_FLAGS;
+    m.tcp_flags = tcp_flags_raw(h);
+    m.tcp_window = u16::from_be_bytes([h[14], h[15]]);
+    m.tcp_seq = be32(4);
+    m.tcp_ack = be32(8);
+    m.payload_len = l4_wire.saturating_sub(hdr as u32);
+    copy_head(&mut m.payload_head, seg.get(hdr..).unwrap_or(&[]));
+}
+
+/// Ports, length check, payload and DNS message of a UDP datagram.
+fn udp_fields(m: &mut PacketMeta, h: &[u8], payload: &[u8], l4_wire: u32) {
+    let Some(h) = h.get(..8) else { return };
+    m.sport = u16::from_be_bytes([h[0], h[1]]);
+    m.dport = u16::from_be_bytes([h[2], h[3]]);
+    m.l4 |= l4::PORTS;
+    let len = u32::from(u16::from_be_bytes([h[4], h[5]]));
+    let valid = len >= 8 && len <= l4_wire;
+    if !valid {
+        m.anomalies |= anomaly::UDP_BAD_LEN;
+    }
+    m.payload_len = if valid { len - 8 } else { l4_wire.saturating_sub(8) };
+    copy_head(&mut m.payload_head, payload);
+    if m.sport == 53 || m.dport == 53 {
+        if let Some(d) = dns::parse(payload) {
+            m.dns = d;
+            parent_name(payload, d.labels, &mut m.dns_parent);
+        }
+    }
+}
+
+/// Type, code and rest of header of an ICMP or ICMPv6 message.
+fn icmp_fields(m: &mut PacketMeta, msg: &[u8], payload: &[u8], l4_wire: u32) {
+    let Some(h) = msg.get(..2) else { return };
+    m.icmp_type = h[0];
+    m.icmp_code = h[1];
+    m.icmp_rest = rest_of_header(msg);
+    m.l4 |= l4::ICMP;
+    m.payload_len = l4_wire.saturating_sub(8);
+    copy_head(&mut m.payload_head, payload);
 }
 
 /// Walks the IPv6 extension-header chain after the fixed header, recording
@@ -325,53 +490,10 @@ fn ip_fallback(m: &mut PacketMeta, version: u8, ip: &[u8]) {
 
 fn decode_l4(m: &mut PacketMeta, p: &LaxSlicedPacket<'_>, payload: &[u8], l4_wire: u32) {
     match &p.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            m.sport = t.source_port();
-            m.dport = t.destination_port();
-            m.l4 |= l4::PORTS | l4::TCP_FLAGS;
-            let s = t.slice();
-            m.tcp_flags = tcp_flags_raw(s);
-            m.tcp_window = t.window_size();
-            m.tcp_seq = t.sequence_number();
-            m.tcp_ack = t.acknowledgment_number();
-            let hdr = u32::from(t.data_offset()) * 4;
-            m.payload_len = l4_wire.saturating_sub(hdr);
-            copy_head(&mut m.payload_head, t.payload());
-        }
-        Some(TransportSlice::Udp(u)) => {
-            m.sport = u.source_port();
-            m.dport = u.destination_port();
-            m.l4 |= l4::PORTS;
-            let len = u32::from(u.length());
-            let valid = len >= 8 && len <= l4_wire;
-            if !valid {
-                m.anomalies |= anomaly::UDP_BAD_LEN;
-            }
-            m.payload_len = if valid { len - 8 } else { l4_wire.saturating_sub(8) };
-            copy_head(&mut m.payload_head, u.payload());
-            if m.sport == 53 || m.dport == 53 {
-                if let Some(d) = dns::parse(u.payload()) {
-                    m.dns = d;
-                    parent_name(u.payload(), d.labels, &mut m.dns_parent);
-                }
-            }
-        }
-        Some(TransportSlice::Icmpv4(i)) => {
-            m.icmp_type = i.type_u8();
-            m.icmp_code = i.code_u8();
-            m.icmp_rest = rest_of_header(i.slice());
-            m.l4 |= l4::ICMP;
-            m.payload_len = l4_wire.saturating_sub(8);
-            copy_head(&mut m.payload_head, i.payload());
-        }
-        Some(TransportSlice::Icmpv6(i)) => {
-            m.icmp_type = i.type_u8();
-            m.icmp_code = i.code_u8();
-            m.icmp_rest = rest_of_header(i.slice());
-            m.l4 |= l4::ICMP;
-            m.payload_len = l4_wire.saturating_sub(8);
-            copy_head(&mut m.payload_head, i.payload());
-        }
+        Some(TransportSlice::Tcp(t)) => tcp_fields(m, t.slice(), t.header_len(), l4_wire),
+        Some(TransportSlice::Udp(u)) => udp_fields(m, u.header_slice(), u.payload(), l4_wire),
+        Some(TransportSlice::Icmpv4(i)) => icmp_fields(m, i.slice(), i.payload(), l4_wire),
+        Some(TransportSlice::Icmpv6(i)) => icmp_fields(m, i.slice(), i.payload(), l4_wire),
         Some(TransportSlice::Igmp(_)) => m.payload_len = l4_wire,
         None => {
             // A first fragment, or a transport header cut short: read what is there.
