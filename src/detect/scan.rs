@@ -19,7 +19,7 @@ use super::family::{Context, Family};
 use super::rules::{IntervalTable, RuleEpisode, RuleObs, Win, roll};
 use crate::base::sketch::PortSet;
 use crate::base::time::{NANOS_PER_SEC, Span, Timestamp};
-use crate::base::{Addr, Distinct, SlabMap};
+use crate::base::{Addr, Distinct, SlabIndex, SlabMap};
 use crate::config::ScanConfig;
 use crate::decode::{L3, PacketMeta, ip_proto, tcp_flags};
 use crate::track::{ConnState, FlowView, Observer, REFLECTOR_PORTS, ShardConfig};
@@ -854,23 +854,30 @@ fn probe_mix(p: &PairAgg) -> String {
 struct Grouping<K> {
     /// (key hash, index) of the direct aggregates and the unanswered probes.
     idx: Vec<(u64, u32)>,
-    /// Each group's ordinal, by key (answered probes look up their group).
-    groups: SlabMap<K, u32>,
+    /// Each group's ordinal, by key hash (answered probes look up their
+    /// group); the key is checked against the group's first entry, so no
+    /// key is copied (under a spoofed flood an interval has a million).
+    groups: SlabIndex,
+    /// Each group's first entry in `idx`.
+    firsts: Vec<u32>,
     /// (group ordinal, probe index) of answered probes with a group.
     late: Vec<(u32, u32)>,
     /// Counting-sort offsets, one per group, and its output.
     starts: Vec<u32>,
     scratch: Vec<(u32, u32)>,
+    _key: std::marker::PhantomData<K>,
 }
 
 impl<K> Default for Grouping<K> {
     fn default() -> Self {
         Grouping {
             idx: Vec::new(),
-            groups: SlabMap::default(),
+            groups: SlabIndex::default(),
+            firsts: Vec::new(),
             late: Vec::new(),
             starts: Vec::new(),
             scratch: Vec::new(),
+            _key: std::marker::PhantomData,
         }
     }
 }
@@ -924,7 +931,7 @@ fn with_pending<'a, K: Ord + Copy + std::hash::Hash, V: Copy + Default>(
     merge: fn(&mut V, &V),
     add: fn(&mut V, &Pending),
 ) -> impl Iterator<Item = (K, V)> + 'a {
-    let Grouping { idx, groups, late, starts, scratch } = g;
+    let Grouping { idx, groups, firsts, late, starts, scratch, .. } = g;
     let key_at = move |i: u32| {
         if i & PENDING_BIT == 0 {
             direct.get(i as usize).map(|(k, _)| *k)
@@ -943,25 +950,30 @@ fn with_pending<'a, K: Ord + Copy + std::hash::Hash, V: Copy + Default>(
         a.0.cmp(&b.0).then_with(|| key_at(a.1).cmp(&key_at(b.1))).then(a.1.cmp(&b.1))
     });
     groups.clear();
+    firsts.clear();
     late.clear();
-    let mut prev = None;
-    for &(_, i) in idx.iter() {
-        let k = key_at(i);
-        if k != prev {
-            if let Some(k) = k {
-                groups.insert(k, groups.len() as u32);
+    if pending.iter().any(|p| p.outcome != 0) {
+        let mut prev = None;
+        for &(h, i) in idx.iter() {
+            let k = key_at(i);
+            if k != prev {
+                groups.insert(h, firsts.len() as u32);
+                firsts.push(i);
+                prev = k;
             }
-            prev = k;
         }
-    }
-    if !groups.is_empty() {
-        let answered = pending.iter().enumerate().filter(|(_, p)| p.outcome != 0);
-        late.extend(answered.filter_map(|(i, p)| groups.get(&key(p)).map(|&o| (o, i as u32))));
+        let first_key = |o: u32| firsts.get(o as usize).and_then(|&i| key_at(i));
+        for (i, p) in pending.iter().enumerate().filter(|(_, p)| p.outcome != 0) {
+            let k = key(p);
+            if let Some(o) = groups.find(hash(&k), |o| first_key(o) == Some(k)) {
+                late.push((o, i as u32));
+            }
+        }
         // Pushed in index order; grouped by a counting sort, which keeps
         // that order within a group and is linear (a client's answered
         // openings nearly all join its sweep group: a comparison sort of
         // them cost more than the rest of the grouping).
-        by_group(late, groups.len(), starts, scratch);
+        by_group(late, firsts.len(), starts, scratch);
     }
     let mut rest: &'a [(u64, u32)] = idx;
     let mut late: &'a [(u32, u32)] = late;
