@@ -187,6 +187,7 @@ pub fn run(
         evidence: evidence_host,
     };
     let host_handle = thread::Builder::new().name("netvigil-host".into()).spawn(move || {
+        yield_to_packets();
         let host = HostStage::new(shard_count, detect_cfg);
         let persist = host::Persist::new(state_dir, save_every);
         host::run(host, report_rx, &mut writer, &stop_host, persist, ctl, give_back)
@@ -306,4 +307,17 @@ pub fn run(
     }
     summary.wall = started.elapsed();
     (summary, result)
+}
+
+/// Lowers this thread's scheduling priority (nice +5; its helpers inherit
+/// it): judging an interval can wait a moment, reading and tracking packets
+/// cannot, so when the CPUs are short the capture thread and the shards go
+/// first (Suricata gives its management threads low priority the same way).
+fn yield_to_packets() {
+    // SAFETY: setpriority on the calling thread's own id has no memory effects.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 5) };
+    if r != 0 {
+        tracing::debug!("could not lower the host stage's priority: {}", std::io::Error::last_os_error());
+    }
 }
