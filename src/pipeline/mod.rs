@@ -309,14 +309,26 @@ pub fn run(
     (summary, result)
 }
 
-/// Lowers this thread's scheduling priority (nice +5; its helpers inherit
-/// it): judging an interval can wait a moment, reading and tracking packets
-/// cannot, so when the CPUs are short the capture thread and the shards go
-/// first (Suricata gives its management threads low priority the same way).
+/// Lowers this thread's scheduling priority five steps below the process's
+/// (its helpers inherit it): judging an interval can wait a moment, reading
+/// and tracking packets cannot, so when the CPUs are short the capture
+/// thread and the shards go first (Suricata gives its management threads
+/// low priority the same way).
 fn yield_to_packets() {
-    // SAFETY: setpriority on the calling thread's own id has no memory effects.
+    // SAFETY: getpriority and setpriority on the calling thread's own id
+    // have no memory effects.
     #[allow(unsafe_code)]
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 5) };
+    let r = unsafe {
+        let me = libc::gettid() as libc::id_t;
+        // -1 is also a valid nice value: errno tells an error apart.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, me);
+        if now == -1 && *libc::__errno_location() != 0 {
+            -1
+        } else {
+            libc::setpriority(libc::PRIO_PROCESS, me, (now + 5).min(19))
+        }
+    };
     if r != 0 {
         tracing::debug!("could not lower the host stage's priority: {}", std::io::Error::last_os_error());
     }
