@@ -298,11 +298,7 @@ fn decode_common_v4(m: &mut PacketMeta, ip: &[u8]) -> bool {
         return false;
     }
     let Some(l4) = ip.get(20..total).and_then(|b| common_l4(h[9], b)) else { return false };
-    m.l3 = L3::Ipv4;
-    m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
-    m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
-    m.ttl = h[8];
-    m.proto = h[9];
+    fixed_v4(m, h);
     m.ip_id = u32::from(u16::from_be_bytes([h[4], h[5]]));
     if flags_offset & 0x4000 != 0 {
         m.frag |= frag::DONT;
@@ -323,16 +319,32 @@ fn decode_common_v6(m: &mut PacketMeta, ip: &[u8]) -> bool {
         return false;
     }
     let Some(l4) = ip.get(40..40 + plen).and_then(|b| common_l4(h[6], b)) else { return false };
+    fixed_v6(m, h);
+    common_fields(m, l4, plen as u32);
+    true
+}
+
+/// Kind, addresses, TTL and protocol from a whole 20-byte IPv4 header.
+fn fixed_v4(m: &mut PacketMeta, h: &[u8]) {
+    let Some(h) = h.get(..20) else { return };
+    m.l3 = L3::Ipv4;
+    m.ttl = h[8];
+    m.proto = h[9];
+    m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
+    m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
+}
+
+/// Kind, addresses, hop limit and next header from a whole 40-byte IPv6 header.
+fn fixed_v6(m: &mut PacketMeta, h: &[u8]) {
+    let Some(h) = h.get(..40) else { return };
     let mut a = [0u8; 16];
     m.l3 = L3::Ipv6;
+    m.ttl = h[7];
+    m.proto = h[6];
     a.copy_from_slice(&h[8..24]);
     m.src = Addr::v6(a);
     a.copy_from_slice(&h[24..40]);
     m.dst = Addr::v6(a);
-    m.ttl = h[7];
-    m.proto = h[6];
-    common_fields(m, l4, plen as u32);
-    true
 }
 
 /// Transport fields of a header [`common_l4`] checked.
@@ -464,11 +476,7 @@ fn ip_fallback(m: &mut PacketMeta, version: u8, ip: &[u8]) {
             m.anomalies |= anomaly::TRUNCATED_IP;
             return;
         };
-        m.l3 = L3::Ipv4;
-        m.ttl = h[8];
-        m.proto = h[9];
-        m.src = Addr::v4([h[12], h[13], h[14], h[15]]);
-        m.dst = Addr::v4([h[16], h[17], h[18], h[19]]);
+        fixed_v4(m, h);
         let ihl = h[0] & 0x0f;
         m.anomalies |= if ihl < 5 { anomaly::IPV4_BAD_IHL } else { anomaly::TRUNCATED_IP };
     } else {
@@ -476,14 +484,7 @@ fn ip_fallback(m: &mut PacketMeta, version: u8, ip: &[u8]) {
             m.anomalies |= anomaly::TRUNCATED_IP;
             return;
         };
-        m.l3 = L3::Ipv6;
-        m.ttl = h[7];
-        m.proto = h[6];
-        let mut s = [0u8; 16];
-        s.copy_from_slice(&h[8..24]);
-        m.src = Addr::v6(s);
-        s.copy_from_slice(&h[24..40]);
-        m.dst = Addr::v6(s);
+        fixed_v6(m, h);
         m.anomalies |= anomaly::IPV6_BAD_EXT;
     }
 }

@@ -310,8 +310,7 @@ macro_rules! families {
             ) {
                 let (t, hosts, cfg) = (cx.t, cx.hosts, cx.cfg);
                 let mut side_out = Vec::new();
-                #[allow(unused_mut)] // FnMut only while a family is marked concurrent
-                let mut side = || {
+                let side = || {
                     let mut cx = $crate::detect::family::Context {
                         t,
                         hosts,
@@ -322,22 +321,21 @@ macro_rules! families {
                         $crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, &mut cx, &mut side_out);
                     );)+
                 };
-                if concurrent {
-                    std::thread::scope(|s| {
-                        let helper = s.spawn(side);
-                        $($crate::detect::family::if_in_order!($($mode)?,
-                            $crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, cx, out);
-                        );)+
-                        if let Err(panic) = helper.join() {
-                            std::panic::resume_unwind(panic);
-                        }
-                    });
-                } else {
+                // Without a spawn the scope costs nothing: the concurrent
+                // families are then judged after the others, on this thread.
+                std::thread::scope(|s| {
+                    let mut side = Some(side);
+                    let helper = if concurrent { side.take().map(|f| s.spawn(f)) } else { None };
                     $($crate::detect::family::if_in_order!($($mode)?,
                         $crate::detect::family::Family::judge(&mut self.$name, &mut r.$name, cx, out);
                     );)+
-                    side();
-                }
+                    if let Some(mut f) = side {
+                        f();
+                    }
+                    if let Some(Err(panic)) = helper.map(|h| h.join()) {
+                        std::panic::resume_unwind(panic);
+                    }
+                });
                 out.append(&mut side_out);
             }
 

@@ -452,8 +452,8 @@ pub struct ScanDetector {
     dsts: SlabMap<Addr, Win<DstAgg>>,
     episodes: Episodes<RuleEpisode>,
     /// Sort buffers kept between intervals.
-    pair_idx: Grouping<(Addr, Addr)>,
-    sweep_idx: Grouping<SweepKey>,
+    pair_idx: Grouping,
+    sweep_idx: Grouping,
     /// Scratch lists kept between intervals (targets probed, protocol-scan keys).
     touched: Vec<Addr>,
     proto_keys: Vec<(Addr, Addr)>,
@@ -851,35 +851,21 @@ fn probe_mix(p: &PairAgg) -> String {
 }
 
 /// Sort and lookup buffers [`with_pending`] keeps between intervals.
-struct Grouping<K> {
+#[derive(Default)]
+struct Grouping {
     /// (key hash, index) of the direct aggregates and the unanswered probes.
     idx: Vec<(u64, u32)>,
     /// Each group's ordinal, by key hash (answered probes look up their
     /// group); the key is checked against the group's first entry, so no
     /// key is copied (under a spoofed flood an interval has a million).
     groups: SlabIndex,
-    /// Each group's first entry in `idx`.
+    /// The index (as in `idx`) of each group's first entry.
     firsts: Vec<u32>,
     /// (group ordinal, probe index) of answered probes with a group.
     late: Vec<(u32, u32)>,
     /// Counting-sort offsets, one per group, and its output.
     starts: Vec<u32>,
     scratch: Vec<(u32, u32)>,
-    _key: std::marker::PhantomData<K>,
-}
-
-impl<K> Default for Grouping<K> {
-    fn default() -> Self {
-        Grouping {
-            idx: Vec::new(),
-            groups: SlabIndex::default(),
-            firsts: Vec::new(),
-            late: Vec::new(),
-            starts: Vec::new(),
-            scratch: Vec::new(),
-            _key: std::marker::PhantomData,
-        }
-    }
 }
 
 /// Orders `v` by group ordinal (below `groups`), keeping the order within
@@ -926,12 +912,12 @@ const GROUP_SEED: u64 = 0x7363_616e_6772_7570;
 fn with_pending<'a, K: Ord + Copy + std::hash::Hash, V: Copy + Default>(
     direct: &'a [(K, V)],
     pending: &'a [Pending],
-    g: &'a mut Grouping<K>,
+    g: &'a mut Grouping,
     key: fn(&Pending) -> K,
     merge: fn(&mut V, &V),
     add: fn(&mut V, &Pending),
 ) -> impl Iterator<Item = (K, V)> + 'a {
-    let Grouping { idx, groups, firsts, late, starts, scratch, .. } = g;
+    let Grouping { idx, groups, firsts, late, starts, scratch } = g;
     let key_at = move |i: u32| {
         if i & PENDING_BIT == 0 {
             direct.get(i as usize).map(|(k, _)| *k)
