@@ -8,7 +8,7 @@ use netvigil::detect::{DetectConfig, HostStage, Reports};
 use netvigil::export::EventWriter;
 use netvigil::export::events::to_json_line;
 use netvigil::pipeline;
-use netvigil::track::{HostCounters, ShardReport, ShardStats};
+use netvigil::track::{HostCounters, HostRow, ShardReport, ShardStats};
 
 fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport<Reports> {
     ShardReport {
@@ -25,7 +25,7 @@ fn report(shard: usize, tick: u64, hosts: u32) -> ShardReport<Reports> {
                     ..Default::default()
                 };
                 h.peers_out.insert_addr(&Addr::v4([10, 0, 0, 1]));
-                (Addr::v4((i + 0x0a00_0000).to_be_bytes()), h)
+                HostRow(Addr::v4((i + 0x0a00_0000).to_be_bytes()), h)
             })
             .collect(),
         families: Reports::default(),

@@ -90,6 +90,22 @@ impl SlabIndex {
         }
     }
 
+    /// Hints the cache toward the bucket where a lookup of `h` starts.
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        if let Some(b) = self.buckets.get(tag(h) as usize & self.mask()) {
+            super::prefetch(b);
+        }
+    }
+
+    /// The slot of the first bucket carrying `h`'s tag: the key's slot as
+    /// likely as not, but unchecked. For prefetching only; lookups use
+    /// [`SlabIndex::find`].
+    #[inline]
+    pub fn probable(&self, h: u64) -> Option<u32> {
+        self.find(h, |_| true)
+    }
+
     /// Files `slot` under `h` (the caller knows it is not there yet).
     #[inline]
     pub fn insert(&mut self, h: u64, slot: u32) {

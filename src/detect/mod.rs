@@ -41,7 +41,7 @@ use crate::config::{
     BeaconConfig, BruteConfig, Config, ExfilConfig, HostGroup, LateralConfig, MacChurnConfig, MlConfig,
     ScanConfig, SlowConfig, SpikeConfig, TunnelConfig,
 };
-use crate::track::{HostCounters, Merge, Returned, ShardReport, ShardStats};
+use crate::track::{HostCounters, HostRow, Merge, Returned, ShardReport, ShardStats};
 pub use anomaly::{Anomaly, AnomalyKind, Category, Phase, Severity};
 use episode::EpisodePolicy;
 use family::{Context, Facts, Restored};
@@ -188,7 +188,7 @@ pub struct HostInterval {
 #[derive(Default)]
 pub struct HostTable {
     index: crate::base::SlabIndex,
-    list: Vec<(Addr, HostCounters)>,
+    list: Vec<HostRow>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -211,7 +211,7 @@ impl HostTable {
     /// The counters of `a`.
     pub fn get(&self, a: &Addr) -> Option<&HostCounters> {
         let h = self.hasher.hash_one(a);
-        self.find(h, a).and_then(|i| self.list.get(i)).map(|(_, c)| c)
+        self.find(h, a).and_then(|i| self.list.get(i)).map(|HostRow(_, c)| c)
     }
 
     /// True when `a` is held.
@@ -226,7 +226,7 @@ impl HostTable {
             Some(i) => i,
             None => {
                 let i = self.list.len();
-                self.list.push((a, HostCounters::default()));
+                self.list.push(HostRow(a, HostCounters::default()));
                 self.index.insert(h, i as u32);
                 i
             }
@@ -244,30 +244,30 @@ impl HostTable {
 
     /// Every host's address.
     pub fn keys(&self) -> impl Iterator<Item = &Addr> {
-        self.list.iter().map(|(a, _)| a)
+        self.list.iter().map(|HostRow(a, _)| a)
     }
 
     /// Every host's counters.
     pub fn values(&self) -> impl Iterator<Item = &HostCounters> {
-        self.list.iter().map(|(_, c)| c)
+        self.list.iter().map(|HostRow(_, c)| c)
     }
 
     /// Every host with its counters.
     pub fn iter(&self) -> impl Iterator<Item = (&Addr, &HostCounters)> {
-        self.list.iter().map(|(a, c)| (a, c))
+        self.list.iter().map(|HostRow(a, c)| (a, c))
     }
 
     /// Takes a shard's host summaries as the table's list, without copying
     /// them, and returns the (emptied) list the table held. The table must be
     /// empty. A shard summarises each host once; a list that names one twice
     /// anyway is merged entry by entry instead.
-    fn adopt(&mut self, hosts: Vec<(Addr, HostCounters)>) -> Vec<(Addr, HostCounters)> {
+    fn adopt(&mut self, hosts: Vec<HostRow>) -> Vec<HostRow> {
         self.clear();
         let mut old = std::mem::replace(&mut self.list, hosts);
         let (index, list, hasher) = (&mut self.index, &self.list, &self.hasher);
         index.reserve(list.len());
         let mut twice = false;
-        for (i, (a, _)) in list.iter().enumerate() {
+        for (i, HostRow(a, _)) in list.iter().enumerate() {
             let h = hasher.hash_one(a);
             if index.find(h, |j| list[j as usize].0 == *a).is_some() {
                 twice = true;
@@ -278,7 +278,7 @@ impl HostTable {
         if twice {
             let hosts = std::mem::replace(&mut self.list, std::mem::take(&mut old));
             self.clear();
-            for (a, h) in &hosts {
+            for HostRow(a, h) in &hosts {
                 self.entry_or_default(*a).merge(h);
             }
             old = hosts;
@@ -294,7 +294,7 @@ impl HostTable {
     }
 
     /// Empties the table, keeping its index, and hands its list out (emptied).
-    fn take_list(&mut self) -> Vec<(Addr, HostCounters)> {
+    fn take_list(&mut self) -> Vec<HostRow> {
         self.index.clear();
         let mut list = std::mem::take(&mut self.list);
         list.clear();
@@ -304,12 +304,10 @@ impl HostTable {
 
 impl<'a> IntoIterator for &'a HostTable {
     type Item = (&'a Addr, &'a HostCounters);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (Addr, HostCounters)>,
-        fn(&'a (Addr, HostCounters)) -> (&'a Addr, &'a HostCounters),
-    >;
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, HostRow>, fn(&'a HostRow) -> (&'a Addr, &'a HostCounters)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.list.iter().map(|(a, c)| (a, c))
+        self.list.iter().map(|HostRow(a, c)| (a, c))
     }
 }
 
@@ -319,7 +317,7 @@ struct Pending {
     hosts: HostTable,
     /// Shards' host summaries waiting to be merged in shard order: the
     /// heavy-hitter merge keeps the top few, so its result depends on order.
-    parts: Vec<(usize, Vec<(Addr, HostCounters)>)>,
+    parts: Vec<(usize, Vec<HostRow>)>,
     families: Reports,
     /// The shard whose report vectors `families` took over (they go back to it).
     families_from: Option<usize>,
@@ -410,7 +408,7 @@ impl HostStage {
                     }
                     continue;
                 }
-                for (a, h) in hosts.drain(..) {
+                for HostRow(a, h) in hosts.drain(..) {
                     p.hosts.entry_or_default(a).merge(&h);
                 }
                 self.returned.push((shard, (hosts, None)));

@@ -4,7 +4,7 @@
 
 use std::hash::BuildHasher;
 
-use super::HostCounters;
+use super::{HostCounters, HostRow};
 use crate::decode::Addr;
 
 /// A slot number meaning "not looked up yet this interval".
@@ -15,7 +15,7 @@ pub const OVER: u32 = u32::MAX - 1;
 /// Host summaries of the current interval, at most `cap` of them.
 pub struct HostSlab {
     index: crate::base::SlabIndex,
-    slab: Vec<(Addr, HostCounters)>,
+    slab: Vec<HostRow>,
     hasher: foldhash::fast::FixedState,
     cap: usize,
 }
@@ -47,19 +47,31 @@ impl HostSlab {
             return OVER;
         }
         let i = self.slab.len() as u32;
-        self.slab.push((a, HostCounters::default()));
+        self.slab.push(HostRow(a, HostCounters::default()));
         self.index.insert(h, i);
         i
+    }
+
+    /// Hints the cache toward the lines of `slot`'s row a packet updates:
+    /// the sender's (`sent`) or the receiver's counters, and the top-K lines.
+    #[inline]
+    pub fn prefetch(&self, slot: u32, sent: bool) {
+        if let Some(r) = self.slab.get(slot as usize) {
+            let p = (r as *const HostRow).cast::<u8>();
+            crate::base::prefetch(p.wrapping_add(if sent { 0 } else { 64 }));
+            crate::base::prefetch(p.wrapping_add(if sent { 128 } else { 256 }));
+            crate::base::prefetch(p.wrapping_add(192));
+        }
     }
 
     /// The counters in `slot`, if it is a real slot.
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut HostCounters> {
-        self.slab.get_mut(slot as usize).map(|(_, c)| c)
+        self.slab.get_mut(slot as usize).map(|HostRow(_, c)| c)
     }
 
     /// Hands the interval's summaries out, leaving `spare` (emptied) in their place.
-    pub fn take(&mut self, mut spare: Vec<(Addr, HostCounters)>) -> Vec<(Addr, HostCounters)> {
+    pub fn take(&mut self, mut spare: Vec<HostRow>) -> Vec<HostRow> {
         spare.clear();
         // A spare that is missing or small (the host stage still holds the
         // last one) gets the outgoing slab's room at once: growing it by

@@ -33,9 +33,14 @@ pub enum ShardMsg {
 
 /// One host's traffic within one interval, as one shard saw it.
 ///
-/// Laid out (`repr(C)`) as two halves, what the host sent and what it
-/// received, each with its counters, sketches and top-K together: a packet
-/// updates one contiguous run of each end's record, not lines all over it.
+/// Laid out (`repr(C)`, inside a cache-line-aligned [`HostRow`] after the
+/// address) by how often a field is touched: every packet updates its
+/// sender's first line (the address and the sent counters) and its
+/// receiver's second (received counters and span), plus both ends' top-K;
+/// the sets and the rarer counters, touched once a flow or less, come last.
+/// Before, a received packet touched four lines of its receiver's record;
+/// now it touches three, and the lookup's key compare shares the line the
+/// sender's counters are on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct HostCounters {
@@ -49,18 +54,8 @@ pub struct HostCounters {
     pub udp_out: u64,
     /// ICMP packets sent.
     pub icmp_out: u64,
-    /// DNS queries this host sent.
-    pub dns_queries: u64,
-    /// Of those, queries whose name looks like encoded data (long, random label).
-    pub dns_encoded: u64,
     /// Flows this host opened.
     pub flows_out: u64,
-    /// Distinct destinations this host talked to (exact up to 8).
-    pub peers_out: Distinct<8>,
-    /// Distinct destination ports this host sent to (exact up to 8).
-    pub ports_out: Distinct<8>,
-    /// Heaviest destinations of this host.
-    pub top_dst: TopK,
     /// Packets received.
     pub pkts_in: u64,
     /// Wire bytes received.
@@ -73,16 +68,20 @@ pub struct HostCounters {
     pub udp_in: u64,
     /// ICMP/ICMPv6 packets received.
     pub icmp_in: u64,
+    /// Packet times of the first and last packet received.
+    pub span_in: crate::base::time::Span,
+    /// Heaviest destinations of this host.
+    pub top_dst: TopK,
+    /// Heaviest sources toward this host.
+    pub top_src: TopK,
+    /// DNS queries this host sent.
+    pub dns_queries: u64,
+    /// Of those, queries whose name looks like encoded data (long, random label).
+    pub dns_encoded: u64,
     /// Other IP packets received.
     pub other_in: u64,
     /// Flows opened toward this host.
     pub flows_in: u64,
-    /// Distinct sources talking to this host (exact up to 8).
-    pub peers_in: Distinct<8>,
-    /// Distinct destination ports hit on this host (exact up to 8).
-    pub ports_in: Distinct<8>,
-    /// Heaviest sources toward this host.
-    pub top_src: TopK,
     /// Connections to this host whose three-way handshake completed.
     pub handshakes_in: u64,
     /// Unsolicited reflector-style packets received: UDP from amplifier
@@ -91,11 +90,24 @@ pub struct HostCounters {
     pub amp_pkts_in: u64,
     /// Wire bytes of those packets.
     pub amp_bytes_in: u64,
-    /// Packet times of the first and last packet received.
-    pub span_in: crate::base::time::Span,
+    /// Distinct destinations this host talked to (exact up to 8).
+    pub peers_out: Distinct<8>,
+    /// Distinct destination ports this host sent to (exact up to 8).
+    pub ports_out: Distinct<8>,
+    /// Distinct sources talking to this host (exact up to 8).
+    pub peers_in: Distinct<8>,
+    /// Distinct destination ports hit on this host (exact up to 8).
+    pub ports_in: Distinct<8>,
     /// Distinct sources of the unsolicited reflector traffic (exact up to 8).
     pub amp_sources: Distinct<8>,
 }
+
+/// A host's address and its counters for one interval: one shard's slab
+/// entry and the host stage's merged entry. Aligned to a cache line so the
+/// field groups of [`HostCounters`] fall on the lines they were laid out for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct HostRow(pub Addr, pub HostCounters);
 
 impl HostCounters {
     /// Adds `o` into `self`.
@@ -285,7 +297,7 @@ pub struct ShardReport<R> {
     /// True for the final report at end of input.
     pub last: bool,
     /// Per-host counters of this interval.
-    pub hosts: Vec<(Addr, HostCounters)>,
+    pub hosts: Vec<HostRow>,
     /// The detector families' observations of this interval.
     pub families: R,
     /// Cumulative shard counters.
@@ -343,7 +355,7 @@ pub struct Shard<O> {
     stats: ShardStats,
     local: crate::base::LocalNets,
     /// Host vectors the host stage has emptied and handed back.
-    pub spare: Vec<Vec<(Addr, HostCounters)>>,
+    pub spare: Vec<Vec<HostRow>>,
 }
 
 impl<O: Observer> Shard<O> {
@@ -442,8 +454,11 @@ impl<O: Observer> Shard<O> {
         let own = src == dst;
         if !own {
             self.host(src_slot, |h| {
-                h.dns_queries += u64::from(query);
-                h.dns_encoded += u64::from(encoded);
+                // Only a query touches the DNS counters' line.
+                if query {
+                    h.dns_queries += 1;
+                    h.dns_encoded += u64::from(encoded);
+                }
                 h.pkts_out += 1;
                 h.bytes_out += wire;
                 h.syn_out += u64::from(bare_syn);
@@ -506,6 +521,32 @@ impl<O: Observer> Shard<O> {
         }
     }
 
+    /// Starts the cache misses a coming packet will take, one step per call
+    /// (see [`Ahead`]); changes nothing, so events cannot depend on it.
+    #[inline]
+    pub fn ahead(&self, m: &PacketMeta, step: Ahead) {
+        if !m.is_ip() || m.flow_hash == 0 {
+            return;
+        }
+        match step {
+            Ahead::Bucket => self.table.prefetch_bucket(m.flow_hash),
+            Ahead::Flow => self.table.prefetch_flow(m.flow_hash),
+            Ahead::Hosts => {
+                let Some(f) = self.table.probable(m.flow_hash) else { return };
+                if f.hosts.epoch & !3 != self.epoch {
+                    return;
+                }
+                let (_, side) = FlowKey::of(m);
+                let (s, d) = match side {
+                    Side::A => (f.hosts.idx[0], f.hosts.idx[1]),
+                    Side::B => (f.hosts.idx[1], f.hosts.idx[0]),
+                };
+                self.hosts.prefetch(s, true);
+                self.hosts.prefetch(d, false);
+            }
+        }
+    }
+
     #[inline]
     fn host(&mut self, slot: u32, f: impl FnOnce(&mut HostCounters)) {
         match self.hosts.get_mut(slot) {
@@ -559,7 +600,23 @@ pub fn is_unicast(a: &Addr) -> bool {
 
 /// What the host stage hands back to a shard after an interval: its emptied
 /// host vector and, to one shard, the emptied family report.
-pub type Returned<R> = (Vec<(Addr, HostCounters)>, Option<R>);
+pub type Returned<R> = (Vec<HostRow>, Option<R>);
+
+/// Packets between the steps of the shard's lookahead: enough to cover a
+/// memory access with a packet's work, few enough that the lines are still
+/// cached when the packet comes.
+const AHEAD: usize = 4;
+
+/// One step of [`Shard::ahead`].
+#[derive(Clone, Copy, Debug)]
+pub enum Ahead {
+    /// The flow index bucket.
+    Bucket,
+    /// The flow record the bucket names.
+    Flow,
+    /// The host rows the flow caches for this interval.
+    Hosts,
+}
 
 /// Runs a shard until `Finish` (or until the capture side hangs up).
 ///
@@ -576,7 +633,19 @@ pub fn run_shard<O: Observer>(
     while let Ok(msg) = rx.recv() {
         match msg {
             ShardMsg::Batch(mut b) => {
-                for m in &b {
+                // Each packet's table lines are requested a few packets
+                // before it is processed, in three dependent steps (bucket,
+                // then the flow it names, then the hosts the flow caches).
+                for (i, m) in b.iter().enumerate() {
+                    if let Some(n) = b.get(i + 3 * AHEAD) {
+                        shard.ahead(n, Ahead::Bucket);
+                    }
+                    if let Some(n) = b.get(i + 2 * AHEAD) {
+                        shard.ahead(n, Ahead::Flow);
+                    }
+                    if let Some(n) = b.get(i + AHEAD) {
+                        shard.ahead(n, Ahead::Hosts);
+                    }
                     shard.process(m);
                 }
                 if let Some(m) = b.last() {
@@ -630,9 +699,22 @@ mod tests {
         )
     }
 
+    #[test]
+    fn host_row_lines_hold_their_groups() {
+        use std::mem::{offset_of, size_of};
+        let at = |field: usize| offset_of!(HostRow, 1) + field;
+        assert_eq!(size_of::<HostRow>(), 9 * 64);
+        // Line 0: the address and the sent counters; line 1: received and span.
+        assert_eq!(offset_of!(HostRow, 0), 0);
+        assert!(at(offset_of!(HostCounters, flows_out)) + 8 <= 64);
+        assert_eq!(at(offset_of!(HostCounters, pkts_in)), 64);
+        assert_eq!(at(offset_of!(HostCounters, span_in)) + 16, 128);
+        assert_eq!(at(offset_of!(HostCounters, top_dst)), 128);
+    }
+
     fn counters(r: &ShardReport<()>, host: u8) -> HostCounters {
         let a = Addr::v4([10, 0, 0, host]);
-        r.hosts.iter().find(|(x, _)| *x == a).map(|(_, c)| *c).unwrap_or_default()
+        r.hosts.iter().find(|HostRow(x, _)| *x == a).map(|HostRow(_, c)| *c).unwrap_or_default()
     }
 
     #[test]

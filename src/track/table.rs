@@ -250,6 +250,29 @@ impl FlowTable {
             + self.free.capacity() * 4
     }
 
+    /// Hints the cache toward the index bucket of a packet's flow hash.
+    #[inline]
+    pub fn prefetch_bucket(&self, h: u64) {
+        self.index.prefetch(h);
+    }
+
+    /// Hints the cache toward the record probably filed under `h` (its bucket
+    /// should be cached by now: see [`FlowTable::prefetch_bucket`]).
+    #[inline]
+    pub fn prefetch_flow(&self, h: u64) {
+        if let Some(f) = self.index.probable(h).and_then(|i| self.slots.get(i as usize)) {
+            let p: *const Flow = f;
+            crate::base::prefetch(p);
+            crate::base::prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Flow>() - 1));
+        }
+    }
+
+    /// The record probably filed under `h`, unchecked (for prefetching).
+    #[inline]
+    pub fn probable(&self, h: u64) -> Option<&Flow> {
+        self.index.probable(h).and_then(|i| self.slots.get(i as usize))
+    }
+
     /// The flow in `slot` (from [`Touch::slot`] of the packet just touched).
     pub fn slot_mut(&mut self, slot: u32) -> Option<&mut Flow> {
         self.slots.get_mut(slot as usize)
