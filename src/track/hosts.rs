@@ -52,6 +52,21 @@ impl HostSlab {
         i
     }
 
+    /// Hints the cache toward the index bucket where `a`'s lookup starts.
+    #[inline]
+    pub fn prefetch_bucket(&self, a: Addr) {
+        self.index.prefetch(self.hasher.hash_one(a));
+    }
+
+    /// Hints the cache toward the row `a` probably has (its bucket should be
+    /// cached by now: see [`HostSlab::prefetch_bucket`]), as [`HostSlab::prefetch`].
+    #[inline]
+    pub fn prefetch_probable(&self, a: Addr, sent: bool) {
+        if let Some(i) = self.index.probable(self.hasher.hash_one(a)) {
+            self.prefetch(i, sent);
+        }
+    }
+
     /// Hints the cache toward the lines of `slot`'s row a packet updates:
     /// the sender's (`sent`) or the receiver's counters, and the top-K lines.
     #[inline]

@@ -530,12 +530,20 @@ impl<O: Observer> Shard<O> {
         }
         match step {
             Ahead::Bucket => self.table.prefetch_bucket(m.flow_hash),
-            Ahead::Flow => self.table.prefetch_flow(m.flow_hash),
+            Ahead::Flow => {
+                self.table.prefetch_flow(m.flow_hash);
+                // For a flow whose hosts are not cached yet this interval
+                // (not known until its record arrives): their lookups' buckets.
+                self.hosts.prefetch_bucket(m.src);
+                self.hosts.prefetch_bucket(m.dst);
+            }
             Ahead::Hosts => {
-                let Some(f) = self.table.probable(m.flow_hash) else { return };
-                if f.hosts.epoch & !3 != self.epoch {
+                let cached = self.table.probable(m.flow_hash).filter(|f| f.hosts.epoch & !3 == self.epoch);
+                let Some(f) = cached else {
+                    self.hosts.prefetch_probable(m.src, true);
+                    self.hosts.prefetch_probable(m.dst, false);
                     return;
-                }
+                };
                 let (_, side) = FlowKey::of(m);
                 let (s, d) = match side {
                     Side::A => (f.hosts.idx[0], f.hosts.idx[1]),
@@ -612,9 +620,10 @@ const AHEAD: usize = 4;
 pub enum Ahead {
     /// The flow index bucket.
     Bucket,
-    /// The flow record the bucket names.
+    /// The flow record the bucket names, and the host index buckets.
     Flow,
-    /// The host rows the flow caches for this interval.
+    /// The host rows the flow caches for this interval (or, when it caches
+    /// none, the rows the host index names).
     Hosts,
 }
 
