@@ -13,6 +13,9 @@ pub mod slab_map;
 pub mod time;
 
 pub use addr::{Addr, Cidr, LocalNets};
+pub use sketch::{Distinct, PortBits, TopK};
+pub use slab_index::SlabIndex;
+pub use slab_map::SlabMap;
 
 /// Hints the CPU to start loading the cache line holding `p` (a no-op off
 /// x86-64). Never faults and changes nothing: the shard issues it a few
@@ -28,6 +31,3 @@ pub fn prefetch<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
-pub use sketch::{Distinct, PortBits, TopK};
-pub use slab_index::SlabIndex;
-pub use slab_map::SlabMap;

@@ -126,20 +126,19 @@ impl Rng {
 
 /// One Half-Space Tree: fixed random splits, two mass profiles.
 struct Tree {
-    dim: Vec<u8>,
-    split: Vec<f64>,
+    /// The inner nodes, each with what a score reads there: one cache line
+    /// per level of the walk, where three arrays cost three.
+    nodes: Vec<Node>,
     reference: Vec<u32>,
     latest: Vec<u32>,
-    /// What a score reads at each inner node, packed (split, reference
-    /// mass, dimension): one cache line per level instead of three. Derived
-    /// from the fields above by [`Tree::pack`] whenever `reference` changes.
-    walk: Vec<Node>,
 }
 
-/// An inner node as a score walks it.
+/// An inner node: its split, and its reference mass as a score reads it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Node {
     split: f64,
+    /// `reference[i]` of this node, copied by [`Tree::sync_masses`]
+    /// whenever `reference` changes.
     mass: u32,
     dim: u8,
 }
@@ -158,35 +157,29 @@ impl Tree {
         }
         let inner = (1usize << depth) - 1;
         let mut t = Tree {
-            dim: vec![0; inner],
-            split: vec![0.0; inner],
+            nodes: vec![Node::default(); inner],
             reference: vec![0; 2 * inner + 1],
             latest: vec![0; 2 * inner + 1],
-            walk: Vec::new(),
         };
         t.build(0, lo, hi, rng);
-        t.pack();
         t
     }
 
-    /// Rebuilds [`Tree::walk`] from the splits and the reference masses.
-    fn pack(&mut self) {
-        self.walk.clear();
-        self.walk.extend(self.dim.iter().zip(&self.split).enumerate().map(|(i, (&dim, &split))| Node {
-            split,
-            mass: self.reference.get(i).copied().unwrap_or(0),
-            dim,
-        }));
+    /// Copies the reference masses into the inner nodes.
+    fn sync_masses(&mut self) {
+        for (n, &m) in self.nodes.iter_mut().zip(&self.reference) {
+            n.mass = m;
+        }
     }
 
     fn build(&mut self, node: usize, lo: [f64; FEATURES], hi: [f64; FEATURES], rng: &mut Rng) {
-        if node >= self.dim.len() {
+        let Some(n) = self.nodes.get_mut(node) else {
             return;
-        }
+        };
         let d = (rng.next() % FEATURES as u64) as usize;
         let mid = (lo[d] + hi[d]) / 2.0;
-        self.dim[node] = d as u8;
-        self.split[node] = mid;
+        n.dim = d as u8;
+        n.split = mid;
         let (mut lhi, mut rlo) = (hi, lo);
         lhi[d] = mid;
         rlo[d] = mid;
@@ -204,7 +197,7 @@ impl Tree {
     fn score_leaf(&self, x: &[f64; FEATURES]) -> (f64, usize) {
         // The masses are integers (depth ≤ 16: each level's term < 2^48),
         // summed exactly and made a float once.
-        let walk = &self.walk[..];
+        let walk = &self.nodes[..];
         let mut node = 0;
         let mut depth = 0;
         let mut mass: u64 = 0;
@@ -240,7 +233,7 @@ impl Tree {
     fn swap(&mut self) {
         std::mem::swap(&mut self.reference, &mut self.latest);
         self.latest.iter_mut().for_each(|m| *m = 0);
-        self.pack();
+        self.sync_masses();
     }
 }
 
@@ -788,7 +781,7 @@ impl BehaviourModel {
             *r = sr;
             *l = sl;
         }
-        self.trees.iter_mut().for_each(Tree::pack);
+        self.trees.iter_mut().for_each(Tree::sync_masses);
         if let Some(k) = &mut self.kitnet {
             for (ae, w) in k.members_mut().zip(&st.weights) {
                 ae.set_params(w);

@@ -3,14 +3,32 @@
 //! (no copy at the tick) and flows can cache their hosts' slots.
 
 use std::hash::BuildHasher;
+use std::mem::{offset_of, size_of};
 
 use super::{HostCounters, HostRow};
+use crate::base::TopK;
 use crate::decode::Addr;
 
 /// A slot number meaning "not looked up yet this interval".
 pub const UNSET: u32 = u32::MAX;
 /// A slot number meaning "refused: the per-interval host cap was reached".
 pub const OVER: u32 = u32::MAX - 1;
+
+/// Offsets in a [`HostRow`] of what a packet updates of its sender (the
+/// counters, the first and last byte of the top-K), derived from the layout
+/// so the hints follow it when it changes.
+const SENT_LINES: [usize; 3] = {
+    let c = offset_of!(HostRow, 1);
+    let k = offset_of!(HostCounters, top_dst);
+    [c + offset_of!(HostCounters, pkts_out), c + k, c + k + size_of::<TopK>() - 1]
+};
+
+/// [`SENT_LINES`] for the receiver.
+const RECEIVED_LINES: [usize; 3] = {
+    let c = offset_of!(HostRow, 1);
+    let k = offset_of!(HostCounters, top_src);
+    [c + offset_of!(HostCounters, pkts_in), c + k, c + k + size_of::<TopK>() - 1]
+};
 
 /// Host summaries of the current interval, at most `cap` of them.
 pub struct HostSlab {
@@ -68,14 +86,14 @@ impl HostSlab {
     }
 
     /// Hints the cache toward the lines of `slot`'s row a packet updates:
-    /// the sender's (`sent`) or the receiver's counters, and the top-K lines.
+    /// the sender's (`sent`) or the receiver's counters and top-K.
     #[inline]
     pub fn prefetch(&self, slot: u32, sent: bool) {
         if let Some(r) = self.slab.get(slot as usize) {
             let p = (r as *const HostRow).cast::<u8>();
-            crate::base::prefetch(p.wrapping_add(if sent { 0 } else { 64 }));
-            crate::base::prefetch(p.wrapping_add(if sent { 128 } else { 256 }));
-            crate::base::prefetch(p.wrapping_add(192));
+            for at in if sent { SENT_LINES } else { RECEIVED_LINES } {
+                crate::base::prefetch(p.wrapping_add(at));
+            }
         }
     }
 

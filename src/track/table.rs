@@ -260,7 +260,7 @@ impl FlowTable {
     /// should be cached by now: see [`FlowTable::prefetch_bucket`]).
     #[inline]
     pub fn prefetch_flow(&self, h: u64) {
-        if let Some(f) = self.index.probable(h).and_then(|i| self.slots.get(i as usize)) {
+        if let Some(f) = self.probable(h) {
             let p: *const Flow = f;
             crate::base::prefetch(p);
             crate::base::prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Flow>() - 1));
