@@ -167,9 +167,10 @@ fn a_spoofed_flood_stays_under_the_disk_cap() {
 
 #[test]
 fn a_ring_too_small_for_the_traffic_still_gives_the_same_files_for_any_worker_count() {
-    // 0.1 MiB holds a fraction of a second of this flood: the capture thread
-    // waits for the host stage, then lets the oldest packets go; the files
-    // must not depend on how far ahead the capture was.
+    // 0.1 MiB holds a fraction of a second of this flood: the oldest packets
+    // go while the host stage judges the interval before, and its requests
+    // take effect at the next tick; the files must not depend on how far
+    // ahead the capture was.
     let cap = common::cap("floods/softvulnsec_syn_flood.pcap");
     let tmp = tempfile::tempdir().unwrap();
     let cfg = "[evidence]\nring_mib = 0.1\n";

@@ -22,8 +22,6 @@ pub struct Dispatcher {
     pub(super) batch_size: usize,
     pub(super) interval: u64,
     pub(super) next_tick: Option<Timestamp>,
-    /// The last interval boundary sent to the shards (evidence waits on it).
-    pub(super) last_tick: Timestamp,
     pub(super) watermark: Option<Timestamp>,
     pub(super) first: Option<Timestamp>,
     pub(super) backpressure: Backpressure,
@@ -112,9 +110,8 @@ impl Dispatcher {
                     }
                 }
                 self.next_tick = Some(boundary.saturating_add(self.interval));
-                self.last_tick = boundary;
                 if let Some(r) = self.evidence.as_mut() {
-                    r.maintain();
+                    r.tick(boundary, &self.stop);
                 }
                 if self.publish {
                     metrics::publish_capture(&self.stats);
@@ -180,16 +177,8 @@ impl FrameSink for Dispatcher {
         m.flow_hash = flow_hash(&key);
         let i =
             if self.shards.len() == 1 { 0 } else { (shard_hash(&key) % self.shards.len() as u64) as usize };
-        let sent = self.last_tick;
-        if let Some(r) = self.evidence.as_mut()
-            && r.push(link, &m, f.data, sent)
-        {
-            // The ring holds only packets the host may still ask for: let it
-            // catch up with every interval sent, in packet time.
-            self.flush();
-            if let Some(r) = self.evidence.as_mut() {
-                r.wait_for_host(sent, link, &m, f.data, &self.stop);
-            }
+        if let Some(r) = self.evidence.as_mut() {
+            r.push(link, &m, f.data);
         }
         // The stateless rules run here, where cycles are spare, not on the shard.
         m.prejudged = crate::detect::misuse::prejudge(&m);

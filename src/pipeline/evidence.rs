@@ -76,7 +76,7 @@ pub(super) type Watermark = Arc<AtomicU64>;
 
 /// The host stage's side: turns episode events into requests.
 pub(super) struct EvidenceHost {
-    tx: Sender<Request>,
+    tx: Sender<(Timestamp, Request)>,
     watermark: Watermark,
     before: u64,
 }
@@ -96,7 +96,7 @@ impl EvidenceHost {
             Phase::End => Request::Stop { id: a.episode_id.clone(), until: interval_end },
             Phase::Update => return,
         };
-        let _ = self.tx.send(req);
+        let _ = self.tx.send((interval_end, req));
     }
 
     /// Every request up to `t` is sent.
@@ -152,27 +152,182 @@ pub struct EvidenceReport {
     pub link_mismatch: u64,
 }
 
-/// The capture thread's side: the ring and the files.
-pub(super) struct Recorder {
+/// A quick test of whether any open recording may want a packet: a 256-bit
+/// mask of the addresses the pair and one-address filters name. Most packets
+/// concern none of them, and one or two bit tests per packet turn them away
+/// instead of a comparison with every open recording.
+#[derive(Default)]
+struct Wanted {
+    bits: [u64; 4],
+    /// A prefix filter is open: every packet is checked in full.
+    all: bool,
+}
+
+impl Wanted {
+    fn bit(a: &Addr) -> (usize, u64) {
+        let x = u128::from_be_bytes(a.0);
+        let h = ((x as u64) ^ ((x >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+        ((h >> 6) as usize, 1 << (h & 63))
+    }
+
+    fn rebuild(&mut self, open: &[Recording]) {
+        *self = Wanted::default();
+        let mut add = |a: &Addr| {
+            let (w, b) = Wanted::bit(a);
+            self.bits[w] |= b;
+        };
+        for r in open.iter().filter(|r| !r.capped) {
+            match &r.filter {
+                Filter::Pair(a, b) => {
+                    add(a);
+                    add(b);
+                }
+                Filter::One(a) => add(a),
+                Filter::Prefix(_) => self.all = true,
+            }
+        }
+    }
+
+    fn may_want(&self, src: &Addr, dst: &Addr) -> bool {
+        let has = |a: &Addr| {
+            let (w, b) = Wanted::bit(a);
+            self.bits[w] & b != 0
+        };
+        self.all || has(src) || has(dst)
+    }
+}
+
+/// The open files and what they have written.
+struct Files {
     dir: PathBuf,
+    open: Vec<Recording>,
+    wanted: Wanted,
+    done: VecDeque<(PathBuf, u64)>,
+    total: u64,
+    episode_cap: u64,
+    total_cap: u64,
+    report: EvidenceReport,
+}
+
+impl Files {
+    /// Writes one held packet to every open recording it belongs to, if it
+    /// lies before `bound` and after what the recording has written.
+    fn offer(&mut self, h: &Held, data: &[u8], bound: Timestamp) {
+        if h.ts >= bound || !self.wanted.may_want(&h.src, &h.dst) {
+            return;
+        }
+        for r in &mut self.open {
+            let end = r.until.map_or(bound, |u| u.min(bound));
+            if r.capped || h.ts < r.written_until || h.ts >= end || !r.filter.matches(&h.src, &h.dst) {
+                continue;
+            }
+            match write_one(&self.dir, r, h, data, self.episode_cap) {
+                Ok(Wrote::Packet(bytes)) => {
+                    self.report.packets += 1;
+                    self.total += bytes;
+                }
+                Ok(Wrote::Capped) => {}
+                Ok(Wrote::OtherLink) => self.report.link_mismatch += 1,
+                Err(e) => {
+                    tracing::warn!("evidence {}: {e}; this episode's pcap stops here", r.id);
+                    r.capped = true;
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, req: Request) {
+        match req {
+            Request::Start { id, filter, from } => self.open.push(Recording {
+                id,
+                filter,
+                written_until: from,
+                until: None,
+                file: None,
+                link: None,
+                bytes: 0,
+                capped: false,
+            }),
+            Request::Stop { id, until } => {
+                if let Some(r) = self.open.iter_mut().find(|r| r.id == id) {
+                    r.until = Some(until);
+                }
+            }
+        }
+    }
+
+    /// Every packet before `w` has been offered: moves each recording on,
+    /// closes the finished ones and keeps the disk cap.
+    fn settle(&mut self, w: Timestamp) {
+        for r in &mut self.open {
+            let end = r.until.map_or(w, |u| u.min(w));
+            r.written_until = r.written_until.max(end);
+        }
+        let mut i = 0;
+        while i < self.open.len() {
+            let r = &self.open[i];
+            if r.until.is_some_and(|u| r.written_until >= u) {
+                self.close(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.wanted.rebuild(&self.open);
+        self.rotate();
+    }
+
+    fn close(&mut self, i: usize) {
+        let mut r = self.open.swap_remove(i);
+        if let Some(mut f) = r.file.take() {
+            let _ = f.flush();
+            self.report.files += 1;
+            self.done.push_back((self.dir.join(format!("{}.pcap", r.id)), r.bytes));
+        }
+    }
+
+    /// Removes the oldest finished files while over the disk cap.
+    fn rotate(&mut self) {
+        while self.total > self.total_cap {
+            let Some((path, n)) = self.done.pop_front() else { break };
+            let _ = std::fs::remove_file(&path);
+            self.total = self.total.saturating_sub(n);
+            self.report.rotated += 1;
+        }
+    }
+}
+
+/// The capture thread's side: the ring and the files.
+///
+/// Everything it does happens at points fixed in packet time, so a replay
+/// writes the same files whatever the speed or the number of workers:
+/// packets leave the ring by its capacity alone, and the host's requests
+/// about an interval take effect when the next interval closes (the capture
+/// thread sends tick `T` and applies what the host decided about the
+/// interval that ended at the tick before). The host so has one interval of
+/// packet time to judge the last one while capture and tracking go on; a
+/// replay waits at a tick only when the host is further behind than that.
+/// A packet leaving the ring is first written to the open recordings it
+/// belongs to, if its interval has closed (a recording's end falls on an
+/// interval boundary, so that is as far as a pending end can reach).
+pub(super) struct Recorder {
     arena: Vec<u8>,
     head: u64,
     held: VecDeque<Held>,
-    rx: Receiver<Request>,
+    rx: Receiver<(Timestamp, Request)>,
     watermark: Watermark,
-    /// Last watermark seen: packets before it were offered to every recording.
-    seen: u64,
+    /// Requests received and not yet due, with the end of the interval they
+    /// were decided in.
+    queued: VecDeque<(Timestamp, Request)>,
+    /// Requests decided up to here are applied and packets before it offered.
+    seen: Timestamp,
+    /// The last tick sent: packets before it belong to closed intervals.
+    sent: Timestamp,
     before: u64,
-    episode_cap: u64,
-    total_cap: u64,
-    open: Vec<Recording>,
-    done: VecDeque<(PathBuf, u64)>,
-    total: u64,
-    /// Replay: wait for the host rather than lose a packet it may still need.
+    files: Files,
+    /// Replay: wait for the host at a tick rather than apply its requests late.
     patient: bool,
     /// Oldest packet time the host may still ask for (recomputed per tick).
-    keep_from: u64,
-    report: EvidenceReport,
+    keep_from: Timestamp,
 }
 
 /// Builds both sides. `patient`: a replay, where the capture thread may wait.
@@ -198,70 +353,63 @@ pub(super) fn pair(
     let total = done.iter().map(|d| d.2).sum();
     let host = EvidenceHost { tx, watermark: watermark.clone(), before };
     let rec = Recorder {
-        dir: dir.to_path_buf(),
         arena: vec![0; (cfg.ring_mib * 1_048_576.0) as usize],
         head: 0,
         held: VecDeque::new(),
         rx,
         watermark,
-        seen: 0,
+        queued: VecDeque::new(),
+        seen: Timestamp::ZERO,
+        sent: Timestamp::ZERO,
         before,
-        episode_cap: (cfg.episode_mib * 1_048_576.0) as u64,
-        total_cap: (cfg.total_mib * 1_048_576.0) as u64,
-        open: Vec::new(),
-        done: done.into_iter().map(|(_, p, n)| (p, n)).collect(),
-        total,
+        files: Files {
+            dir: dir.to_path_buf(),
+            open: Vec::new(),
+            wanted: Wanted::default(),
+            done: done.into_iter().map(|(_, p, n)| (p, n)).collect(),
+            total,
+            episode_cap: (cfg.episode_mib * 1_048_576.0) as u64,
+            total_cap: (cfg.total_mib * 1_048_576.0) as u64,
+            report: EvidenceReport::default(),
+        },
         patient,
-        keep_from: 0,
-        report: EvidenceReport::default(),
+        keep_from: Timestamp::ZERO,
     };
     Ok((host, rec))
 }
 
 impl Recorder {
-    /// Keeps one frame (after its packet time was made monotonic). Returns
-    /// true when the ring is full of packets the host may still ask for and
-    /// the host is behind `sent` (the last tick sent): a patient caller
-    /// flushes its batches and calls [`Recorder::wait_for_host`].
-    pub(super) fn push(&mut self, link: LinkType, m: &PacketMeta, data: &[u8], sent: Timestamp) -> bool {
+    /// Keeps one frame (after its packet time was made monotonic), making
+    /// room by the ring's capacity: what leaves is written first where it
+    /// belongs, and counted when the host might still have asked for it.
+    pub(super) fn push(&mut self, link: LinkType, m: &PacketMeta, data: &[u8]) {
         let cap = self.arena.len() as u64;
         let len = data.len() as u64;
         if len == 0 || len > cap {
-            return false;
+            return;
         }
         // Frames never straddle the arena's end: skip to its start instead.
         let mut at = self.head;
         if at % cap + len > cap {
             at += cap - at % cap;
         }
-        let full = self.held.front().is_some_and(|f| f.at + cap < at + len);
-        if full && self.held.front().is_some_and(|f| f.ts.as_nanos() >= self.keep_from) {
-            // About to drop packets a request may want. Waiting helps only
-            // while the host is behind what was sent; once it has caught up,
-            // write what it asked for so far and let the oldest go (the ring
-            // is too small for `before_seconds` of this traffic; counted).
-            // Either way this happens at the same point in packet time.
-            let w = self.watermark.load(Ordering::Acquire);
-            if self.patient && w < sent.as_nanos() {
-                return true;
-            }
-            if w > self.seen {
-                self.maintain();
-            }
-        }
-        let keep_from = self.keep_from;
         while let Some(front) = self.held.front() {
             if front.at + cap >= at + len {
                 break;
             }
-            if front.ts.as_nanos() >= keep_from {
-                self.report.ring_overruns += 1;
+            if front.ts >= self.keep_from {
+                self.files.report.ring_overruns += 1;
+                if !self.files.open.is_empty() {
+                    let off = (front.at % cap) as usize;
+                    let data = &self.arena[off..off + front.len as usize];
+                    self.files.offer(front, data, self.sent);
+                }
             }
             self.held.pop_front();
         }
         // Packets no request can reach any more leave early, so the ring
         // holds `before` seconds behind the host, not `ring_mib` of old news.
-        while self.held.front().is_some_and(|f| f.ts.as_nanos() < keep_from) {
+        while self.held.front().is_some_and(|f| f.ts < self.keep_from) {
             self.held.pop_front();
         }
         let off = (at % cap) as usize;
@@ -276,149 +424,72 @@ impl Recorder {
             at,
             len: len as u32,
         });
-        false
     }
 
-    /// Oldest packet time the host may still ask for.
-    fn update_keep_from(&mut self) {
-        let mut k = self.seen.saturating_sub(self.before);
-        for r in &self.open {
-            k = k.min(r.written_until.as_nanos());
+    /// The capture thread sent tick `t`: applies the host's requests about
+    /// the interval that ended at the tick before (a replay waits for them)
+    /// and writes the packets before that tick.
+    pub(super) fn tick(&mut self, t: Timestamp, stop: &std::sync::atomic::AtomicBool) {
+        let due = self.sent;
+        self.sent = t;
+        if self.patient {
+            while self.watermark.load(Ordering::Acquire) < due.as_nanos() && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        self.apply(due);
+    }
+
+    /// Applies every request decided up to `due` and offers every held
+    /// packet before it.
+    fn apply(&mut self, due: Timestamp) {
+        self.queued.extend(self.rx.try_iter());
+        while self.queued.front().is_some_and(|(at, _)| *at <= due) {
+            if let Some((_, req)) = self.queued.pop_front() {
+                self.files.take(req);
+            }
+        }
+        self.files.wanted.rebuild(&self.files.open);
+        self.write_until(due);
+        self.seen = self.seen.max(due);
+        let mut k = Timestamp::from_nanos(self.seen.as_nanos().saturating_sub(self.before));
+        for r in &self.files.open {
+            k = k.min(r.written_until);
         }
         self.keep_from = k;
-    }
-
-    /// The ring is full of packets the host may want: wait until it has
-    /// caught up with everything sent (`sent_until`, the last tick), write,
-    /// and then make room even if that loses packets (counted).
-    pub(super) fn wait_for_host(
-        &mut self,
-        sent_until: Timestamp,
-        link: LinkType,
-        m: &PacketMeta,
-        data: &[u8],
-        stop: &std::sync::atomic::AtomicBool,
-    ) {
-        while self.watermark.load(Ordering::Acquire) < sent_until.as_nanos() && !stop.load(Ordering::Relaxed)
-        {
-            std::thread::sleep(std::time::Duration::from_micros(200));
-        }
-        self.maintain();
-        self.push(link, m, data, sent_until);
-    }
-
-    /// Takes the host's requests and writes what its watermark allows.
-    pub(super) fn maintain(&mut self) {
-        let w = self.watermark.load(Ordering::Acquire);
-        // Requests sent before the watermark was stored are all visible now.
-        while let Ok(req) = self.rx.try_recv() {
-            self.take(req);
-        }
-        self.write_until(Timestamp::from_nanos(w));
-        self.seen = self.seen.max(w);
-        self.update_keep_from();
     }
 
     /// At the end of input: waits for the host stage to finish, writes what
     /// is left and closes every file.
     pub(super) fn finish(mut self) -> EvidenceReport {
         while let Ok(req) = self.rx.recv() {
-            self.take(req);
-            self.write_until(Timestamp::from_nanos(self.watermark.load(Ordering::Acquire)));
+            self.queued.push_back(req);
         }
-        self.write_until(Timestamp::from_nanos(u64::MAX));
-        for i in (0..self.open.len()).rev() {
-            self.close(i);
+        self.apply(Timestamp::from_nanos(u64::MAX));
+        let files = &mut self.files;
+        for i in (0..files.open.len()).rev() {
+            files.close(i);
         }
-        self.report
+        std::mem::take(&mut files.report)
     }
 
-    fn take(&mut self, req: Request) {
-        match req {
-            Request::Start { id, filter, from } => self.open.push(Recording {
-                id,
-                filter,
-                written_until: from,
-                until: None,
-                file: None,
-                link: None,
-                bytes: 0,
-                capped: false,
-            }),
-            Request::Stop { id, until } => {
-                if let Some(r) = self.open.iter_mut().find(|r| r.id == id) {
-                    r.until = Some(until);
-                }
-            }
-        }
-    }
-
-    /// Writes every held packet before `w` to the recordings it matches.
+    /// Offers every held packet before `w` to the open recordings, in one
+    /// pass from the oldest packet any of them still needs.
     fn write_until(&mut self, w: Timestamp) {
-        if self.open.is_empty() {
+        if self.files.open.is_empty() {
             return;
         }
         let cap = self.arena.len() as u64;
-        for i in 0..self.open.len() {
-            let r = &mut self.open[i];
-            let end = r.until.map_or(w, |u| u.min(w));
-            if end <= r.written_until {
-                continue;
+        let from = self.files.open.iter().map(|r| r.written_until).min().unwrap_or(w);
+        let first = self.held.partition_point(|h| h.ts < from);
+        for h in self.held.range(first..) {
+            if h.ts >= w {
+                break;
             }
-            let first = self.held.partition_point(|h| h.ts < r.written_until);
-            for h in self.held.range(first..) {
-                if h.ts >= end {
-                    break;
-                }
-                if r.capped || !r.filter.matches(&h.src, &h.dst) {
-                    continue;
-                }
-                let off = (h.at % cap) as usize;
-                let data = &self.arena[off..off + h.len as usize];
-                match write_one(&self.dir, r, h, data, self.episode_cap) {
-                    Ok(Wrote::Packet(bytes)) => {
-                        self.report.packets += 1;
-                        self.total += bytes;
-                    }
-                    Ok(Wrote::Capped) => {}
-                    Ok(Wrote::OtherLink) => self.report.link_mismatch += 1,
-                    Err(e) => {
-                        tracing::warn!("evidence {}: {e}; this episode's pcap stops here", r.id);
-                        r.capped = true;
-                    }
-                }
-            }
-            r.written_until = end;
+            let off = (h.at % cap) as usize;
+            self.files.offer(h, &self.arena[off..off + h.len as usize], w);
         }
-        let mut i = 0;
-        while i < self.open.len() {
-            let r = &self.open[i];
-            if r.until.is_some_and(|u| r.written_until >= u) {
-                self.close(i);
-            } else {
-                i += 1;
-            }
-        }
-        self.rotate();
-    }
-
-    fn close(&mut self, i: usize) {
-        let mut r = self.open.swap_remove(i);
-        if let Some(mut f) = r.file.take() {
-            let _ = f.flush();
-            self.report.files += 1;
-            self.done.push_back((self.dir.join(format!("{}.pcap", r.id)), r.bytes));
-        }
-    }
-
-    /// Removes the oldest finished files while over the disk cap.
-    fn rotate(&mut self) {
-        while self.total > self.total_cap {
-            let Some((path, n)) = self.done.pop_front() else { break };
-            let _ = std::fs::remove_file(&path);
-            self.total = self.total.saturating_sub(n);
-            self.report.rotated += 1;
-        }
+        self.files.settle(w);
     }
 }
 
@@ -465,4 +536,41 @@ fn write_one(dir: &Path, r: &mut Recording, h: &Held, data: &[u8], cap: u64) -> 
     }
     r.bytes += size;
     Ok(Wrote::Packet(size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(a: Addr) -> Recording {
+        Recording {
+            id: String::new(),
+            filter: Filter::One(a),
+            written_until: Timestamp::ZERO,
+            until: None,
+            file: None,
+            link: None,
+            bytes: 0,
+            capped: false,
+        }
+    }
+
+    #[test]
+    fn the_quick_test_never_turns_away_a_wanted_address() {
+        let addrs: Vec<Addr> = (0..64u8).map(|i| Addr::v4([10, 0, i / 8, i])).collect();
+        let open: Vec<Recording> = addrs.iter().map(|a| one(*a)).collect();
+        let mut w = Wanted::default();
+        w.rebuild(&open);
+        let other = Addr::v4([192, 0, 2, 1]);
+        for a in &addrs {
+            assert!(w.may_want(a, &other) && w.may_want(&other, a));
+        }
+        // With nothing open, nothing passes; a prefix filter lets all through.
+        w.rebuild(&[]);
+        assert!(!w.may_want(&addrs[0], &other));
+        let mut p = one(addrs[0]);
+        p.filter = Filter::Prefix(Cidr::parse("10.0.0.0/8").unwrap());
+        w.rebuild(&[p]);
+        assert!(w.may_want(&other, &other));
+    }
 }

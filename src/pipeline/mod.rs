@@ -200,7 +200,6 @@ pub fn run(
         batch_size: cfg.capture.batch_size,
         interval: cfg.interval_ns(),
         next_tick: None,
-        last_tick: Timestamp::ZERO,
         watermark: None,
         first: None,
         backpressure: opts.backpressure,
