@@ -94,25 +94,13 @@ const PCAP_NANO: libc::c_uint = 1;
 /// any failure (the caller retries the plain way, which words the error).
 #[allow(unsafe_code)]
 fn open_buffered(path: &Path) -> Option<Savefile> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-    // SAFETY: `c` and the mode are NUL-terminated and outlive the calls;
-    // setvbuf runs before any I/O on the fresh stream, and its buffer (a
-    // heap block that does not move with the Box) outlives the stream: the
-    // returned Savefile closes the stream before it frees the buffer, and
-    // the failure paths close it here. libpcap owns the stream once it
-    // returns a handle (pcap_close closes it) and leaves it to us when it
-    // fails; the handle goes to the pcap crate, which becomes its owner.
+    let (f, buf) = fopen_buffered(path, c"rb", READ_BUFFER)?;
+    // SAFETY: `f` is a fresh stream whose buffer `buf` outlives it (the
+    // returned Savefile closes the stream before it frees the buffer).
+    // libpcap owns the stream once it returns a handle (pcap_close closes
+    // it) and leaves it to us when it fails; the handle goes to the pcap
+    // crate, which becomes its owner.
     unsafe {
-        let f = libc::fopen(c.as_ptr(), c"rb".as_ptr());
-        if f.is_null() {
-            return None;
-        }
-        if libc::setvbuf(f, buf.as_mut_ptr().cast(), libc::_IOFBF, READ_BUFFER) != 0 {
-            libc::fclose(f);
-            return None;
-        }
         let mut err = [0 as libc::c_char; 256];
         let p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_NANO, err.as_mut_ptr());
         match std::ptr::NonNull::new(p) {
@@ -122,6 +110,35 @@ fn open_buffered(path: &Path) -> Option<Savefile> {
                 None
             }
         }
+    }
+}
+
+/// Opens `path` as a stdio stream (`mode` as fopen takes it) whose buffer
+/// is `size` bytes of ours: glibc ignores a size given without a buffer.
+/// The caller must close the stream before it drops the buffer.
+#[allow(unsafe_code)]
+pub(crate) fn fopen_buffered(
+    path: &Path,
+    mode: &std::ffi::CStr,
+    size: usize,
+) -> Option<(*mut libc::FILE, Box<[u8]>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = vec![0u8; size].into_boxed_slice();
+    // SAFETY: `c` and `mode` are NUL-terminated and outlive the calls;
+    // setvbuf runs before any I/O on the fresh stream, and its buffer (a
+    // heap block that does not move with the Box) goes to the caller, who
+    // keeps it past the stream; on failure the stream is closed here.
+    unsafe {
+        let f = libc::fopen(c.as_ptr(), mode.as_ptr());
+        if f.is_null() {
+            return None;
+        }
+        if libc::setvbuf(f, buf.as_mut_ptr().cast(), libc::_IOFBF, size) != 0 {
+            libc::fclose(f);
+            return None;
+        }
+        Some((f, buf))
     }
 }
 
