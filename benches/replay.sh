@@ -4,6 +4,10 @@
 #
 #   benches/replay.sh            # 5.4 M-packet mixed capture + 10 M-packet spoofed SYN flood
 #   PACKETS=1000000 benches/replay.sh
+#   RUNS=5 FLOOD_RUNS=2 TSHARK_TIMEOUT=900 benches/replay.sh   # the defaults
+#
+# RUNS rounds on the mix and FLOOD_RUNS on the flood (see run_all); tshark
+# and argus run once.
 #
 # The captures are generated reproducibly (fixed seed) by benches/gencap.rs
 # into target/bench/. Results: a Markdown table on stdout (packets/s, ratio
@@ -33,39 +37,69 @@ SYN="$OUT/synflood-$FLOOD.pcap"
 cat "$CAP" > /dev/null; cat "$SYN" > /dev/null
 
 EVD="$OUT/evidence"
-once() { # name command... — one timed run, appended to $RAW as "name wall-s rss-KB"
+once() { # name command... — one run, appended to $RAW as "round name wall-s rss-KB"
   local name=$1; shift
   rm -rf "$EVD"; sync
-  /usr/bin/time -f "$name %e %M" -a -o "$RAW" "$@" > /dev/null 2> "$OUT/$name.err" || true
-  rm -rf "$EVD"
+  /usr/bin/time -f "$ROUND $name %e %M" -a -o "$RAW" "$@" > /dev/null 2> "$OUT/$name.err" || true
+  # Evidence files go to disk: their write-back must not land in the next run.
+  rm -rf "$EVD"; sync
 }
 
-best() { # the best (lowest wall) run of each name in $RAW, first-seen order
-  awk '!($1 in w) { order[++k] = $1 } !($1 in w) || $2 < w[$1] { w[$1] = $2; m[$1] = $3 }
+warm() { # name command... — an untimed run, then the timed one
+  local name=$1; shift
+  rm -rf "$EVD"; "$@" > /dev/null 2>&1 || true
+  once "$name" "$@"
+}
+
+best() { # the best (lowest wall) round of each name in $RAW, first-seen order
+  awk '!($2 in w) { order[++k] = $2 } !($2 in w) || $3 < w[$2] { w[$2] = $3; m[$2] = $4 }
        END { for (i = 1; i <= k; i++) print order[i], w[order[i]], m[order[i]] }' "$RAW"
 }
 
 # Rounds, not runs in a row: on a shared VM the machine's speed drifts over
-# minutes, and best-of-N runs of one tool taken together would compare one
-# tool's fast minute with another's slow one. Each round runs every tool
-# once; a tool's figure is its best round.
+# minutes, and best-of-N runs of one tool taken together compare one tool's
+# fast minute with another's slow one. Each round runs every tool once, and
+# each fast tool twice with the second run timed, so all find the same page
+# cache and memory the kernel has just handed back (on this VM a process
+# that touches hundreds of MB of memory not recently used pays seconds of
+# host page faults: netvigil's first run after another program took 3.6 s,
+# its second 2.2-2.9 s). A tool's figure is its best round; the ratios are
+# also taken round by round.
 run_all() { # file
-  local f=$1 r
-  RAW=$(mktemp); : > "$RAW"
-  for r in $(seq "${RUNS:-2}"); do
-    once tcpdump tcpdump -r "$f" -w /dev/null
-    once minimal_loop target/release/examples/minimal_loop "$f"
-    once minimal_loop_buffered target/release/examples/minimal_loop "$f" buffered
-    once netvigil_w1 target/release/netvigil replay -q --workers 1 "$f"
-    once netvigil_w1_evidence target/release/netvigil replay -q --workers 1 --evidence-dir "$EVD" "$f"
-    once netvigil_w2 target/release/netvigil replay -q --workers 2 "$f"
-    command -v softflowd >/dev/null && once softflowd softflowd -r "$f" -n 127.0.0.1:9995 -d
-    if [ "$r" = 1 ]; then
-      command -v argus >/dev/null && once argus argus -r "$f" -w /dev/null
-      command -v tshark >/dev/null && once tshark timeout "$TSHARK_TIMEOUT" tshark -r "$f" -q -z conv,ip
-    fi
+  local f=$1
+  RAW=$OUT/mix.rounds; : > "$RAW"
+  for ROUND in $(seq "${RUNS:-5}"); do
+    warm tcpdump tcpdump -r "$f" -w /dev/null
+    warm minimal_loop target/release/examples/minimal_loop "$f"
+    warm minimal_loop_buffered target/release/examples/minimal_loop "$f" buffered
+    warm netvigil_w1 target/release/netvigil replay -q --workers 1 "$f"
+    warm netvigil_w1_evidence target/release/netvigil replay -q --workers 1 --evidence-dir "$EVD" "$f"
+    warm netvigil_w2 target/release/netvigil replay -q --workers 2 "$f"
+    if command -v softflowd >/dev/null; then warm softflowd softflowd -r "$f" -n 127.0.0.1:9995 -d; fi
   done
-  best; rm -f "$RAW"
+  # The slow tools once, untimed warm-up skipped: no target rests on them.
+  ROUND=1
+  if command -v argus >/dev/null; then once argus argus -r "$f" -w /dev/null; fi
+  if command -v tshark >/dev/null; then once tshark timeout "$TSHARK_TIMEOUT" tshark -r "$f" -q -z conv,ip; fi
+  best
+}
+
+ratios() { # rounds-file — netvigil ÷ minimal loop: best rounds, and per round (median, range)
+  awk '
+    { t[$2, $1] = $3; if ($1 > k) k = $1 }
+    function median(a, n,   i, j, x) { for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    function best(name,   i, b) { b = 1e9; for (i = 1; i <= k; i++) if ((name, i) in t && t[name, i] < b) b = t[name, i]; return b }
+    END {
+      for (v = 1; v <= 2; v++) {
+        nv = (v == 1) ? "netvigil_w1" : "netvigil_w1_evidence"
+        for (b = 1; b <= 2; b++) {
+          base = (b == 1) ? "minimal_loop" : "minimal_loop_buffered"
+          lo = 1e9; hi = 0; n = 0
+          for (i = 1; i <= k; i++) if ((nv, i) in t && (base, i) in t) { r[++n] = t[nv, i] / t[base, i]; if (r[n] < lo) lo = r[n]; if (r[n] > hi) hi = r[n] }
+          if (n) printf "- %s ÷ %s: best rounds %.2fx; per round median %.2fx (range %.2f-%.2fx, %d rounds)\n", nv, base, best(nv) / best(base), median(r, n), lo, hi, n
+        }
+      }
+    }' "$1"
 }
 
 report() { # results-file packets title
@@ -91,63 +125,24 @@ echo "(\"netvigil speed-up\" = the tool's wall time ÷ netvigil's with one worke
 echo
 run_all "$CAP" > "$OUT/mix.results"
 report "$OUT/mix.results" "$PACKETS" "Mixed traffic"
-RAW=$(mktemp); : > "$RAW"
-for _ in $(seq "${RUNS:-2}"); do
-  once netvigil_w1 target/release/netvigil replay -q --workers 1 "$SYN"
-  once netvigil_w1_evidence target/release/netvigil replay -q --workers 1 --evidence-dir "$EVD" "$SYN"
-  once netvigil_w2 target/release/netvigil replay -q --workers 2 "$SYN"
-  once minimal_loop target/release/examples/minimal_loop "$SYN"
-  once minimal_loop_buffered target/release/examples/minimal_loop "$SYN" buffered
+RAW=$OUT/syn.rounds; : > "$RAW"
+for ROUND in $(seq "${FLOOD_RUNS:-2}"); do
+  warm minimal_loop target/release/examples/minimal_loop "$SYN"
+  warm minimal_loop_buffered target/release/examples/minimal_loop "$SYN" buffered
+  warm netvigil_w1 target/release/netvigil replay -q --workers 1 "$SYN"
+  warm netvigil_w1_evidence target/release/netvigil replay -q --workers 1 --evidence-dir "$EVD" "$SYN"
+  warm netvigil_w2 target/release/netvigil replay -q --workers 2 "$SYN"
 done
-best > "$OUT/syn.results"; rm -f "$RAW"
+best > "$OUT/syn.results"
 report "$OUT/syn.results" "$FLOOD" "Spoofed random-source SYN flood (memory bound)"
-# The target: netvigil within 1.5x of the minimal loop, with evidence pcaps off and on.
-echo "### netvigil ÷ minimal loop, best rounds"
+# The target: netvigil within 1.5x of the minimal loop, evidence pcaps off and on.
+echo "### netvigil (1 worker) ÷ minimal loop"
 echo
-for res in mix syn; do
-  awk -v res="$res" '{ w[$1] = $2 } END {
-      printf "- %s: one worker %.2fx, with evidence pcaps %.2fx\n", res,
-        w["netvigil_w1"] / w["minimal_loop"], w["netvigil_w1_evidence"] / w["minimal_loop"] }' "$OUT/$res.results"
-done
+echo "Mixed traffic:"
 echo
-
-# The best rounds above still pick each tool's luckiest run. The ratio is
-# also measured round by round: minimal loop, buffered loop, netvigil with
-# one worker, and with evidence pcaps, each command run twice and the second
-# run timed, so all four find the same page cache and the same freshly
-# released memory; the median of the per-round ratios is the steadier figure.
-TRIPLES=${TRIPLES:-6}
-: > "$OUT/ratio.results"
-for _ in $(seq "$TRIPLES"); do
-  for name in minimal_loop minimal_loop_buffered netvigil_w1 netvigil_w1_evidence; do
-    case $name in
-      minimal_loop) cmd=(target/release/examples/minimal_loop "$CAP") ;;
-      minimal_loop_buffered) cmd=(target/release/examples/minimal_loop "$CAP" buffered) ;;
-      netvigil_w1) cmd=(target/release/netvigil replay -q --workers 1 "$CAP") ;;
-      netvigil_w1_evidence) cmd=(target/release/netvigil replay -q --workers 1 --evidence-dir "$EVD" "$CAP") ;;
-    esac
-    rm -rf "$EVD"; "${cmd[@]}" > /dev/null 2>&1 || true
-    # Evidence files go to disk: their write-back must not land in the next run.
-    rm -rf "$EVD"; sync
-    /usr/bin/time -f "$name %e" -a -o "$OUT/ratio.results" "${cmd[@]}" > /dev/null 2>&1 || true
-    rm -rf "$EVD"; sync
-  done
-done
-echo "### netvigil (1 worker) ÷ minimal loop, $TRIPLES alternated rounds"
+ratios "$OUT/mix.rounds"
 echo
-awk '
-  { t[$1, ++n[$1]] = $2 }
-  function median(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
-  END {
-    k = n["netvigil_w1"]
-    for (v = 1; v <= 2; v++) {
-      nv = (v == 1) ? "netvigil_w1" : "netvigil_w1_evidence"
-      for (b = 1; b <= 2; b++) {
-        base = (b == 1) ? "minimal_loop" : "minimal_loop_buffered"
-        lo = 1e9; hi = 0
-        for (i = 1; i <= k; i++) { r[i] = t[nv, i] / t[base, i]; if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
-        printf "- %s against %s: median %.2fx (range %.2f-%.2fx)\n", nv, base, median(r, k), lo, hi
-      }
-    }
-  }' "$OUT/ratio.results"
+echo "SYN flood:"
+echo
+ratios "$OUT/syn.rounds"
 echo
