@@ -118,8 +118,10 @@ struct Held {
     dst: Addr,
     link: LinkType,
     wire_len: u32,
-    /// Position in the byte arena (monotonic; `% capacity` is the offset).
+    /// Position in the byte arena (monotonic; `% capacity` is `off`).
     at: u64,
+    /// Offset in the arena, kept so no packet pays a 64-bit division.
+    off: u64,
     len: u32,
 }
 
@@ -315,6 +317,8 @@ impl Files {
 pub(super) struct Recorder {
     arena: Vec<u8>,
     head: u64,
+    /// `head % arena.len()`, kept as the ring advances.
+    head_off: u64,
     held: VecDeque<Held>,
     rx: Receiver<(Timestamp, Request)>,
     watermark: Watermark,
@@ -358,6 +362,7 @@ pub(super) fn pair(
     let rec = Recorder {
         arena: vec![0; (cfg.ring_mib * 1_048_576.0) as usize],
         head: 0,
+        head_off: 0,
         held: VecDeque::new(),
         rx,
         watermark,
@@ -392,9 +397,10 @@ impl Recorder {
             return;
         }
         // Frames never straddle the arena's end: skip to its start instead.
-        let mut at = self.head;
-        if at % cap + len > cap {
-            at += cap - at % cap;
+        let (mut at, mut off) = (self.head, self.head_off);
+        if off + len > cap {
+            at += cap - off;
+            off = 0;
         }
         while let Some(front) = self.held.front() {
             if front.at + cap >= at + len {
@@ -403,8 +409,8 @@ impl Recorder {
             if front.ts >= self.keep_from {
                 self.files.report.ring_overruns += 1;
                 if !self.files.open.is_empty() {
-                    let off = (front.at % cap) as usize;
-                    let data = &self.arena[off..off + front.len as usize];
+                    let o = front.off as usize;
+                    let data = &self.arena[o..o + front.len as usize];
                     self.files.offer(front, data, self.sent);
                 }
             }
@@ -415,9 +421,10 @@ impl Recorder {
         while self.held.front().is_some_and(|f| f.ts < self.keep_from) {
             self.held.pop_front();
         }
-        let off = (at % cap) as usize;
-        self.arena[off..off + data.len()].copy_from_slice(data);
+        let o = off as usize;
+        self.arena[o..o + data.len()].copy_from_slice(data);
         self.head = at + len;
+        self.head_off = off + len;
         self.held.push_back(Held {
             ts: m.ts,
             src: m.src,
@@ -425,6 +432,7 @@ impl Recorder {
             link,
             wire_len: m.wire_len,
             at,
+            off,
             len: len as u32,
         });
     }
@@ -482,15 +490,14 @@ impl Recorder {
         if self.files.open.is_empty() {
             return;
         }
-        let cap = self.arena.len() as u64;
         let from = self.files.open.iter().map(|r| r.written_until).min().unwrap_or(w);
         let first = self.held.partition_point(|h| h.ts < from);
         for h in self.held.range(first..) {
             if h.ts >= w {
                 break;
             }
-            let off = (h.at % cap) as usize;
-            self.files.offer(h, &self.arena[off..off + h.len as usize], w);
+            let o = h.off as usize;
+            self.files.offer(h, &self.arena[o..o + h.len as usize], w);
         }
         self.files.settle(w);
     }
