@@ -124,6 +124,16 @@ impl Cidr {
     pub fn contains(&self, a: &Addr) -> bool {
         u128::from_be_bytes(a.0) & self.mask == self.net
     }
+
+    /// The network, as a big-endian 128-bit word (IPv4 mapped).
+    pub fn net_bits(&self) -> u128 {
+        self.net
+    }
+
+    /// The mask, as a big-endian 128-bit word.
+    pub fn mask_bits(&self) -> u128 {
+        self.mask
+    }
 }
 
 /// The networks `[networks] local` names: what is inside the site.
