@@ -140,6 +140,23 @@ struct Recording {
     capped: bool,
 }
 
+impl Recording {
+    /// A recording of `filter`'s packets from `from` on, with no file yet.
+    fn new(id: String, filter: Filter, from: Timestamp) -> Recording {
+        Recording {
+            id,
+            filter,
+            written_until: from,
+            until: None,
+            file: None,
+            buffer: None,
+            link: None,
+            bytes: 0,
+            capped: false,
+        }
+    }
+}
+
 /// Counters of the recorder, for the summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EvidenceReport {
@@ -274,17 +291,7 @@ impl Files {
 
     fn take(&mut self, req: Request) {
         match req {
-            Request::Start { id, filter, from } => self.open.push(Recording {
-                id,
-                filter,
-                written_until: from,
-                until: None,
-                file: None,
-                buffer: None,
-                link: None,
-                bytes: 0,
-                capped: false,
-            }),
+            Request::Start { id, filter, from } => self.open.push(Recording::new(id, filter, from)),
             Request::Stop { id, until } => {
                 if let Some(r) = self.open.iter_mut().find(|r| r.id == id) {
                     r.until = Some(until);
@@ -391,8 +398,19 @@ pub(super) fn pair(
     done.sort();
     let total = done.iter().map(|d| d.2).sum();
     let host = EvidenceHost { tx, watermark: watermark.clone(), before };
+    // `ring_mib` may ask for more than the machine can give: a trial
+    // reservation says so instead of an abort on a failed allocation. (The
+    // ring itself comes zeroed from the allocator, its pages touched only
+    // as packets arrive.)
+    let ring = (cfg.ring_mib * 1_048_576.0) as usize;
+    Vec::<u8>::new().try_reserve_exact(ring).map_err(|e| {
+        std::io::Error::other(format!(
+            "cannot allocate the {} MiB packet ring (evidence.ring_mib): {e}",
+            cfg.ring_mib
+        ))
+    })?;
     let rec = Recorder {
-        arena: vec![0; (cfg.ring_mib * 1_048_576.0) as usize],
+        arena: vec![0; ring],
         head: 0,
         head_off: 0,
         held: VecDeque::new(),
@@ -488,12 +506,18 @@ impl Recorder {
     /// packet before it.
     fn apply(&mut self, due: Timestamp) {
         self.queued.extend(self.rx.try_iter());
+        let mut started = false;
         while self.queued.front().is_some_and(|(at, _)| *at <= due) {
             if let Some((_, req)) = self.queued.pop_front() {
+                started |= matches!(req, Request::Start { .. });
                 self.files.take(req);
             }
         }
-        self.files.wanted.rebuild(&self.files.open);
+        // A new recording needs filing before packets are offered; closes
+        // refile in `settle`.
+        if started {
+            self.files.wanted.rebuild(&self.files.open);
+        }
         self.write_until(due);
         self.seen = self.seen.max(due);
         let mut k = Timestamp::from_nanos(self.seen.as_nanos().saturating_sub(self.before));
@@ -628,17 +652,7 @@ mod tests {
     use super::*;
 
     fn one(a: Addr) -> Recording {
-        Recording {
-            id: String::new(),
-            filter: Filter::One(a),
-            written_until: Timestamp::ZERO,
-            until: None,
-            file: None,
-            buffer: None,
-            link: None,
-            bytes: 0,
-            capped: false,
-        }
+        Recording::new(String::new(), Filter::One(a), Timestamp::ZERO)
     }
 
     #[test]
