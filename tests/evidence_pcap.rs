@@ -192,3 +192,23 @@ fn a_ring_too_small_for_the_traffic_still_gives_the_same_files_for_any_worker_co
     assert!(!one.is_empty() && events.iter().any(|e| e["evidence"]["pcap"].is_string()));
     assert!(one == names(&d3), "evidence files differ between 1 and 3 workers");
 }
+
+#[test]
+fn a_many_source_flood_keeps_a_sample_of_sample_mib() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ev");
+    let cap = common::cap("floods/stopddos_pkt.TCP.synflood.spoofed.pcap");
+    let events = run(&cap, &dir, 1, "[evidence]\nepisode_mib = 2\nsample_mib = 0.1\n");
+    let mut samples = 0;
+    for e in events.iter().filter(|e| e["phase"] == "start") {
+        let many = e["src_ip"].is_null() || e["evidence"]["prefix"].is_string();
+        let Some(file) = e["evidence"]["pcap"].as_str() else { continue };
+        let Ok(meta) = std::fs::metadata(dir.join(file)) else { continue };
+        if many {
+            // Filled to the sample's cap, not to the episode's.
+            assert!(meta.len() <= 104_858 && meta.len() > 80_000, "{file}: {} bytes", meta.len());
+            samples += 1;
+        }
+    }
+    assert!(samples >= 1, "no many-source flood in {events:#?}");
+}

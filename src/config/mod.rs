@@ -109,15 +109,24 @@ pub struct EvidenceConfig {
     /// Memory of the ring of recent packets, in MiB: `before_seconds` of a
     /// 100 Mbit/s link is about 120 MiB; a busier link keeps less time.
     pub ring_mib: f64,
-    /// Cap of one episode's file, in MiB: a flood's file is a sample.
+    /// Cap of one episode's file, in MiB.
     pub episode_mib: f64,
+    /// Cap of a many-source episode's file (a spoofed or prefix-wide
+    /// flood), in MiB: its first packets, a sample (at most `episode_mib`).
+    pub sample_mib: f64,
     /// Cap of all files together, in MiB; the oldest finished files go first.
     pub total_mib: f64,
 }
 
 impl Default for EvidenceConfig {
     fn default() -> Self {
-        EvidenceConfig { before_seconds: 10.0, ring_mib: 64.0, episode_mib: 8.0, total_mib: 1024.0 }
+        EvidenceConfig {
+            before_seconds: 10.0,
+            ring_mib: 64.0,
+            episode_mib: 8.0,
+            sample_mib: 1.0,
+            total_mib: 1024.0,
+        }
     }
 }
 
@@ -405,6 +414,7 @@ impl Config {
         for (key, v) in [
             ("evidence.ring_mib", evd.ring_mib),
             ("evidence.episode_mib", evd.episode_mib),
+            ("evidence.sample_mib", evd.sample_mib),
             ("evidence.total_mib", evd.total_mib),
         ] {
             check((0.1..=1_048_576.0).contains(&v), key, v, "must be 0.1..=1048576")?;

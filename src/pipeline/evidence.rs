@@ -10,8 +10,9 @@
 //! packets older than that watermark, so what a file holds is decided in
 //! packet time, the same for any number of workers and any replay speed.
 //!
-//! Many-source episodes (spoofed floods) keep the first `episode_mib` of
-//! matching packets: a sample, not everything. All files together stay under
+//! A file holds at most `episode_mib`; a many-source episode's (a flood
+//! whose sources are spoofed or spread over a prefix) at most `sample_mib`,
+//! its first matching packets: a sample, not everything. All files together stay under
 //! `total_mib`; the oldest finished files are removed first.
 
 use std::collections::VecDeque;
@@ -31,8 +32,9 @@ use crate::detect::anomaly::Anomaly;
 /// What the host stage asks of the recorder.
 #[derive(Debug)]
 pub(super) enum Request {
-    /// Record packets matching `filter` from `from` on into `<id>.pcap`.
-    Start { id: String, filter: Filter, from: Timestamp },
+    /// Record packets matching `filter` from `from` on into `<id>.pcap`;
+    /// `sample`: a many-source episode, capped at `sample_mib`.
+    Start { id: String, filter: Filter, from: Timestamp, sample: bool },
     /// The episode ended: record nothing at or after `until`.
     Stop { id: String, until: Timestamp },
 }
@@ -57,14 +59,18 @@ impl Filter {
         }
     }
 
-    /// The filter for an episode: its actor and target, or its prefix.
-    fn of(a: &Anomaly) -> Option<Filter> {
+    /// The filter for an episode (its actor and target, or its prefix),
+    /// and whether its sources are many: a prefix, or a target with no one
+    /// actor (a spoofed or distributed flood). A scanner's probes to many
+    /// targets are one actor's, kept like a conversation.
+    fn of(a: &Anomaly) -> Option<(Filter, bool)> {
         if let Some(p) = a.evidence.get("prefix").and_then(|v| v.as_str()).and_then(Cidr::parse) {
-            return Some(Filter::Prefix(p));
+            return Some((Filter::Prefix(p), true));
         }
         match (a.src, a.dst) {
-            (Some(s), Some(d)) => Some(Filter::Pair(s, d)),
-            (Some(x), None) | (None, Some(x)) => Some(Filter::One(x)),
+            (Some(s), Some(d)) => Some((Filter::Pair(s, d), false)),
+            (Some(x), None) => Some((Filter::One(x), false)),
+            (None, Some(x)) => Some((Filter::One(x), true)),
             (None, None) => None,
         }
     }
@@ -84,7 +90,7 @@ pub(super) struct EvidenceHost {
 impl EvidenceHost {
     /// Names the file in the event and asks the recorder for its packets.
     pub(super) fn on_event(&mut self, a: &mut Anomaly, interval_start: Timestamp, interval_end: Timestamp) {
-        let Some(filter) = Filter::of(a) else { return };
+        let Some((filter, sample)) = Filter::of(a) else { return };
         let file = format!("{}.pcap", a.episode_id);
         a.evidence.insert("pcap".into(), serde_json::Value::String(file));
         let req = match a.phase {
@@ -92,6 +98,7 @@ impl EvidenceHost {
                 id: a.episode_id.clone(),
                 filter,
                 from: interval_start.saturating_sub(self.before),
+                sample,
             },
             Phase::End => Request::Stop { id: a.episode_id.clone(), until: interval_end },
             Phase::Update => return,
@@ -137,12 +144,14 @@ struct Recording {
     buffer: Option<Box<[u8]>>,
     link: Option<LinkType>,
     bytes: u64,
+    /// The file's cap in bytes (`episode_mib`, or `sample_mib` for many sources).
+    cap: u64,
     capped: bool,
 }
 
 impl Recording {
     /// A recording of `filter`'s packets from `from` on, with no file yet.
-    fn new(id: String, filter: Filter, from: Timestamp) -> Recording {
+    fn new(id: String, filter: Filter, from: Timestamp, cap: u64) -> Recording {
         Recording {
             id,
             filter,
@@ -152,6 +161,7 @@ impl Recording {
             buffer: None,
             link: None,
             bytes: 0,
+            cap,
             capped: false,
         }
     }
@@ -183,11 +193,14 @@ struct Wanted {
     by_key: Vec<Vec<u32>>,
     /// The prefix masks in use (few: /24 and /64 as the floods make them).
     masks: Vec<u128>,
+    /// Recordings filed: none once every open one is capped, and then no
+    /// packet needs offering (a flood's sample is soon complete).
+    filed: usize,
 }
 
 impl Default for Wanted {
     fn default() -> Wanted {
-        Wanted { by_key: vec![Vec::new(); 256], masks: Vec::new() }
+        Wanted { by_key: vec![Vec::new(); 256], masks: Vec::new(), filed: 0 }
     }
 }
 
@@ -200,7 +213,9 @@ impl Wanted {
     fn rebuild(&mut self, open: &[Recording]) {
         self.by_key.iter_mut().for_each(Vec::clear);
         self.masks.clear();
+        self.filed = 0;
         for (i, r) in open.iter().enumerate().filter(|(_, r)| !r.capped) {
+            self.filed += 1;
             let i = i as u32;
             let mut file = |v: u128, m: u128| {
                 let b = &mut self.by_key[Wanted::bucket(v, m)];
@@ -254,6 +269,7 @@ struct Files {
     done: VecDeque<(PathBuf, u64)>,
     total: u64,
     episode_cap: u64,
+    sample_cap: u64,
     total_cap: u64,
     report: EvidenceReport,
 }
@@ -273,7 +289,7 @@ impl Files {
             if r.capped || h.ts < r.written_until || h.ts >= end || !r.filter.matches(&h.src, &h.dst) {
                 continue;
             }
-            match write_one(&self.dir, r, h, data, self.episode_cap) {
+            match write_one(&self.dir, r, h, data) {
                 Ok(Wrote::Packet(bytes)) => {
                     self.report.packets += 1;
                     self.total += bytes;
@@ -291,7 +307,10 @@ impl Files {
 
     fn take(&mut self, req: Request) {
         match req {
-            Request::Start { id, filter, from } => self.open.push(Recording::new(id, filter, from)),
+            Request::Start { id, filter, from, sample } => {
+                let cap = if sample { self.sample_cap.min(self.episode_cap) } else { self.episode_cap };
+                self.open.push(Recording::new(id, filter, from, cap));
+            }
             Request::Stop { id, until } => {
                 if let Some(r) = self.open.iter_mut().find(|r| r.id == id) {
                     r.until = Some(until);
@@ -428,6 +447,7 @@ pub(super) fn pair(
             done: done.into_iter().map(|(_, p, n)| (p, n)).collect(),
             total,
             episode_cap: (cfg.episode_mib * 1_048_576.0) as u64,
+            sample_cap: (cfg.sample_mib * 1_048_576.0) as u64,
             total_cap: (cfg.total_mib * 1_048_576.0) as u64,
             report: EvidenceReport::default(),
         },
@@ -459,7 +479,7 @@ impl Recorder {
             }
             if front.ts >= self.keep_from {
                 self.files.report.ring_overruns += 1;
-                if !self.files.open.is_empty() {
+                if self.files.wanted.filed > 0 {
                     let o = front.off as usize;
                     let data = &self.arena[o..o + front.len as usize];
                     self.files.offer(front, data, self.sent);
@@ -547,6 +567,10 @@ impl Recorder {
         if self.files.open.is_empty() {
             return;
         }
+        if self.files.wanted.filed == 0 {
+            self.files.settle(w);
+            return;
+        }
         let from = self.files.open.iter().map(|r| r.written_until).min().unwrap_or(w);
         let first = self.held.partition_point(|h| h.ts < from);
         for h in self.held.range(first..) {
@@ -574,10 +598,10 @@ enum Wrote {
 }
 
 /// Appends one packet to the episode's file (created on its first packet).
-fn write_one(dir: &Path, r: &mut Recording, h: &Held, data: &[u8], cap: u64) -> Result<Wrote, pcap::Error> {
+fn write_one(dir: &Path, r: &mut Recording, h: &Held, data: &[u8]) -> Result<Wrote, pcap::Error> {
     // Each record has a 16-byte header; a new file, a 24-byte file header.
     let size = u64::from(h.len) + 16 + if r.file.is_none() { PCAP_HEADER } else { 0 };
-    if r.bytes + size > cap {
+    if r.bytes + size > r.cap {
         r.capped = true;
         return Ok(Wrote::Capped);
     }
@@ -652,7 +676,7 @@ mod tests {
     use super::*;
 
     fn one(a: Addr) -> Recording {
-        Recording::new(String::new(), Filter::One(a), Timestamp::ZERO)
+        Recording::new(String::new(), Filter::One(a), Timestamp::ZERO, 0)
     }
 
     #[test]
