@@ -88,9 +88,26 @@ const LOG_MAX: f64 = 18.5;
 /// How many leading features are log-scaled counts (the rest are shares).
 const COUNTS: usize = 11;
 
+/// A count on the features' log scale, in [0, 1].
+fn scale(v: u64) -> f64 {
+    ((v as f64).ln_1p() / LOG_MAX).min(1.0)
+}
+
+/// Counts below this take their scaled value from [`SCALED`]: nearly every
+/// count of a host-interval, and eleven `ln_1p` per host and interval were
+/// a tenth of the behaviour model's time on the replay benchmark.
+const SCALED_BELOW: u64 = 4096;
+
+/// [`scale`] of every count below [`SCALED_BELOW`] (computed by it: the
+/// same bits).
+static SCALED: std::sync::LazyLock<Vec<f64>> =
+    std::sync::LazyLock::new(|| (0..SCALED_BELOW).map(scale).collect());
+
 /// The feature vector of one host in one interval, each in [0, 1].
 pub fn features(h: &HostCounters) -> [f64; FEATURES] {
-    let c = |v: u64| ((v as f64).ln_1p() / LOG_MAX).min(1.0);
+    let c = |v: u64| {
+        if v < SCALED_BELOW { SCALED.get(v as usize).copied().unwrap_or_else(|| scale(v)) } else { scale(v) }
+    };
     let share = |part: u64, all: u64| if all == 0 { 0.0 } else { part as f64 / all as f64 };
     [
         c(h.pkts_out),
@@ -559,6 +576,9 @@ pub struct BehaviourModel {
     /// The trees' leaves for the vector scored last (HST only), so learning
     /// it does not walk the splits again; empty when not valid.
     leaves: Vec<usize>,
+    /// Each tree's mass so far in [`BehaviourModel::score_remembering`]'s
+    /// walk (reused).
+    walk_mass: Vec<u64>,
     episodes: Episodes<RuleEpisode>,
     cfg: MlConfig,
     /// Packet time of the first host-interval learned (the learning period
@@ -593,6 +613,7 @@ impl BehaviourModel {
             latest_count: 0,
             unusual: Vec::new(),
             leaves: Vec::new(),
+            walk_mass: Vec::new(),
             calibration: Vec::new(),
             threshold: None,
             mean: [0.0; FEATURES],
@@ -699,14 +720,39 @@ impl BehaviourModel {
             return self.score(x);
         }
         let mut leaves = std::mem::take(&mut self.leaves);
+        let mut mass = std::mem::take(&mut self.walk_mass);
         leaves.clear();
+        leaves.resize(self.trees.len(), 0);
+        mass.clear();
+        mass.resize(self.trees.len(), 0);
+        // All trees a level at a time. One tree's walk is a chain of
+        // dependent loads (each split says where the next node is); side by
+        // side, the CPU has the next level of every tree in flight at once.
+        // Each tree's mass is the same sum in the same order as
+        // `Tree::score_leaf`, so the scores are the same bits.
+        let mut depth = 0;
+        let mut deeper = true;
+        while deeper {
+            deeper = false;
+            for ((t, node), m) in self.trees.iter().zip(leaves.iter_mut()).zip(mass.iter_mut()) {
+                if let Some(n) = t.nodes.get(*node) {
+                    *m += u64::from(n.mass) << depth;
+                    let right = !x.get(usize::from(n.dim)).is_some_and(|&v| v < n.split);
+                    *node = 2 * *node + 1 + usize::from(right);
+                    deeper = true;
+                }
+            }
+            depth += 1;
+        }
         let mut s = 0.0;
-        for t in &self.trees {
-            let (ts, leaf) = t.score_leaf(x);
-            s += ts;
-            leaves.push(leaf);
+        for ((t, &node), &m) in self.trees.iter().zip(leaves.iter()).zip(mass.iter()) {
+            // A leaf's depth from its index (a tree is complete: leaves of
+            // depth d are numbered 2^d - 1 ..= 2^(d+1) - 2).
+            let leaf_depth = (node + 1).ilog2();
+            s += (m + (u64::from(t.reference.get(node).copied().unwrap_or(0)) << leaf_depth)) as f64;
         }
         self.leaves = leaves;
+        self.walk_mass = mass;
         self.hst_score(s)
     }
 
@@ -1295,6 +1341,18 @@ mod tests {
             m.on_interval(&iv, &Facts::default(), Timestamp::from_secs(i), &never, &mut out);
         }
         (m, out)
+    }
+
+    #[test]
+    fn the_trees_walked_side_by_side_score_what_each_walk_alone_scores() {
+        let (mut m, _) = trained(&MlConfig { enabled: true, window: 16, ..MlConfig::default() });
+        assert!(m.windows > 0 && !m.trees.is_empty());
+        for x in [features(&normal(3)), features(&scanner()), [0.0; FEATURES], [1.0; FEATURES]] {
+            let alone: Vec<(f64, usize)> = m.trees.iter().map(|t| t.score_leaf(&x)).collect();
+            let side_by_side = m.score_remembering(&x);
+            assert_eq!(side_by_side.to_bits(), m.hst_score(alone.iter().map(|a| a.0).sum()).to_bits());
+            assert_eq!(m.leaves, alone.iter().map(|a| a.1).collect::<Vec<_>>());
+        }
     }
 
     /// A host that suddenly contacts hundreds of peers on hundreds of ports.
