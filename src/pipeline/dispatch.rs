@@ -35,6 +35,8 @@ pub struct Dispatcher {
     pub(super) coord: Option<(usize, Sender<CoordMsg>)>,
     /// Evidence pcaps: the ring of recent frames (`--evidence-dir`).
     pub(super) evidence: Option<super::evidence::Recorder>,
+    /// The frame being dispatched, decoded in place (then copied once).
+    pub(super) meta: PacketMeta,
 }
 
 /// What a capture thread tells the tick coordinator (several capture threads).
@@ -149,40 +151,47 @@ impl FrameSink for Dispatcher {
         self.stats.packets += 1;
         self.stats.bytes += u64::from(f.wire_len);
         let ts = Timestamp::from_parts(f.secs, f.nanos).saturating_add(self.skew);
-        let mut m = decode::decode(link, ts, f.wire_len, f.data);
         // Packet time never runs backwards inside the pipeline. A packet a
         // little late (reordering across NIC queues: microseconds to
         // milliseconds) is stamped with the latest time seen. A jump back of
         // more than REBASE_NS (two captures concatenated, a clock step) shifts
         // the rest of the input forward instead, so its packets keep their
         // spacing rather than all piling into one interval and faking a spike.
-        match self.watermark {
+        let mut backwards = 0;
+        let ts = match self.watermark {
             Some(w) if ts < w => {
                 let back = w.since(ts);
                 if back > REBASE_NS {
                     self.skew = self.skew.saturating_add(back);
-                    m.anomalies |= anomaly::TS_BACKWARDS;
+                    backwards = anomaly::TS_BACKWARDS;
                 } else {
                     self.stats.reordered += 1;
                     self.stats.reordered_max_ns = self.stats.reordered_max_ns.max(back);
                 }
-                m.ts = w;
+                w
             }
-            _ => self.watermark = Some(ts),
-        }
-        self.first.get_or_insert(m.ts);
-        self.advance(m.ts);
+            _ => {
+                self.watermark = Some(ts);
+                ts
+            }
+        };
+        self.first.get_or_insert(ts);
+        self.advance(ts);
+        let m = &mut self.meta;
+        decode::decode_into(m, link, ts, f.wire_len, f.data);
+        m.anomalies |= backwards;
         self.stats.count_anomalies(m.anomalies);
-        let key = FlowKey::of(&m).0;
+        let key = FlowKey::of(m).0;
         m.flow_hash = flow_hash(&key);
         let i =
             if self.shards.len() == 1 { 0 } else { (shard_hash(&key) % self.shards.len() as u64) as usize };
         if let Some(r) = self.evidence.as_mut() {
-            r.push(link, &m, f.data);
+            r.push(link, m, f.data);
         }
         // The stateless rules run here, where cycles are spare, not on the shard.
-        m.prejudged = crate::detect::misuse::prejudge(&m);
-        self.batches[i].push(m);
+        m.prejudged = crate::detect::misuse::prejudge(m);
+        // From the record straight into the batch (a push copies it twice).
+        self.batches[i].extend_from_slice(std::slice::from_ref(m));
         if self.batches[i].len() >= self.batch_size {
             self.send_batch(i);
         }

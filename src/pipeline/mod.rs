@@ -211,6 +211,7 @@ pub fn run(
         stop: stop.clone(),
         coord,
         evidence: None,
+        meta: PacketMeta::default(),
     };
     let (result, stats, first, watermark) = match source {
         Source::Replay { paths, speed, bpf, progress } => {
