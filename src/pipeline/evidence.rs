@@ -373,9 +373,14 @@ impl Files {
 /// belongs to, if its interval has closed (a recording's end falls on an
 /// interval boundary, so that is as far as a pending end can reach).
 pub(super) struct Recorder {
+    /// The ring's bytes: reserved whole, filled as packets first arrive (a
+    /// zeroed ring cost a 64 MiB memset and its page faults at start, even
+    /// for a replay of a few kB), then overwritten in place.
     arena: Vec<u8>,
+    /// The ring's size in bytes (`ring_mib`).
+    ring: u64,
     head: u64,
-    /// `head % arena.len()`, kept as the ring advances.
+    /// `head % ring`, kept as the ring advances.
     head_off: u64,
     held: VecDeque<Held>,
     rx: Receiver<(Timestamp, Request)>,
@@ -417,19 +422,20 @@ pub(super) fn pair(
     done.sort();
     let total = done.iter().map(|d| d.2).sum();
     let host = EvidenceHost { tx, watermark: watermark.clone(), before };
-    // `ring_mib` may ask for more than the machine can give: a trial
-    // reservation says so instead of an abort on a failed allocation. (The
-    // ring itself comes zeroed from the allocator, its pages touched only
-    // as packets arrive.)
+    // `ring_mib` may ask for more than the machine can give: reserving it
+    // says so instead of an abort on a failed allocation. Its pages are
+    // touched only as packets arrive.
     let ring = (cfg.ring_mib * 1_048_576.0) as usize;
-    Vec::<u8>::new().try_reserve_exact(ring).map_err(|e| {
+    let mut arena = Vec::<u8>::new();
+    arena.try_reserve_exact(ring).map_err(|e| {
         std::io::Error::other(format!(
             "cannot allocate the {} MiB packet ring (evidence.ring_mib): {e}",
             cfg.ring_mib
         ))
     })?;
     let rec = Recorder {
-        arena: vec![0; ring],
+        arena,
+        ring: ring as u64,
         head: 0,
         head_off: 0,
         held: VecDeque::new(),
@@ -462,7 +468,7 @@ impl Recorder {
     /// room by the ring's capacity: what leaves is written first where it
     /// belongs, and counted when the host might still have asked for it.
     pub(super) fn push(&mut self, link: LinkType, m: &PacketMeta, data: &[u8]) {
-        let cap = self.arena.len() as u64;
+        let cap = self.ring;
         let len = data.len() as u64;
         if len == 0 || len > cap {
             return;
@@ -493,7 +499,13 @@ impl Recorder {
             self.held.pop_front();
         }
         let o = off as usize;
-        self.arena[o..o + data.len()].copy_from_slice(data);
+        // Writes run on from the last one's end or restart at 0, so they
+        // reach at most just past what was filled: copied in place up to
+        // there, appended beyond (within the reservation: no reallocation).
+        let have = self.arena.len().saturating_sub(o).min(data.len());
+        let (over, beyond) = data.split_at(have);
+        self.arena[o..o + have].copy_from_slice(over);
+        self.arena.extend_from_slice(beyond);
         self.head = at + len;
         self.head_off = off + len;
         self.held.push_back(Held {
