@@ -12,8 +12,8 @@
 //!
 //! A file holds at most `episode_mib`; a many-source episode's (a flood
 //! whose sources are spoofed or spread over a prefix) at most `sample_mib`,
-//! its first matching packets: a sample, not everything. All files together stay under
-//! `total_mib`; the oldest finished files are removed first.
+//! its first matching packets: a sample, not everything. All files
+//! together stay under `total_mib`; the oldest finished files go first.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
