@@ -105,9 +105,8 @@ static SCALED: std::sync::LazyLock<Vec<f64>> =
 
 /// The feature vector of one host in one interval, each in [0, 1].
 pub fn features(h: &HostCounters) -> [f64; FEATURES] {
-    let c = |v: u64| {
-        if v < SCALED_BELOW { SCALED.get(v as usize).copied().unwrap_or_else(|| scale(v)) } else { scale(v) }
-    };
+    // The table ends at SCALED_BELOW: larger counts are computed.
+    let c = |v: u64| usize::try_from(v).ok().and_then(|i| SCALED.get(i)).copied().unwrap_or_else(|| scale(v));
     let share = |part: u64, all: u64| if all == 0 { 0.0 } else { part as f64 / all as f64 };
     [
         c(h.pkts_out),
